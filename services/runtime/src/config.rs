@@ -1,0 +1,388 @@
+//! Layered, typed configuration: defaults < optional TOML file < `GALE_`
+//! environment variables.
+//!
+//! Every section is a struct with `deny_unknown_fields`, so a typo fails at
+//! start with the key's name instead of being silently ignored. Environment
+//! variables address nested keys with `__` (`GALE_KAFKA__BOOTSTRAP_SERVERS`);
+//! variables without `__` (such as `GALE_KAFKA_BOOTSTRAP`, read by the
+//! scripts) are not configuration. Secrets are wrapped in [`Secret`], whose
+//! `Debug` and `Display` never show the value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::Error;
+
+/// Environment variable that names the TOML file, when `--config` is not given.
+pub const CONFIG_FILE_ENV: &str = "GALE_CONFIG";
+
+/// Loads `T` from its defaults, then `file` (if any), then the environment.
+///
+/// Errors name the offending key and what was expected, e.g.
+/// `invalid type: found string "abc", expected u16 for key "http.listen"`.
+pub fn load<T: DeserializeOwned>(file: Option<&Path>) -> Result<T, Error> {
+    let mut figment = Figment::new();
+    let env_file = std::env::var_os(CONFIG_FILE_ENV).map(std::path::PathBuf::from);
+    if let Some(path) = file.map(Path::to_path_buf).or(env_file) {
+        if !path.exists() {
+            return Err(Error::Config(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment = figment.merge(env_provider());
+    figment.extract::<T>().map_err(|e| Error::Config(describe(e)))
+}
+
+/// Loads `T` from a TOML string and the environment; used by tests and tools.
+pub fn load_str<T: DeserializeOwned>(toml: &str) -> Result<T, Error> {
+    Figment::new()
+        .merge(Toml::string(toml))
+        .merge(env_provider())
+        .extract::<T>()
+        .map_err(|e| Error::Config(describe(e)))
+}
+
+fn env_provider() -> Env {
+    Env::prefixed("GALE_")
+        .filter(|key| key.as_str().contains("__"))
+        .split("__")
+}
+
+fn describe(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let mut text = e.kind.to_string();
+            if !e.path.is_empty() {
+                text.push_str(&format!(" for key `{}`", e.path.join(".")));
+            }
+            if let Some(meta) = &e.metadata {
+                text.push_str(&format!(" (from {}", meta.name));
+                if let Some(source) = &e.metadata.as_ref().and_then(|m| m.source.clone()) {
+                    text.push_str(&format!(" {source}"));
+                }
+                text.push(')');
+            }
+            text
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A string that must never appear in logs or error messages.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself; call only where it is handed to a client library.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Kafka connection and client settings shared by every service.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list of brokers, e.g. `kafka-0:9092,kafka-1:9092`.
+    pub bootstrap_servers: String,
+    /// Consumer group id; defaults to `gale-<service>`.
+    pub group_id: Option<String>,
+    /// Create missing topics at start. Convenient locally; in production topics are
+    /// usually provisioned by the platform and this is turned off.
+    pub create_topics: bool,
+    /// Partitions for topics this service creates.
+    pub topic_partitions: i32,
+    /// Replication factor for topics this service creates.
+    pub replication_factor: i32,
+    /// How long the producer keeps trying to deliver one record before reporting
+    /// failure (librdkafka `message.timeout.ms`). The runtime then sends it again, so
+    /// this bounds how often an outage is reported, not whether data is kept.
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
+    /// Any librdkafka property, passed through unchanged (`security.protocol`,
+    /// `sasl.mechanisms`, `sasl.username`, `sasl.password`, `ssl.ca.location`, ...).
+    /// From the environment, `_` in a key stands for `.`:
+    /// `GALE_KAFKA__PROPERTIES__SECURITY_PROTOCOL=SASL_SSL`.
+    pub properties: BTreeMap<String, Secret>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            group_id: None,
+            create_topics: true,
+            topic_partitions: 3,
+            replication_factor: 1,
+            delivery_timeout: Duration::from_secs(60),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Pass-through properties with their librdkafka names.
+    pub fn librdkafka_properties(&self) -> impl Iterator<Item = (String, &str)> {
+        self.properties.iter().map(|(k, v)| {
+            let key = if k.contains('.') {
+                k.clone()
+            } else {
+                k.replace('_', ".")
+            };
+            (key, v.expose())
+        })
+    }
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Property values can hold credentials; show the keys only.
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("create_topics", &self.create_topics)
+            .field("properties", &self.properties.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Where the Confluent-compatible schema registry is and how to talk to it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Base URL, e.g. `http://schema-registry:8081`.
+    pub url: String,
+    /// Basic-auth user (Confluent Cloud API key), if the registry needs one.
+    pub username: Option<String>,
+    /// Basic-auth password (Confluent Cloud API secret).
+    pub password: Option<Secret>,
+    /// Timeout for one registry request.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Compatibility level set on the subjects this service registers:
+    /// BACKWARD, BACKWARD_TRANSITIVE, FORWARD, FORWARD_TRANSITIVE, FULL, FULL_TRANSITIVE or NONE.
+    pub compatibility: String,
+    /// Set `compatibility` on each subject at start. Turn off where the registry is
+    /// managed centrally and services may not change subject config.
+    pub set_compatibility: bool,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            url: "http://127.0.0.1:8081".into(),
+            username: None,
+            password: None,
+            timeout: Duration::from_secs(5),
+            compatibility: "BACKWARD".into(),
+            set_compatibility: true,
+        }
+    }
+}
+
+/// The per-service HTTP listener for probes and metrics.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on; port 0 picks a free port (logged at start).
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9100)),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines for terminals.
+    #[default]
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Logs and traces. Traces are exported over OTLP when the standard
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` variable is set; other `OTEL_*` variables
+/// (protocol, headers, sampler, resource attributes) are honoured as usual.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `human` or `json`.
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` syntax, e.g. `info` or `info,gale_runtime=debug`.
+    /// `RUST_LOG` overrides it.
+    pub log_level: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            log_format: LogFormat::Human,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// How the consume → process → produce loop batches, retries and shuts down.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessingConfig {
+    /// Most records handled per batch; offsets are stored once per batch after
+    /// every output of the batch is acknowledged.
+    pub batch_size: usize,
+    /// Back-off before each retry of a record whose processing failed in a way
+    /// that may pass (e.g. a lookup timed out). After the last one the record is
+    /// dead-lettered with the attempt count.
+    #[serde(deserialize_with = "duration_list")]
+    pub retry_backoff: Vec<Duration>,
+    /// First wait when a dependency (broker, registry, database) is down.
+    #[serde(with = "humantime_serde")]
+    pub outage_backoff_initial: Duration,
+    /// Longest wait between attempts while a dependency stays down.
+    #[serde(with = "humantime_serde")]
+    pub outage_backoff_max: Duration,
+    /// Bound on draining in-flight work after SIGTERM/SIGINT before the process exits.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ProcessingConfig {
+    fn default() -> Self {
+        ProcessingConfig {
+            batch_size: 1000,
+            retry_backoff: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(15),
+            ],
+            outage_backoff_initial: Duration::from_millis(500),
+            outage_backoff_max: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+fn duration_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    let items = Vec::<String>::deserialize(d)?;
+    items
+        .iter()
+        .map(|s| {
+            humantime::parse_duration(s).map_err(|e| {
+                serde::de::Error::custom(format!("{s:?} is not a duration like `1s` or `500ms`: {e}"))
+            })
+        })
+        .collect()
+}
+
+/// The sections every service has, gathered for [`crate::Service::start`].
+#[derive(Clone, Debug, Default)]
+pub struct RuntimeConfig {
+    /// Kafka connection.
+    pub kafka: KafkaConfig,
+    /// Schema registry.
+    pub registry: RegistryConfig,
+    /// Probe and metrics listener.
+    pub http: HttpConfig,
+    /// Logs and traces.
+    pub telemetry: TelemetryConfig,
+    /// Loop tuning.
+    pub processing: ProcessingConfig,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(default, deny_unknown_fields)]
+    struct Sample {
+        kafka: KafkaConfig,
+        http: HttpConfig,
+        processing: ProcessingConfig,
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_given() {
+        let s: Sample = load_str("").unwrap();
+        assert_eq!(s.kafka.bootstrap_servers, "127.0.0.1:9092");
+        assert_eq!(s.processing.retry_backoff.len(), 3);
+        assert_eq!(s.processing.retry_backoff[2], Duration::from_secs(15));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_str::<Sample>("[kafka]\nbootstrap_server = 'x'\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("bootstrap_server"), "{text}");
+        assert!(text.contains("kafka"), "{text}");
+    }
+
+    #[test]
+    fn bad_value_names_key_and_expectation() {
+        let err = load_str::<Sample>("[http]\nlisten = 'not an address'\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("http.listen"), "{text}");
+        assert!(text.contains("socket address"), "{text}");
+    }
+
+    #[test]
+    fn durations_are_human_readable() {
+        let s: Sample =
+            load_str("[processing]\nretry_backoff = ['10ms', '2s']\nshutdown_timeout = '5s'\n")
+                .unwrap();
+        assert_eq!(
+            s.processing.retry_backoff,
+            vec![Duration::from_millis(10), Duration::from_secs(2)]
+        );
+        assert_eq!(s.processing.shutdown_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s: Sample =
+            load_str("[kafka.properties]\n'sasl.password' = 'hunter2'\nsasl_username = 'u'\n")
+                .unwrap();
+        let debug = format!("{:?}", s.kafka);
+        assert!(!debug.contains("hunter2"), "{debug}");
+        let props: Vec<_> = s.kafka.librdkafka_properties().collect();
+        assert!(props.contains(&("sasl.password".to_string(), "hunter2")));
+        assert!(props.contains(&("sasl.username".to_string(), "u")));
+        assert_eq!(format!("{}", Secret::new("x")), "[redacted]");
+    }
+}

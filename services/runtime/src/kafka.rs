@@ -1,0 +1,278 @@
+//! Kafka clients configured the Gale way.
+//!
+//! Consumers never auto-store offsets (`enable.auto.offset.store=false`): the
+//! loop stores an offset only after everything the record produced is
+//! acknowledged, and librdkafka's periodic auto-commit then commits what was
+//! stored. On partition revocation the context commits synchronously, so a
+//! rebalance does not replay finished work. Producers are idempotent with
+//! `acks=all`. Pass-through properties from config override these defaults.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use rdkafka::statistics::Statistics;
+
+use crate::config::KafkaConfig;
+use crate::health::Health;
+use crate::metrics::StageMetrics;
+use crate::Error;
+
+/// Client context: lag metrics from statistics, broker health from errors,
+/// synchronous commit on revocation.
+pub struct GaleContext {
+    metrics: StageMetrics,
+    health: Health,
+}
+
+impl GaleContext {
+    /// A context reporting to `metrics` and `health`.
+    pub fn new(metrics: StageMetrics, health: Health) -> Self {
+        GaleContext { metrics, health }
+    }
+}
+
+impl ClientContext for GaleContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    self.metrics.consumer_lag(topic, *partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown)
+        ) {
+            self.health.fail("broker", format!("all brokers down: {reason}"));
+        }
+        tracing::warn!(error = %error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for GaleContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => tracing::info!(partitions = tpl.count(), "committed before revocation"),
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(e) => tracing::warn!(error = %e, "commit before revocation failed"),
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let parts: Vec<String> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+                    .collect();
+                tracing::info!(partitions = ?parts, "partitions assigned");
+            }
+            Rebalance::Revoke(tpl) => tracing::info!(partitions = tpl.count(), "partitions revoked"),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+fn base_config(config: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.bootstrap_servers)
+        .set("statistics.interval.ms", "5000")
+        .set("log.connection.close", "false");
+    c
+}
+
+fn apply_overrides(c: &mut ClientConfig, config: &KafkaConfig) {
+    for (key, value) in config.librdkafka_properties() {
+        c.set(key, value);
+    }
+}
+
+/// The consumer group for `stage`: configured, or `gale-<stage>`.
+pub fn group_id(config: &KafkaConfig, stage: &str) -> String {
+    config
+        .group_id
+        .clone()
+        .unwrap_or_else(|| format!("gale-{stage}"))
+}
+
+/// A consumer in `group` that stores offsets only when told to.
+pub fn consumer(
+    config: &KafkaConfig,
+    group: &str,
+    context: GaleContext,
+) -> Result<StreamConsumer<GaleContext>, Error> {
+    let mut c = base_config(config);
+    c.set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false");
+    apply_overrides(&mut c, config);
+    c.create_with_context(context)
+        .map_err(|e| Error::kafka("creating consumer", e))
+}
+
+/// An idempotent producer with `acks=all`.
+pub fn producer(config: &KafkaConfig, context: GaleContext) -> Result<Producer, Error> {
+    let mut c = base_config(config);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set(
+            "message.timeout.ms",
+            config.delivery_timeout.as_millis().to_string(),
+        );
+    apply_overrides(&mut c, config);
+    let inner = c
+        .create_with_context(context)
+        .map_err(|e| Error::kafka("creating producer", e))?;
+    Ok(Producer { inner })
+}
+
+/// Creates `topics` if they do not exist.
+pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<(), Error> {
+    let mut c = base_config(config);
+    apply_overrides(&mut c, config);
+    let admin: AdminClient<_> = c
+        .create()
+        .map_err(|e| Error::kafka("creating admin client", e))?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| {
+            NewTopic::new(
+                t,
+                config.topic_partitions,
+                TopicReplication::Fixed(config.replication_factor),
+            )
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(new.iter(), &opts)
+        .await
+        .map_err(|e| Error::kafka("creating topics", e))?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(topic, "topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(Error::kafka(
+                    format!("creating topic {topic}"),
+                    KafkaError::AdminOp(code),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Producer used by every service.
+#[derive(Clone)]
+pub struct Producer {
+    inner: FutureProducer<GaleContext>,
+}
+
+/// Why a record could not even be queued.
+#[derive(Debug)]
+pub enum SendError {
+    /// The record can never be sent as it is (e.g. larger than the broker allows).
+    Permanent(KafkaError),
+    /// The client is failing for now.
+    Transient(KafkaError),
+}
+
+impl Producer {
+    /// Queues one record and returns the future of its acknowledgement. Waits
+    /// (without dropping anything) while the local queue is full.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<DeliveryFuture, SendError> {
+        let mut record = FutureRecord::to(topic).payload(payload).headers(headers);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        loop {
+            match self.inner.send_result(record) {
+                Ok(future) => return Ok(future),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err((e @ KafkaError::MessageProduction(code), _))
+                    if matches!(
+                        code,
+                        RDKafkaErrorCode::MessageSizeTooLarge
+                            | RDKafkaErrorCode::InvalidMessageSize
+                            | RDKafkaErrorCode::InvalidMessage
+                    ) =>
+                {
+                    return Err(SendError::Permanent(e))
+                }
+                Err((e, _)) => return Err(SendError::Transient(e)),
+            }
+        }
+    }
+
+    /// Checks the broker answers a metadata request within `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), String> {
+        let producer = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, timeout)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Waits up to `timeout` for queued records to be delivered.
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(e) = self.inner.flush(timeout) {
+            tracing::warn!(error = %e, "producer flush incomplete");
+        }
+    }
+
+    /// Number of partitions of `topic`, fetched from the broker.
+    pub fn partition_count(&self, topic: &str, timeout: Duration) -> Result<usize, KafkaError> {
+        let md = self.inner.client().fetch_metadata(Some(topic), timeout)?;
+        Ok(md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map(|t| t.partitions().len())
+            .unwrap_or(0))
+    }
+}
+
+/// True for errors that a later attempt may not hit (broker down, timeouts).
+pub fn is_retriable(error: &KafkaError) -> bool {
+    !matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+        )
+    )
+}

@@ -1,0 +1,29 @@
+//! The plumbing every Gale service shares, written once.
+//!
+//! A service crate holds its domain logic (rules, detectors, windows) as plain
+//! types and functions, and a `main.rs` that wires them to this crate: layered
+//! configuration ([`config`]), the consume → process → produce loop with
+//! offsets stored only after every output is acknowledged ([`pipeline`]), Avro
+//! in the Confluent wire format against any compatible registry ([`avro`]),
+//! dead-letter records ([`dlq`]), retry and outage back-off ([`retry`]),
+//! logs, traces and metrics ([`telemetry`], [`metrics`]), the HTTP endpoints
+//! for probes and Prometheus ([`http`]), and signal-driven shutdown
+//! ([`shutdown`]).
+
+pub mod avro;
+pub mod config;
+pub mod dlq;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod pipeline;
+pub mod retry;
+pub mod schema;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use error::Error;
+pub use service::Service;
