@@ -1,0 +1,42 @@
+//! `gale-validate`: wires config, the asset registry and the rules to the runtime loop.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use gale_runtime::pipeline::PipelineBuilder;
+use gale_runtime::schema::{QUARANTINED_READING, RAW_READING, VALIDATED_READING};
+use gale_runtime::{config, Service};
+use gale_validate::assets::AssetDirectory;
+use gale_validate::config::Config;
+use gale_validate::processor::{ValidateProcessor, QUARANTINE, VALIDATED};
+
+/// Validates raw readings and scores their quality.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// TOML config file (also `GALE_CONFIG`); `GALE_<SECTION>__<KEY>` variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cfg: Config = config::load(args.config.as_deref())?;
+    let rules = cfg.validate.rules()?;
+    let service = Service::start("validate", cfg.runtime()).await?;
+    let assets = AssetDirectory::open(&cfg.validate.assets).await?;
+    let pipeline = PipelineBuilder::new(&service)
+        .input(&cfg.topics.input, RAW_READING)
+        .output(VALIDATED, &cfg.topics.validated, VALIDATED_READING)
+        .output(QUARANTINE, &cfg.topics.quarantine, QUARANTINED_READING)
+        .dead_letters(&cfg.topics.dead_letter)
+        .build()
+        .await?;
+    let result = pipeline
+        .run(ValidateProcessor::new(rules, cfg.validate.mode, assets))
+        .await;
+    service.finish().await;
+    result?;
+    Ok(())
+}
