@@ -23,6 +23,7 @@ pub mod retry;
 pub mod schema;
 pub mod service;
 pub mod shutdown;
+pub mod storage;
 pub mod telemetry;
 
 pub use error::Error;

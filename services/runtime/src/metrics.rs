@@ -15,7 +15,6 @@
 //! | `gale_consumer_lag` | gauge | stage, topic, partition |
 //! | `gale_paused` | gauge | stage |
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -105,7 +104,6 @@ impl StageMetrics {
             topic: topic.to_string(),
             records_in: counter!("gale_records_in_total", "stage" => self.stage.clone(), "topic" => topic.to_string()),
             records_out: counter!("gale_records_out_total", "stage" => self.stage.clone(), "topic" => topic.to_string()),
-            dead_lettered: HashMap::new(),
         }
     }
 
@@ -153,7 +151,6 @@ pub struct TopicMetrics {
     topic: String,
     records_in: Counter,
     records_out: Counter,
-    dead_lettered: HashMap<&'static str, Counter>,
 }
 
 impl TopicMetrics {
@@ -168,18 +165,13 @@ impl TopicMetrics {
     }
 
     /// A record of this (input) topic went to the dead-letter topic.
-    pub fn dead_lettered(&mut self, error_class: &'static str) {
-        let (stage, topic) = (&self.stage, &self.topic);
-        self.dead_lettered
-            .entry(error_class)
-            .or_insert_with(|| {
-                counter!(
-                    "gale_records_dead_lettered_total",
-                    "stage" => stage.clone(),
-                    "topic" => topic.clone(),
-                    "error_class" => error_class
-                )
-            })
-            .increment(1);
+    pub fn dead_lettered(&self, error_class: &'static str) {
+        counter!(
+            "gale_records_dead_lettered_total",
+            "stage" => self.stage.clone(),
+            "topic" => self.topic.clone(),
+            "error_class" => error_class
+        )
+        .increment(1);
     }
 }

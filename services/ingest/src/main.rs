@@ -1,0 +1,92 @@
+//! `gale-ingest`: wires config, the raw writer, the HTTP API and file drops.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use gale_ingest::api::{self, ApiState};
+use gale_ingest::config::Config;
+use gale_ingest::filedrop::FileDrop;
+use gale_ingest::writer::RawWriter;
+use gale_runtime::schema::RAW_READING;
+use gale_runtime::{config, http, storage, Service};
+
+/// Accepts readings over HTTP and from object-store file drops.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// TOML config file (also `GALE_CONFIG`); `GALE_<SECTION>__<KEY>` variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cfg: Config = config::load(args.config.as_deref())?;
+    let mappings = cfg.mappings()?;
+    let service = Service::start("ingest", cfg.runtime()).await?;
+    service
+        .ensure_topics(&[&cfg.topics.raw, &cfg.topics.dead_letter])
+        .await?;
+    let encoder = service.register_schema(&cfg.topics.raw, RAW_READING).await?;
+    let writer = Arc::new(RawWriter::new(
+        service.producer.clone(),
+        encoder,
+        cfg.topics.raw.clone(),
+        cfg.topics.dead_letter.clone(),
+        service.tracer.clone(),
+        service.metrics.topic(&cfg.topics.raw),
+        service.metrics.topic(&cfg.topics.dead_letter),
+        cfg.ingest.ack_timeout + std::time::Duration::from_secs(2),
+    ));
+    let state = Arc::new(ApiState {
+        writer: writer.clone(),
+        sources: cfg
+            .ingest
+            .sources
+            .iter()
+            .zip(&mappings)
+            .map(|(s, m)| (s.api_keys.clone(), m.clone()))
+            .collect(),
+        tracer: service.tracer.clone(),
+        received: service.metrics.topic("http"),
+        max_listed_errors: cfg.ingest.max_listed_errors,
+    });
+    let (addr, api_task) = http::serve(
+        cfg.ingest.listen,
+        api::routes(state, cfg.ingest.max_body_bytes),
+        service.shutdown.clone(),
+    )
+    .await?;
+    tracing::info!(%addr, sources = mappings.len(), "readings API listening");
+
+    let mut drops = Vec::new();
+    for (i, fd) in cfg.ingest.file_drops.iter().enumerate() {
+        let location = storage::open(&fd.store, &format!("ingest.file_drops[{i}].store"))?;
+        let mapping = mappings
+            .iter()
+            .find(|m| m.name() == fd.source)
+            .cloned()
+            .expect("checked by Config::mappings");
+        drops.push(tokio::spawn(
+            FileDrop {
+                location,
+                config: fd.clone(),
+                mapping,
+                writer: writer.clone(),
+                health: service.health.clone(),
+                token: service.shutdown.clone(),
+            }
+            .run(),
+        ));
+    }
+
+    service.shutdown.cancelled().await;
+    let _ = api_task.await;
+    for d in drops {
+        let _ = d.await;
+    }
+    service.finish().await;
+    Ok(())
+}

@@ -1,0 +1,528 @@
+//! From a source's rows to raw readings.
+//!
+//! A source (a SCADA export, a meter head-end, the simulator) names its
+//! columns, units and timestamps its own way. A [`SourceMapping`] says which
+//! column holds the asset id and the timestamp (and in which format), and
+//! which columns are which canonical metric in which unit, so an export can be
+//! ingested as it is. Columns named like the canonical metrics (`power`,
+//! `power_unit`, `power_kw`, ...) are understood without any mapping.
+//! Empty fields and `NaN` are missing values, not errors.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
+use gale_runtime::config::Secret;
+use gale_runtime::schema::{AssetKind, IngestChannel, Measurement, Metric, MetricName, RawReading};
+use serde::{Deserialize, Deserializer};
+
+/// One field of an input row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Field {
+    /// Text (CSV cells, JSON strings).
+    Text(String),
+    /// A JSON number.
+    Number(f64),
+    /// JSON null.
+    Null,
+}
+
+/// An input row: column name and field, in input order.
+pub type Row = Vec<(String, Field)>;
+
+/// How timestamps are written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TimestampFormat {
+    /// RFC 3339 / ISO 8601 with an offset, or epoch seconds / milliseconds by magnitude.
+    Auto,
+    /// RFC 3339 / ISO 8601 with an offset (`2024-03-15T14:00:00+01:00`).
+    Rfc3339,
+    /// Seconds since the epoch (fractions allowed).
+    EpochSeconds,
+    /// Milliseconds since the epoch.
+    EpochMillis,
+    /// A `chrono` pattern without offset (`%d/%m/%Y %H:%M:%S`), read in `utc_offset`.
+    Pattern(String),
+}
+
+impl<'de> Deserialize<'de> for TimestampFormat {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "auto" => TimestampFormat::Auto,
+            "rfc3339" | "iso8601" => TimestampFormat::Rfc3339,
+            "epoch_s" | "epoch_seconds" => TimestampFormat::EpochSeconds,
+            "epoch_ms" | "epoch_millis" => TimestampFormat::EpochMillis,
+            p if p.contains('%') => TimestampFormat::Pattern(p.to_string()),
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "{other:?} is not a timestamp format; expected auto, rfc3339, epoch_s, epoch_ms or a chrono pattern such as \"%Y-%m-%d %H:%M:%S\""
+                )))
+            }
+        })
+    }
+}
+
+/// What one source column holds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSpec {
+    /// Canonical metric, e.g. `power` or `gearbox_temperature`.
+    pub metric: MetricName,
+    /// Unit of the column's values, e.g. `W`, `degF`; omit to leave it to validate.
+    pub unit: Option<String>,
+    /// Column holding the unit row by row, instead of a fixed `unit`.
+    pub unit_column: Option<String>,
+}
+
+/// One configured source: who may send, and how to read what they send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Source name, recorded on every reading.
+    pub name: String,
+    /// API keys that authenticate this source on the HTTP API.
+    #[serde(default)]
+    pub api_keys: Vec<Secret>,
+    /// Asset kind to declare on readings, if the source only sends one kind.
+    pub asset_kind: Option<String>,
+    /// Column holding the asset id.
+    #[serde(default = "default_asset_column")]
+    pub asset_column: String,
+    /// Column holding the event time.
+    #[serde(default = "default_timestamp_column")]
+    pub timestamp_column: String,
+    /// `auto`, `rfc3339`, `epoch_s`, `epoch_ms` or a chrono pattern.
+    #[serde(default = "default_timestamp_format")]
+    pub timestamp_format: TimestampFormat,
+    /// Offset for pattern timestamps without one, e.g. `+01:00`.
+    #[serde(default = "default_offset")]
+    pub utc_offset: String,
+    /// Source columns mapped onto canonical metrics.
+    #[serde(default)]
+    pub columns: BTreeMap<String, ColumnSpec>,
+    /// Also accept columns named like canonical metrics (`power`, `power_unit`, `power_kw`).
+    #[serde(default = "yes")]
+    pub canonical_columns: bool,
+    /// Keep columns that map to no metric as reading attributes.
+    #[serde(default = "yes")]
+    pub keep_unmapped: bool,
+}
+
+fn default_asset_column() -> String {
+    "asset_id".into()
+}
+fn default_timestamp_column() -> String {
+    "timestamp".into()
+}
+fn default_timestamp_format() -> TimestampFormat {
+    TimestampFormat::Auto
+}
+fn default_offset() -> String {
+    "+00:00".into()
+}
+fn yes() -> bool {
+    true
+}
+
+impl SourceConfig {
+    /// A source with canonical columns only.
+    pub fn canonical(name: &str) -> Self {
+        SourceConfig {
+            name: name.into(),
+            api_keys: Vec::new(),
+            asset_kind: None,
+            asset_column: default_asset_column(),
+            timestamp_column: default_timestamp_column(),
+            timestamp_format: TimestampFormat::Auto,
+            utc_offset: default_offset(),
+            columns: BTreeMap::new(),
+            canonical_columns: true,
+            keep_unmapped: true,
+        }
+    }
+}
+
+/// A validated, ready-to-use mapping of one source.
+#[derive(Debug, Clone)]
+pub struct SourceMapping {
+    config: SourceConfig,
+    kind: Option<AssetKind>,
+    offset: FixedOffset,
+    /// Column name → (metric, fixed unit, unit column).
+    metric_columns: BTreeMap<String, (Metric, Option<String>, Option<String>)>,
+}
+
+impl SourceMapping {
+    /// Checks `config` (`key` is its config path for error messages).
+    pub fn new(config: SourceConfig, key: &str) -> Result<Self, String> {
+        let kind = match &config.asset_kind {
+            Some(k) => Some(k.parse::<AssetKind>().map_err(|e| format!("key `{key}.asset_kind`: {e}"))?),
+            None => None,
+        };
+        let offset: FixedOffset = config.utc_offset.parse().map_err(|_| {
+            format!(
+                "key `{key}.utc_offset`: {:?} is not an offset like +01:00",
+                config.utc_offset
+            )
+        })?;
+        let mut metric_columns = BTreeMap::new();
+        if config.canonical_columns {
+            for m in Metric::ALL {
+                metric_columns.insert(m.name().to_string(), (m, None, Some(format!("{}_unit", m.name()))));
+                metric_columns.insert(m.column().to_string(), (m, Some(m.canonical_unit().to_string()), None));
+            }
+        }
+        for (column, spec) in &config.columns {
+            if spec.unit.is_some() && spec.unit_column.is_some() {
+                return Err(format!(
+                    "key `{key}.columns.{column}`: give `unit` or `unit_column`, not both"
+                ));
+            }
+            metric_columns.insert(
+                column.clone(),
+                (spec.metric.0, spec.unit.clone(), spec.unit_column.clone()),
+            );
+        }
+        Ok(SourceMapping {
+            config,
+            kind,
+            offset,
+            metric_columns,
+        })
+    }
+
+    /// Source name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The source's config.
+    pub fn config(&self) -> &SourceConfig {
+        &self.config
+    }
+
+    /// Turns one row into a raw reading, or says what is wrong with it.
+    pub fn to_reading(&self, row: &Row, channel: IngestChannel, received_time: i64) -> Result<RawReading, String> {
+        let get = |name: &str| row.iter().find(|(c, _)| c == name).map(|(_, f)| f);
+        let asset_id = match get(&self.config.asset_column) {
+            Some(Field::Text(s)) if !s.trim().is_empty() => s.trim().to_string(),
+            Some(Field::Number(n)) => n.to_string(),
+            _ => {
+                return Err(format!(
+                    "missing asset id (column `{}`)",
+                    self.config.asset_column
+                ))
+            }
+        };
+        let event_time = match get(&self.config.timestamp_column) {
+            None | Some(Field::Null) => {
+                return Err(format!(
+                    "missing timestamp (column `{}`)",
+                    self.config.timestamp_column
+                ))
+            }
+            Some(Field::Text(s)) if s.trim().is_empty() => {
+                return Err(format!(
+                    "missing timestamp (column `{}`)",
+                    self.config.timestamp_column
+                ))
+            }
+            Some(f) => parse_timestamp(f, &self.config.timestamp_format, self.offset).map_err(|e| {
+                format!("column `{}`: {e}", self.config.timestamp_column)
+            })?,
+        };
+        let unit_columns: Vec<&str> = self
+            .metric_columns
+            .values()
+            .filter_map(|(_, _, uc)| uc.as_deref())
+            .collect();
+        let mut measurements = Vec::new();
+        let mut attributes = BTreeMap::new();
+        for (column, field) in row {
+            if column == &self.config.asset_column || column == &self.config.timestamp_column {
+                continue;
+            }
+            if let Some((metric, unit, unit_column)) = self.metric_columns.get(column) {
+                let Some(value) = parse_value(field).map_err(|e| format!("column `{column}`: {e}"))? else {
+                    continue;
+                };
+                let unit = match (unit, unit_column) {
+                    (Some(u), _) => Some(u.clone()),
+                    (None, Some(uc)) => match get(uc) {
+                        Some(Field::Text(u)) if !u.trim().is_empty() => Some(u.trim().to_string()),
+                        _ => None,
+                    },
+                    (None, None) => None,
+                };
+                measurements.push(Measurement {
+                    metric: *metric,
+                    value,
+                    unit,
+                });
+            } else if unit_columns.contains(&column.as_str()) {
+                continue;
+            } else if self.config.keep_unmapped {
+                match field {
+                    Field::Text(s) if !s.is_empty() => {
+                        attributes.insert(column.clone(), s.clone());
+                    }
+                    Field::Number(n) => {
+                        attributes.insert(column.clone(), n.to_string());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if measurements.is_empty() {
+            return Err(format!(
+                "no metric values in row for {asset_id}; known columns are canonical metric names ({}) or the source's mapped columns",
+                Metric::ALL.map(Metric::name).join(", ")
+            ));
+        }
+        let event_id = event_id(&self.config.name, &asset_id, event_time, &measurements);
+        Ok(RawReading {
+            event_id,
+            asset_id,
+            asset_kind: self.kind,
+            event_time,
+            received_time,
+            source: self.config.name.clone(),
+            channel,
+            measurements,
+            attributes,
+        })
+    }
+}
+
+/// Deterministic id: the same reading from the same source always gets the same id.
+pub fn event_id(source: &str, asset_id: &str, event_time: i64, measurements: &[Measurement]) -> String {
+    let mut parts: Vec<String> = measurements
+        .iter()
+        .map(|m| format!("{}={}{}", m.metric.name(), m.value, m.unit.as_deref().unwrap_or("")))
+        .collect();
+    parts.sort();
+    let key = format!("{source}\n{asset_id}\n{event_time}\n{}", parts.join(";"));
+    uuid::Uuid::new_v5(&EVENT_NAMESPACE, key.as_bytes()).to_string()
+}
+
+/// Namespace of Gale's event ids.
+const EVENT_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6761_6c65_2d72_6561_6469_6e67_2d76_3101);
+
+fn parse_value(field: &Field) -> Result<Option<f64>, String> {
+    let v = match field {
+        Field::Null => return Ok(None),
+        Field::Number(n) => *n,
+        Field::Text(s) => {
+            let t = s.trim();
+            if t.is_empty() || t.eq_ignore_ascii_case("nan") || t.eq_ignore_ascii_case("null") || t.eq_ignore_ascii_case("na") {
+                return Ok(None);
+            }
+            t.parse::<f64>().map_err(|_| format!("{t:?} is not a number"))?
+        }
+    };
+    if v.is_nan() {
+        return Ok(None);
+    }
+    if !v.is_finite() {
+        return Err(format!("{v} is not a finite number"));
+    }
+    Ok(Some(v))
+}
+
+/// Parses a timestamp field into ms since the epoch.
+pub fn parse_timestamp(field: &Field, format: &TimestampFormat, offset: FixedOffset) -> Result<i64, String> {
+    let text = match field {
+        Field::Text(s) => s.trim().to_string(),
+        Field::Number(n) => {
+            return match format {
+                TimestampFormat::EpochMillis => Ok(*n as i64),
+                TimestampFormat::EpochSeconds => Ok((*n * 1000.0).round() as i64),
+                TimestampFormat::Auto => Ok(epoch_by_magnitude(*n)),
+                _ => Err(format!("{n} is a number, expected a {format:?} timestamp")),
+            }
+        }
+        Field::Null => return Err("missing".into()),
+    };
+    let numeric = text.parse::<f64>().ok();
+    match format {
+        TimestampFormat::EpochMillis => numeric
+            .map(|n| n as i64)
+            .ok_or_else(|| format!("{text:?} is not epoch milliseconds")),
+        TimestampFormat::EpochSeconds => numeric
+            .map(|n| (n * 1000.0).round() as i64)
+            .ok_or_else(|| format!("{text:?} is not epoch seconds")),
+        TimestampFormat::Rfc3339 => rfc3339(&text),
+        TimestampFormat::Auto => match numeric {
+            Some(n) => Ok(epoch_by_magnitude(n)),
+            None => rfc3339(&text),
+        },
+        TimestampFormat::Pattern(p) => NaiveDateTime::parse_from_str(&text, p)
+            .map_err(|e| format!("{text:?} does not match {p:?}: {e}"))
+            .and_then(|naive| {
+                offset
+                    .from_local_datetime(&naive)
+                    .single()
+                    .map(|t| t.timestamp_millis())
+                    .ok_or_else(|| format!("{text:?} is not a valid local time"))
+            }),
+    }
+}
+
+fn rfc3339(text: &str) -> Result<i64, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.timestamp_millis());
+    }
+    // ISO 8601 with a space instead of `T`, or with a `+hhmm` offset.
+    for pattern in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"] {
+        if let Ok(t) = DateTime::parse_from_str(text, pattern) {
+            return Ok(t.timestamp_millis());
+        }
+    }
+    if text.ends_with('Z') || text.contains('+') {
+        return Err(format!("{text:?} is not an ISO 8601 timestamp"));
+    }
+    Err(format!(
+        "{text:?} is not an ISO 8601 timestamp with an offset (e.g. 2024-03-15T14:00:00Z); configure `timestamp_format` and `utc_offset` for local times"
+    ))
+}
+
+fn epoch_by_magnitude(n: f64) -> i64 {
+    // Seconds until the year 5138; anything larger is milliseconds.
+    if n.abs() < 1e11 {
+        (n * 1000.0).round() as i64
+    } else {
+        n as i64
+    }
+}
+
+/// Milliseconds now, UTC.
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(pairs: &[(&str, &str)]) -> Row {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Field::Text(v.to_string())))
+            .collect()
+    }
+
+    #[test]
+    fn canonical_columns_need_no_mapping() {
+        let m = SourceMapping::new(SourceConfig::canonical("s"), "ingest.sources[0]").unwrap();
+        let r = m
+            .to_reading(
+                &row(&[
+                    ("asset_id", "MTR-1"),
+                    ("timestamp", "2024-03-15T14:00:00Z"),
+                    ("power", "1250"),
+                    ("power_unit", "W"),
+                    ("gearbox_temperature_c", "71.5"),
+                    ("firmware", "2.1"),
+                    ("energy", ""),
+                ]),
+                IngestChannel::Http,
+                0,
+            )
+            .unwrap();
+        assert_eq!(r.event_time, 1_710_511_200_000);
+        assert_eq!(r.measurements.len(), 2);
+        assert_eq!(r.measurements[0].unit.as_deref(), Some("W"));
+        assert_eq!(r.measurements[1].unit.as_deref(), Some("degC"));
+        assert_eq!(r.attributes["firmware"], "2.1");
+    }
+
+    #[test]
+    fn scada_export_maps_columns_units_and_local_time() {
+        let cfg: SourceConfig = toml_from(
+            r#"
+            name = "scada"
+            asset_kind = "turbine"
+            asset_column = "WTG"
+            timestamp_column = "Time"
+            timestamp_format = "%d/%m/%Y %H:%M"
+            utc_offset = "+01:00"
+            canonical_columns = false
+            keep_unmapped = false
+            [columns]
+            "WindSpeed_kmh" = { metric = "wind_speed", unit = "km/h" }
+            "ActivePower" = { metric = "power", unit_column = "PowerUnit" }
+            "GbxTemp" = { metric = "gearbox_temperature", unit = "degF" }
+            "#,
+        );
+        let m = SourceMapping::new(cfg, "s").unwrap();
+        let r = m
+            .to_reading(
+                &row(&[
+                    ("WTG", "TURBINE_00007"),
+                    ("Time", "15/03/2024 15:00"),
+                    ("WindSpeed_kmh", "43.2"),
+                    ("ActivePower", "1.8"),
+                    ("PowerUnit", "MW"),
+                    ("GbxTemp", "NaN"),
+                    ("Comment", "x"),
+                ]),
+                IngestChannel::File,
+                0,
+            )
+            .unwrap();
+        assert_eq!(r.event_time, 1_710_511_200_000, "15:00 at +01:00 is 14:00Z");
+        assert_eq!(r.asset_kind, Some(AssetKind::Turbine));
+        assert_eq!(r.measurements.len(), 2, "NaN is missing");
+        assert_eq!(r.measurements[1].unit.as_deref(), Some("MW"));
+        assert!(r.attributes.is_empty());
+    }
+
+    #[test]
+    fn epochs_by_format_and_magnitude() {
+        let utc = FixedOffset::east_opt(0).unwrap();
+        let f = |s: &str, fmt: TimestampFormat| parse_timestamp(&Field::Text(s.into()), &fmt, utc);
+        assert_eq!(f("1710511200", TimestampFormat::Auto).unwrap(), 1_710_511_200_000);
+        assert_eq!(f("1710511200000", TimestampFormat::Auto).unwrap(), 1_710_511_200_000);
+        assert_eq!(f("1710511200.5", TimestampFormat::EpochSeconds).unwrap(), 1_710_511_200_500);
+        assert_eq!(f("2024-03-15T15:00:00+01:00", TimestampFormat::Rfc3339).unwrap(), 1_710_511_200_000);
+        assert_eq!(f("2024-03-15 14:00:00+00:00", TimestampFormat::Auto).unwrap(), 1_710_511_200_000);
+        let err = f("2024-03-15 14:00", TimestampFormat::Auto).unwrap_err();
+        assert!(err.contains("offset"), "{err}");
+        assert!(f("yesterday", TimestampFormat::EpochMillis).is_err());
+    }
+
+    #[test]
+    fn bad_rows_say_what_is_wrong() {
+        let m = SourceMapping::new(SourceConfig::canonical("s"), "k").unwrap();
+        let e = m.to_reading(&row(&[("timestamp", "1710511200"), ("power", "1")]), IngestChannel::Http, 0).unwrap_err();
+        assert!(e.contains("asset id"), "{e}");
+        let e = m.to_reading(&row(&[("asset_id", "A"), ("timestamp", "1710511200"), ("power", "abc")]), IngestChannel::Http, 0).unwrap_err();
+        assert!(e.contains("`power`") && e.contains("abc"), "{e}");
+        let e = m.to_reading(&row(&[("asset_id", "A"), ("timestamp", "1710511200"), ("power", "")]), IngestChannel::Http, 0).unwrap_err();
+        assert!(e.contains("no metric values"), "{e}");
+    }
+
+    #[test]
+    fn event_ids_are_deterministic() {
+        let m = SourceMapping::new(SourceConfig::canonical("s"), "k").unwrap();
+        let r = row(&[("asset_id", "A"), ("timestamp", "1710511200"), ("power", "1"), ("energy", "2")]);
+        let a = m.to_reading(&r, IngestChannel::Http, 1).unwrap();
+        let b = m.to_reading(&r, IngestChannel::Http, 2).unwrap();
+        assert_eq!(a.event_id, b.event_id);
+        let mut other = r.clone();
+        other[2].1 = Field::Text("1.5".into());
+        assert_ne!(m.to_reading(&other, IngestChannel::Http, 1).unwrap().event_id, a.event_id);
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let mut cfg = SourceConfig::canonical("s");
+        cfg.asset_kind = Some("windmill".into());
+        let e = SourceMapping::new(cfg, "ingest.sources[0]").unwrap_err();
+        assert!(e.contains("ingest.sources[0].asset_kind"), "{e}");
+    }
+
+    fn toml_from(text: &str) -> SourceConfig {
+        gale_runtime::config::load_str::<SourceConfig>(text).unwrap()
+    }
+}

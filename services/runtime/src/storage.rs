@@ -1,0 +1,139 @@
+//! Object storage locations: a local directory by default, any S3-compatible
+//! store by configuration.
+//!
+//! Ingest's file drop and the archive's lake both name a location the same
+//! way, so the credentials and endpoint options are documented once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::ObjectStore;
+use serde::Deserialize;
+
+use crate::config::Secret;
+use crate::Error;
+
+/// Where objects live.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A directory (`./.gale/lake`, `file:///var/lib/gale/lake`) or an
+    /// S3-compatible URL (`s3://bucket/prefix`).
+    pub url: String,
+    /// Options for S3-compatible stores, as `object_store` names them:
+    /// `aws_access_key_id`, `aws_secret_access_key`, `aws_region`,
+    /// `aws_endpoint` (MinIO, moto, Ceph...), `aws_allow_http`,
+    /// `aws_virtual_hosted_style_request`. Standard `AWS_*` variables are
+    /// read too. Values are treated as secrets.
+    #[serde(default)]
+    pub options: BTreeMap<String, Secret>,
+}
+
+/// An opened location: a store and the prefix inside it.
+#[derive(Clone, Debug)]
+pub struct Location {
+    /// The store.
+    pub store: Arc<dyn ObjectStore>,
+    /// Prefix every path of this location lives under.
+    pub prefix: Path,
+    /// The configured URL, for logs (never holds credentials).
+    pub url: String,
+}
+
+impl Location {
+    /// The path of `relative` (slash-separated) inside this location.
+    pub fn child(&self, relative: &str) -> Path {
+        let mut parts: Vec<String> = self.prefix.parts().map(|p| p.as_ref().to_string()).collect();
+        parts.extend(relative.split('/').filter(|s| !s.is_empty()).map(str::to_string));
+        Path::from_iter(parts)
+    }
+
+    /// `path` relative to this location's prefix.
+    pub fn relative(&self, path: &Path) -> String {
+        match path.prefix_match(&self.prefix) {
+            Some(parts) => parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"),
+            None => path.to_string(),
+        }
+    }
+}
+
+/// Opens `config`, creating a local directory if needed.
+pub fn open(config: &StoreConfig, key: &str) -> Result<Location, Error> {
+    let url = config.url.trim();
+    if url.starts_with("s3://") || url.starts_with("s3a://") {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::Config(format!("key `{key}.url`: {url:?} is not a URL: {e}")))?;
+        let mut builder = object_store::aws::AmazonS3Builder::from_env()
+            .with_url(parsed.as_str());
+        for (k, v) in &config.options {
+            let option = k.parse::<object_store::aws::AmazonS3ConfigKey>().map_err(|e| {
+                Error::Config(format!("key `{key}.options.{k}`: not an S3 option: {e}"))
+            })?;
+            builder = builder.with_config(option, v.expose());
+        }
+        let store = builder
+            .build()
+            .map_err(|e| Error::Config(format!("key `{key}`: cannot configure S3 store: {e}")))?;
+        let prefix = Path::from(parsed.path().trim_start_matches('/'));
+        return Ok(Location {
+            store: Arc::new(store),
+            prefix,
+            url: url.to_string(),
+        });
+    }
+    let dir = url.strip_prefix("file://").unwrap_or(url);
+    if dir.contains("://") {
+        return Err(Error::Config(format!(
+            "key `{key}.url`: {url:?} is neither a directory nor an s3:// URL"
+        )));
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Config(format!("key `{key}.url`: cannot create {dir}: {e}")))?;
+    let store = LocalFileSystem::new_with_prefix(dir)
+        .map_err(|e| Error::Config(format!("key `{key}.url`: {e}")))?
+        .with_automatic_cleanup(true);
+    Ok(Location {
+        store: Arc::new(store),
+        prefix: Path::default(),
+        url: url.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::ObjectStoreExt;
+
+    #[tokio::test]
+    async fn local_directory_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("lake");
+        let loc = open(
+            &StoreConfig {
+                url: root.display().to_string(),
+                options: Default::default(),
+            },
+            "archive.store",
+        )
+        .unwrap();
+        let p = loc.child("date=2024-01-01/a.parquet");
+        loc.store.put(&p, b"x".to_vec().into()).await.unwrap();
+        assert!(root.join("date=2024-01-01/a.parquet").exists());
+        assert_eq!(loc.relative(&p), "date=2024-01-01/a.parquet");
+    }
+
+    #[test]
+    fn bad_urls_name_the_key() {
+        let err = open(
+            &StoreConfig {
+                url: "gs://bucket".into(),
+                options: Default::default(),
+            },
+            "archive.store",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("archive.store.url"), "{err}");
+    }
+}
