@@ -60,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!(%addr, sources = mappings.len(), "readings API listening");
+    service.started();
 
     let mut drops = Vec::new();
     for (i, fd) in cfg.ingest.file_drops.iter().enumerate() {

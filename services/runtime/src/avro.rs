@@ -255,7 +255,8 @@ impl DecodeError {
 enum Plan {
     /// Writer schema is ours: read straight into `T`.
     Direct(GenericDatumReader<'static>),
-    /// Writer schema differs: decode, resolve to ours, then convert.
+    /// Writer schema differs (or type names do): decode to a value, resolve
+    /// to ours if needed, then convert.
     Resolve(GenericDatumReader<'static>),
     /// Writer schema cannot be read as ours.
     Incompatible(String),
@@ -280,9 +281,25 @@ impl<T: DeserializeOwned> Decoder<T> {
         }
         let mut reader = datum;
         match &self.plans[&id] {
-            Plan::Direct(r) => r
-                .read_deser::<T>(&mut reader)
-                .map_err(|e| DecodeError::Datum(e.to_string())),
+            Plan::Direct(r) => match r.read_deser::<T>(&mut reader) {
+                Ok(v) => Ok(v),
+                Err(direct) => {
+                    // The schema-aware path also insists that Rust and Avro
+                    // type names agree (one Rust type can serve two record
+                    // names); the generic path does not. Use it from now on
+                    // if it works, so only genuinely bad data is an error.
+                    let mut again = datum;
+                    let value = r
+                        .read_value(&mut again)
+                        .map_err(|_| DecodeError::Datum(direct.to_string()))?;
+                    let decoded = apache_avro::from_value::<T>(&value)
+                        .map_err(|_| DecodeError::Datum(direct.to_string()))?;
+                    if let Some(Plan::Direct(r)) = self.plans.remove(&id) {
+                        self.plans.insert(id, Plan::Resolve(r));
+                    }
+                    Ok(decoded)
+                }
+            },
             Plan::Resolve(r) => {
                 let value = r
                     .read_value(&mut reader)

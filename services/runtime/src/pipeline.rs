@@ -236,6 +236,7 @@ impl<'s> Pipeline<'s> {
         let mut decoder: Decoder<P::Input> = service.registry.decoder(self.input_schema)?;
         let batch_size = service.config.processing.batch_size.max(1);
         let token = service.shutdown.clone();
+        service.started();
         tracing::info!(
             input = %self.input_topic,
             group = %group,

@@ -67,6 +67,7 @@ impl Service {
             GaleContext::new(metrics.clone(), health.clone()),
         )?;
         let registry = Registry::new(&config.registry)?;
+        health.fail("startup", "starting");
         health.fail("broker", "not checked yet");
         health.fail("registry", "not checked yet");
         let checks_task = tokio::spawn(watch_dependencies(
@@ -89,6 +90,11 @@ impl Service {
             http_task,
             checks_task,
         })
+    }
+
+    /// Marks start-up as complete; `/readyz` can pass from now on.
+    pub fn started(&self) {
+        self.health.ok("startup");
     }
 
     /// Service (stage) name, e.g. `validate`.

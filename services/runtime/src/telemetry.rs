@@ -74,7 +74,11 @@ impl Telemetry {
                 )
                 .try_init(),
             LogFormat::Human => registry
-                .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                        .with_writer(std::io::stderr),
+                )
                 .try_init(),
         };
         if let Err(e) = result {

@@ -1,0 +1,137 @@
+# Shared shell helpers for Gale's scripts. Source it; do not run it.
+# Everything here installs what is missing and starts what is not running,
+# so `make demo` and `make test` work on a fresh machine.
+
+set -euo pipefail
+
+GALE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+GALE_HOME="${GALE_HOME:-$GALE_ROOT/.gale}"
+GALE_CACHE="${GALE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gale}"
+TANSU_VERSION="0.6.0"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+log() { printf '\033[1;34m[gale]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[gale] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+free_port() {
+  python3 - <<'PY'
+import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()
+PY
+}
+
+# wait_for_port HOST PORT SECONDS
+wait_for_port() {
+  local host=$1 port=$2 secs=${3:-30} i=0
+  while ! (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; do
+    i=$((i + 1)); [ "$i" -gt $((secs * 10)) ] && return 1; sleep 0.1
+  done
+  exec 3>&- 3<&- 2>/dev/null || true
+}
+
+# wait_for_http URL SECONDS
+wait_for_http() {
+  local url=$1 secs=${2:-30} i=0
+  until curl -fsS -o /dev/null "$url" 2>/dev/null; do
+    i=$((i + 1)); [ "$i" -gt $((secs * 10)) ] && return 1; sleep 0.1
+  done
+}
+
+ensure_rust() {
+  command -v cargo >/dev/null || die "cargo is not installed; install Rust from https://rustup.rs"
+}
+
+ensure_tansu() {
+  if command -v tansu >/dev/null && tansu --version 2>/dev/null | grep -q "tansu $TANSU_VERSION"; then
+    return
+  fi
+  log "installing the Tansu broker $TANSU_VERSION (one-off, about 10 minutes)"
+  cargo install "tansu@$TANSU_VERSION" --locked --features dynostore,libsql >&2
+}
+
+# start_tansu DIR PORT [sqlite]  -> writes DIR/tansu.pid, logs to DIR/tansu.log
+start_tansu() {
+  local dir=$1 port=$2 engine=${3:-memory}
+  mkdir -p "$dir"
+  local storage="memory://tansu/"
+  [ "$engine" = sqlite ] && storage="sqlite://$dir/tansu.db"
+  ( env -u OTEL_EXPORTER_OTLP_ENDPOINT tansu broker \
+      --listener-url "tcp://127.0.0.1:$port" \
+      --advertised-listener-url "tcp://127.0.0.1:$port" \
+      --storage-engine "$storage" >"$dir/tansu.log" 2>&1 & echo $! >"$dir/tansu.pid" )
+  wait_for_port 127.0.0.1 "$port" 30 || die "Tansu did not start; see $dir/tansu.log"
+}
+
+# Postgres: DATABASE_URL if set; else 127.0.0.1:5432 if it answers; else a
+# private cluster under $GALE_HOME/pg (installing the server when possible).
+ensure_postgres() {
+  if [ -n "${DATABASE_URL:-}" ]; then
+    return
+  fi
+  if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    export DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres"
+    return
+  fi
+  local bindir
+  bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
+  if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+      log "installing PostgreSQL from Debian packages"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2 || die "could not install postgresql"
+      bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
+    else
+      die "no Postgres: set DATABASE_URL, start one on 127.0.0.1:5432, or install the postgresql package"
+    fi
+  fi
+  local data="$GALE_HOME/pg" port
+  port=$(free_port)
+  local runas=()
+  if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd -r -m postgres
+    mkdir -p "$data"; chown -R postgres "$data"
+    runas=(runuser -u postgres --)
+  fi
+  if [ ! -f "$data/PG_VERSION" ]; then
+    log "creating a private Postgres cluster in $data"
+    "${runas[@]}" "$bindir/initdb" -D "$data" -U postgres --auth=trust >/dev/null
+  fi
+  "${runas[@]}" "$bindir/pg_ctl" -D "$data" -o "-p $port -k /tmp -c listen_addresses=127.0.0.1" -l "$data/server.log" -w start >/dev/null
+  echo "$port" >"$GALE_HOME/pg.port"
+  export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+}
+
+stop_private_postgres() {
+  local data="$GALE_HOME/pg"
+  [ -f "$data/postmaster.pid" ] || return 0
+  local bindir; bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$bindir/pg_ctl" -D "$data" -m fast stop >/dev/null || true
+  else "$bindir/pg_ctl" -D "$data" -m fast stop >/dev/null || true; fi
+}
+
+# Python tools (confluent-kafka, fastavro, pyarrow, duckdb, moto) in a venv
+# shared by all checkouts.
+ensure_python() {
+  local venv="$GALE_CACHE/venv"
+  local stamp="$venv/.gale-requirements"
+  local want; want=$(cat "$GALE_ROOT/scripts/requirements.txt")
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "preparing Python tools in $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$GALE_ROOT/scripts/requirements.txt" >&2
+    echo "$want" >"$stamp"
+  fi
+  export GALE_PYTHON="$venv/bin/python"
+}
+
+# kill_pidfile FILE: TERM the process, then KILL after 10 s.
+kill_pidfile() {
+  local f=$1 pid
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}

@@ -1,0 +1,551 @@
+//! Test support: the real broker, registry and Postgres of the test run, the
+//! service binaries as child processes, and waits with deadlines.
+//!
+//! `make test` (scripts/test.sh) starts a Tansu broker, the dev registry and
+//! Postgres (or uses the ones named by `GALE_KAFKA_BOOTSTRAP`,
+//! `GALE_REGISTRY_URL`, `DATABASE_URL`) and runs the tests against them.
+//! Every test uses its own topics, consumer groups and databases, so tests
+//! are independent and can run in parallel.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gale_runtime::avro::Registry;
+use gale_runtime::config::RegistryConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// The shared infrastructure of this test run.
+#[derive(Clone, Debug)]
+pub struct Stack {
+    /// Kafka bootstrap servers.
+    pub bootstrap: String,
+    /// Schema registry URL.
+    pub registry_url: String,
+    /// Postgres server URL (a maintenance database; tests create their own).
+    pub database_url: String,
+}
+
+fn required(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the tests with `make test` (scripts/test.sh), which starts the broker, registry and Postgres")
+    })
+}
+
+/// The stack named by the environment.
+pub fn stack() -> Stack {
+    Stack {
+        bootstrap: required("GALE_KAFKA_BOOTSTRAP"),
+        registry_url: required("GALE_REGISTRY_URL"),
+        database_url: required("DATABASE_URL"),
+    }
+}
+
+/// `prefix` plus a short random suffix: unique topic, group and database names.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates `topics` with `partitions` partitions each.
+pub async fn create_topics(bootstrap: &str, topics: &[&str], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin
+        .create_topics(new.iter(), &AdminOptions::new())
+        .await
+        .expect("create topics");
+    for r in results {
+        if let Err((t, code)) = r {
+            if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                panic!("creating {t}: {code:?}");
+            }
+        }
+    }
+}
+
+/// A plain producer for test input.
+pub fn producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+/// Sends one record and waits for its acknowledgement.
+pub async fn send(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) {
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("send");
+}
+
+/// A registry client for the test registry.
+pub fn registry(stack: &Stack) -> Registry {
+    Registry::new(&RegistryConfig {
+        url: stack.registry_url.clone(),
+        ..RegistryConfig::default()
+    })
+    .expect("registry client")
+}
+
+/// Reads every partition of a topic from the beginning, outside any group.
+pub struct TopicReader {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+impl TopicReader {
+    /// A reader of `topic` (which must exist).
+    pub fn new(bootstrap: &str, topic: &str) -> Self {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", unique("reader"))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .expect("consumer");
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let partitions = md.topics()[0].partitions().len();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p as i32, Offset::Beginning)
+                .expect("partition");
+        }
+        consumer.assign(&tpl).expect("assign");
+        TopicReader {
+            consumer,
+            topic: topic.to_string(),
+        }
+    }
+
+    /// Reads until `n` records arrived (panics after `timeout`).
+    pub fn read(&self, n: usize, timeout: Duration) -> Vec<OwnedMessage> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < n {
+            if Instant::now() > deadline {
+                panic!(
+                    "only {} of {n} records on {} after {timeout:?}",
+                    out.len(),
+                    self.topic
+                );
+            }
+            if let Some(r) = self.consumer.poll(Duration::from_millis(100)) {
+                out.push(r.expect("consume").detach());
+            }
+        }
+        out
+    }
+
+    /// Reads whatever arrives until the topic is quiet for `quiet`.
+    pub fn drain(&self, quiet: Duration) -> Vec<OwnedMessage> {
+        let mut out = Vec::new();
+        let mut last = Instant::now();
+        while last.elapsed() < quiet {
+            if let Some(r) = self.consumer.poll(Duration::from_millis(100)) {
+                out.push(r.expect("consume").detach());
+                last = Instant::now();
+            }
+        }
+        out
+    }
+}
+
+/// A header of `msg` as text.
+pub fn header(msg: &OwnedMessage, key: &str) -> Option<String> {
+    msg.headers().and_then(|h| {
+        h.iter()
+            .find(|x| x.key == key)
+            .and_then(|x| x.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    })
+}
+
+/// All headers of `msg`.
+pub fn headers(msg: &OwnedMessage) -> HashMap<String, String> {
+    msg.headers()
+        .map(|h| {
+            h.iter()
+                .map(|x| {
+                    (
+                        x.key.to_string(),
+                        x.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Directory for this run's service logs.
+pub fn log_dir() -> PathBuf {
+    let dir = std::env::var_os("GALE_TEST_LOGS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("gale-test-logs"));
+    std::fs::create_dir_all(&dir).expect("log dir");
+    dir
+}
+
+/// Path of a workspace binary built by `cargo build` (next to the test binary).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build --workspace --bins` first (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// A service running as a child process; killed when dropped.
+pub struct ServiceProcess {
+    child: Option<Child>,
+    /// Binary name.
+    pub name: String,
+    /// Its probe address (`http.listen`).
+    pub http: String,
+    /// Where its output goes.
+    pub log: PathBuf,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+}
+
+impl ServiceProcess {
+    /// Starts `name` with `env` (and `GALE_HTTP__LISTEN` on a free port).
+    pub fn start(name: &str, env: &[(&str, String)], args: &[&str], label: &str) -> Self {
+        let http = format!("127.0.0.1:{}", free_port());
+        let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        env.push(("GALE_HTTP__LISTEN".into(), http.clone()));
+        let log = log_dir().join(format!("{label}.log"));
+        let mut p = ServiceProcess {
+            child: None,
+            name: name.to_string(),
+            http,
+            log,
+            env,
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let err = out.try_clone().expect("log file");
+        let mut cmd = Command::new(bin(&self.name));
+        cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", std::env::var("GALE_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        self.child = Some(cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", self.name)));
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let url = format!("http://{}/readyz", self.http);
+        let client = reqwest::Client::new();
+        let log = self.log.clone();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(r) = client.get(&url).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: String = tail.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                panic!("{} not ready after {timeout:?}; log {}:\n{tail}", self.name, log.display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `/readyz` status code right now (0 if it does not answer).
+    pub async fn readiness(&self) -> u16 {
+        reqwest::get(format!("http://{}/readyz", self.http))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
+    /// `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.http))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for exit; returns the exit code.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        let mut c = self.child.take()?;
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("{} did not exit within {timeout:?} of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts it again with the same settings.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// True while the process runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A Tansu broker owned by one test (for tests that stop the broker).
+pub struct Broker {
+    child: Option<Child>,
+    /// Port it listens on.
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Broker {
+    /// Starts Tansu with SQLite storage in `dir`, so data survives restarts.
+    pub async fn start(dir: &Path) -> Broker {
+        let mut b = Broker {
+            child: None,
+            port: free_port(),
+            dir: dir.to_path_buf(),
+        };
+        b.spawn().await;
+        b
+    }
+
+    /// `host:port`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_dir().join(format!("tansu-{}.log", self.port)))
+            .expect("log");
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new("tansu")
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                &format!("sqlite://{}/tansu.db", self.dir.display()),
+            ])
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("tansu on PATH (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("tansu to listen", Duration::from_secs(20), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+        })
+        .await;
+    }
+
+    /// Stops the broker (SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same data.
+    pub async fn start_again(&mut self) {
+        self.spawn().await;
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A fresh database on the test Postgres server, dropped with the value.
+pub struct TestDatabase {
+    /// URL of the new database.
+    pub url: String,
+    name: String,
+    admin_url: String,
+}
+
+impl TestDatabase {
+    /// Creates a uniquely named database.
+    pub async fn create(stack: &Stack) -> TestDatabase {
+        use sqlx::Connection;
+        let name = unique("gale_test").replace('-', "_");
+        let mut conn = sqlx::PgConnection::connect(&stack.database_url)
+            .await
+            .expect("connect to Postgres");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
+        let url = replace_database(&stack.database_url, &name);
+        TestDatabase {
+            url,
+            name,
+            admin_url: stack.database_url.clone(),
+        }
+    }
+}
+
+fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let base = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let admin = self.admin_url.clone();
+        let name = self.name.clone();
+        // Best effort, on a separate thread so it works inside and outside a runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async move {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// Common `GALE_*` variables pointing a service at the stack.
+pub fn service_env(stack: &Stack, bootstrap: Option<&str>) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "GALE_KAFKA__BOOTSTRAP_SERVERS",
+            bootstrap.unwrap_or(&stack.bootstrap).to_string(),
+        ),
+        ("GALE_REGISTRY__URL", stack.registry_url.clone()),
+        ("GALE_KAFKA__TOPIC_PARTITIONS", "3".into()),
+        ("GALE_PROCESSING__SHUTDOWN_TIMEOUT", "20s".into()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_names_are_replaced() {
+        assert_eq!(
+            super::replace_database("postgres://u@h:5432/postgres", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            super::replace_database("postgres://u@h:5432/postgres?sslmode=disable", "x"),
+            "postgres://u@h:5432/x?sslmode=disable"
+        );
+    }
+}
