@@ -26,7 +26,6 @@ wait_for_port() {
   while ! (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; do
     i=$((i + 1)); [ "$i" -gt $((secs * 10)) ] && return 1; sleep 0.1
   done
-  exec 3>&- 3<&- 2>/dev/null || true
 }
 
 # wait_for_http URL SECONDS
@@ -54,11 +53,13 @@ start_tansu() {
   local dir=$1 port=$2 engine=${3:-memory}
   mkdir -p "$dir"
   local storage="memory://tansu/"
-  [ "$engine" = sqlite ] && storage="sqlite://$dir/tansu.db"
-  ( env -u OTEL_EXPORTER_OTLP_ENDPOINT tansu broker \
+  # Tansu reads the sqlite path relative to its working directory.
+  [ "$engine" = sqlite ] && storage="sqlite://tansu.db"
+  ( cd "$dir" && exec env -u OTEL_EXPORTER_OTLP_ENDPOINT tansu broker \
       --listener-url "tcp://127.0.0.1:$port" \
       --advertised-listener-url "tcp://127.0.0.1:$port" \
-      --storage-engine "$storage" >"$dir/tansu.log" 2>&1 & echo $! >"$dir/tansu.pid" )
+      --storage-engine "$storage" ) >"$dir/tansu.log" 2>&1 </dev/null &
+  echo $! >"$dir/tansu.pid"
   wait_for_port 127.0.0.1 "$port" 30 || die "Tansu did not start; see $dir/tansu.log"
 }
 
@@ -134,4 +135,13 @@ kill_pidfile() {
     kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$f"
+}
+
+# start_bg NAME DIR CMD...: runs CMD in the background, logs to DIR/logs/NAME.log,
+# pid in DIR/NAME.pid.
+start_bg() {
+  local name=$1 dir=$2; shift 2
+  mkdir -p "$dir/logs"
+  "$@" >"$dir/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$dir/$name.pid"
 }

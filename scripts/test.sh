@@ -30,8 +30,8 @@ fi
 ensure_postgres
 if [ -z "${GALE_REGISTRY_URL:-}" ]; then
   port=$(free_port)
-  ( GALE_SERVER__LISTEN="127.0.0.1:$port" GALE_SERVER__DATA_FILE="$RUN/registry.json" \
-      target/debug/gale-registry >"$GALE_TEST_LOGS/registry.log" 2>&1 & echo $! >"$RUN/registry.pid" )
+  start_bg registry "$RUN" env GALE_SERVER__LISTEN="127.0.0.1:$port" \
+    GALE_SERVER__DATA_FILE="$RUN/registry.json" target/debug/gale-registry
   wait_for_http "http://127.0.0.1:$port/subjects" 30 || die "registry did not start"
   export GALE_REGISTRY_URL="http://127.0.0.1:$port"
 fi

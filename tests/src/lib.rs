@@ -423,8 +423,10 @@ impl Broker {
                 "--advertised-listener-url",
                 &url,
                 "--storage-engine",
-                &format!("sqlite://{}/tansu.db", self.dir.display()),
+                // Tansu reads the path relative to its working directory.
+                "sqlite://tansu.db",
             ])
+            .current_dir(&self.dir)
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

@@ -88,6 +88,10 @@ pub struct SourceConfig {
     /// Column holding the asset id.
     #[serde(default = "default_asset_column")]
     pub asset_column: String,
+    /// Column that may declare each row's asset kind (`turbine`/`meter`) when
+    /// `asset_kind` is not set.
+    #[serde(default = "default_kind_column")]
+    pub asset_kind_column: String,
     /// Column holding the event time.
     #[serde(default = "default_timestamp_column")]
     pub timestamp_column: String,
@@ -111,6 +115,9 @@ pub struct SourceConfig {
 fn default_asset_column() -> String {
     "asset_id".into()
 }
+fn default_kind_column() -> String {
+    "asset_kind".into()
+}
 fn default_timestamp_column() -> String {
     "timestamp".into()
 }
@@ -132,6 +139,7 @@ impl SourceConfig {
             api_keys: Vec::new(),
             asset_kind: None,
             asset_column: default_asset_column(),
+            asset_kind_column: default_kind_column(),
             timestamp_column: default_timestamp_column(),
             timestamp_format: TimestampFormat::Auto,
             utc_offset: default_offset(),
@@ -231,6 +239,14 @@ impl SourceMapping {
                 format!("column `{}`: {e}", self.config.timestamp_column)
             })?,
         };
+        let asset_kind = match (self.kind, get(&self.config.asset_kind_column)) {
+            (Some(k), _) => Some(k),
+            (None, Some(Field::Text(s))) if !s.trim().is_empty() => Some(
+                s.parse::<AssetKind>()
+                    .map_err(|e| format!("column `{}`: {e}", self.config.asset_kind_column))?,
+            ),
+            _ => None,
+        };
         let unit_columns: Vec<&str> = self
             .metric_columns
             .values()
@@ -239,7 +255,10 @@ impl SourceMapping {
         let mut measurements = Vec::new();
         let mut attributes = BTreeMap::new();
         for (column, field) in row {
-            if column == &self.config.asset_column || column == &self.config.timestamp_column {
+            if column == &self.config.asset_column
+                || column == &self.config.timestamp_column
+                || column == &self.config.asset_kind_column
+            {
                 continue;
             }
             if let Some((metric, unit, unit_column)) = self.metric_columns.get(column) {
@@ -283,7 +302,7 @@ impl SourceMapping {
         Ok(RawReading {
             event_id,
             asset_id,
-            asset_kind: self.kind,
+            asset_kind,
             event_time,
             received_time,
             source: self.config.name.clone(),

@@ -102,7 +102,8 @@ pub fn rows(format: Format, body: &[u8]) -> Result<Vec<ParsedRow>, String> {
     }
 }
 
-fn object_fields(value: Value) -> Result<Row, String> {
+/// The fields of one JSON object.
+pub fn object_fields(value: Value) -> Result<Row, String> {
     match value {
         Value::Object(map) => Ok(map
             .into_iter()

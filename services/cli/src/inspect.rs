@@ -1,0 +1,136 @@
+//! Looking at topics: record counts and consumer lag (`gale status`) and
+//! decoded samples with their headers (`gale peek`).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use gale_runtime::avro::split_wire;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use schema_registry_converter::async_impl::avro::AvroDecoder;
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use serde_json::{json, Value};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn client(bootstrap: &str, group: &str) -> anyhow::Result<BaseConsumer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?)
+}
+
+/// Records on one topic and how far each group is behind.
+#[derive(Debug, Clone)]
+pub struct TopicStatus {
+    /// Topic name.
+    pub topic: String,
+    /// Partitions.
+    pub partitions: usize,
+    /// Records currently held (high minus low watermark, summed).
+    pub records: i64,
+    /// Lag per consumer group that has committed offsets on the topic.
+    pub lag: BTreeMap<String, i64>,
+}
+
+/// Counts and lag for every topic whose name starts with `prefix`.
+pub fn status(bootstrap: &str, prefix: &str, groups: &[String]) -> anyhow::Result<Vec<TopicStatus>> {
+    let admin = client(bootstrap, "gale-cli-status")?;
+    let md = admin.fetch_metadata(None, TIMEOUT)?;
+    let mut out = Vec::new();
+    let mut topics: Vec<_> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name().starts_with(prefix))
+        .collect();
+    topics.sort_by_key(|t| t.name().to_string());
+    for t in topics {
+        let mut records = 0;
+        let mut highs = BTreeMap::new();
+        for p in t.partitions() {
+            let (low, high) = admin.fetch_watermarks(t.name(), p.id(), TIMEOUT)?;
+            records += high - low;
+            highs.insert(p.id(), high);
+        }
+        let mut lag = BTreeMap::new();
+        for g in groups {
+            let c = client(bootstrap, g)?;
+            let mut tpl = TopicPartitionList::new();
+            for p in t.partitions() {
+                tpl.add_partition(t.name(), p.id());
+            }
+            let Ok(committed) = c.committed_offsets(tpl, TIMEOUT) else { continue };
+            let mut total = 0;
+            let mut any = false;
+            for e in committed.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    any = true;
+                    total += highs.get(&e.partition()).copied().unwrap_or(o) - o;
+                }
+            }
+            if any {
+                lag.insert(g.clone(), total);
+            }
+        }
+        out.push(TopicStatus {
+            topic: t.name().to_string(),
+            partitions: t.partitions().len(),
+            records,
+            lag,
+        });
+    }
+    Ok(out)
+}
+
+/// Up to `count` records of `topic` from the beginning, as JSON: key,
+/// partition, offset, headers and the value decoded through the registry
+/// (or as text when it is not Avro in the Confluent wire format).
+pub async fn peek(bootstrap: &str, registry_url: &str, topic: &str, count: usize) -> anyhow::Result<Vec<Value>> {
+    let consumer = client(bootstrap, "gale-cli-peek")?;
+    let md = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        anyhow::bail!("topic {topic} does not exist");
+    };
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0;
+    for p in t.partitions() {
+        let (low, high) = consumer.fetch_watermarks(topic, p.id(), TIMEOUT)?;
+        remaining += high - low;
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let decoder = AvroDecoder::new(SrSettings::new(registry_url.to_string()));
+    let mut out = Vec::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while out.len() < count && (out.len() as i64) < remaining && Instant::now() < deadline {
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let msg = msg?;
+        let headers: BTreeMap<String, String> = msg
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| (x.key.to_string(), x.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let payload = msg.payload().unwrap_or(&[]);
+        let value = match split_wire(payload) {
+            Ok((id, _)) => match decoder.decode(Some(payload)).await {
+                Ok(d) => serde_json::Value::try_from(d.value).unwrap_or_else(|e| json!(format!("<schema {id}: {e}>"))),
+                Err(e) => json!(format!("<schema {id} not decodable: {}>", e.error)),
+            },
+            Err(_) => json!(String::from_utf8_lossy(payload)),
+        };
+        out.push(json!({
+            "partition": msg.partition(),
+            "offset": msg.offset(),
+            "key": msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            "headers": headers,
+            "value": value,
+        }));
+    }
+    Ok(out)
+}

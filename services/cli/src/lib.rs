@@ -1,0 +1,6 @@
+//! The `gale` operator CLI: traffic simulation now; topic, lake and
+//! database operations join it as the pipeline grows.
+
+pub mod inspect;
+pub mod send;
+pub mod simulate;

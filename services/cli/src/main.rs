@@ -1,0 +1,207 @@
+//! `gale`: the operator CLI.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use gale_cli::send::{self, Run, Target};
+
+/// Operate a Gale pipeline.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send simulated turbine and meter readings, with the fault scenarios of the
+    /// simulation spec, through the ingest API or straight to the raw topic.
+    Simulate(SimulateArgs),
+    /// Write the asset registry CSV of the fleet `simulate` generates for a seed.
+    Fleet {
+        /// Number of wind turbines.
+        #[arg(long, default_value_t = 20)]
+        turbines: usize,
+        /// Number of smart meters.
+        #[arg(long, default_value_t = 40)]
+        meters: usize,
+        /// Seed, as given to `simulate`.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Output file; standard output when omitted.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Records per topic and consumer-group lag.
+    Status {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Only topics starting with this.
+        #[arg(long, default_value = "gale.")]
+        prefix: String,
+        /// Consumer groups to report lag for.
+        #[arg(long, value_delimiter = ',', default_value = "gale-validate,gale-pg-sink,gale-archive")]
+        groups: Vec<String>,
+    },
+    /// Print the first records of a topic, decoded, with their headers (JSON lines).
+    Peek {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Topic to read.
+        topic: String,
+        /// How many records.
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+    },
+}
+
+#[derive(clap::Args)]
+struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "GALE_KAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// Schema registry URL.
+    #[arg(long, env = "GALE_REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
+    registry_url: String,
+}
+
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// Number of wind turbines.
+    #[arg(long, default_value_t = 20)]
+    turbines: usize,
+    /// Number of smart meters.
+    #[arg(long, default_value_t = 40)]
+    meters: usize,
+    /// Readings per second over the whole fleet; omit to send as fast as possible.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Stop after this long (e.g. `60s`, `5m`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Stop after this many readings.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Seed: the same seed gives the same values and faults.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Event time of the first tick (RFC 3339); default: the wall clock.
+    #[arg(long)]
+    start: Option<chrono::DateTime<chrono::Utc>>,
+    /// Event-time spacing of ticks when --start is given.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Rows per request or batch.
+    #[arg(long, default_value_t = 200)]
+    batch: usize,
+    /// Ingest API base URL (sends through ingest).
+    #[arg(long, env = "GALE_INGEST_URL")]
+    ingest_url: Option<String>,
+    /// API key of the ingest source.
+    #[arg(long, env = "GALE_INGEST_API_KEY")]
+    api_key: Option<String>,
+    /// Kafka bootstrap servers (sends straight to the raw topic when no --ingest-url is given).
+    #[arg(long, env = "GALE_KAFKA_BOOTSTRAP")]
+    bootstrap: Option<String>,
+    /// Raw topic, with --bootstrap.
+    #[arg(long, default_value = "gale.raw")]
+    topic: String,
+    /// Schema registry URL, with --bootstrap.
+    #[arg(long, env = "GALE_REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
+    registry_url: String,
+    /// Write the fleet's asset registry CSV here (for validate's asset source).
+    #[arg(long)]
+    write_assets: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Simulate(a) => simulate(a).await,
+        Command::Fleet {
+            turbines,
+            meters,
+            seed,
+            out,
+        } => {
+            let csv = gale_cli::simulate::Fleet::generate(turbines, meters, seed).assets_csv();
+            match out {
+                Some(path) => std::fs::write(&path, csv)?,
+                None => print!("{csv}"),
+            }
+            Ok(())
+        }
+        Command::Status {
+            kafka,
+            prefix,
+            groups,
+        } => {
+            let rows = tokio::task::spawn_blocking(move || {
+                gale_cli::inspect::status(&kafka.bootstrap, &prefix, &groups)
+            })
+            .await??;
+            println!("{:<32} {:>5} {:>10}  lag", "topic", "parts", "records");
+            for r in rows {
+                let lag: Vec<String> = r.lag.iter().map(|(g, l)| format!("{g}={l}")).collect();
+                println!("{:<32} {:>5} {:>10}  {}", r.topic, r.partitions, r.records, lag.join(" "));
+            }
+            Ok(())
+        }
+        Command::Peek {
+            kafka,
+            topic,
+            count,
+        } => {
+            for record in gale_cli::inspect::peek(&kafka.bootstrap, &kafka.registry_url, &topic, count).await? {
+                println!("{record}");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
+    let target = match (a.ingest_url, a.bootstrap) {
+        (Some(url), _) => Target::Http {
+            url,
+            api_key: a.api_key.ok_or_else(|| anyhow::anyhow!("--api-key (or GALE_INGEST_API_KEY) is required with --ingest-url"))?,
+        },
+        (None, Some(bootstrap)) => Target::Kafka {
+            bootstrap,
+            topic: a.topic,
+            registry: a.registry_url,
+        },
+        (None, None) => anyhow::bail!("give --ingest-url (through ingest) or --bootstrap (straight to the raw topic)"),
+    };
+    if a.count.is_none() && a.duration.is_none() {
+        anyhow::bail!("give --count or --duration so the run ends");
+    }
+    let run = Run {
+        turbines: a.turbines,
+        meters: a.meters,
+        seed: a.seed,
+        rate: a.rate,
+        duration: a.duration,
+        count: a.count,
+        start: a.start,
+        interval: a.interval,
+        batch: a.batch.max(1),
+        write_assets: a.write_assets,
+        progress: !a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let summary = send::run(run, target).await?;
+    println!(
+        "sent {} readings: {} accepted, {} rejected by ingest, {} retried batches, {} meter gaps",
+        summary.sent, summary.accepted, summary.rejected, summary.retries, summary.gaps
+    );
+    for (scenario, n) in &summary.scenarios {
+        println!("  {scenario:<20} {n}");
+    }
+    Ok(())
+}
