@@ -198,6 +198,28 @@ impl TopicReader {
     }
 }
 
+/// Records currently on `topic` (sum over partitions of high minus low watermark).
+pub fn record_count(bootstrap: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "gale-tests-count")
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    md.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            let (lo, hi) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .expect("watermarks");
+            hi - lo
+        })
+        .sum()
+}
+
 /// A header of `msg` as text.
 pub fn header(msg: &OwnedMessage, key: &str) -> Option<String> {
     msg.headers().and_then(|h| {

@@ -81,9 +81,29 @@ fn describe(error: figment::Error) -> String {
 }
 
 /// A string that must never appear in logs or error messages.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Environment values arrive typed (`1000` is a number); librdkafka
+        // properties and passwords are text either way.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Any {
+            Text(String),
+            Int(i64),
+            Float(f64),
+            Bool(bool),
+        }
+        Ok(Secret(match Any::deserialize(d)? {
+            Any::Text(s) => s,
+            Any::Int(i) => i.to_string(),
+            Any::Float(f) => f.to_string(),
+            Any::Bool(b) => b.to_string(),
+        }))
+    }
+}
 
 impl Secret {
     /// Wraps a value.
@@ -376,13 +396,14 @@ mod tests {
     #[test]
     fn secrets_do_not_print() {
         let s: Sample =
-            load_str("[kafka.properties]\n'sasl.password' = 'hunter2'\nsasl_username = 'u'\n")
+            load_str("[kafka.properties]\n'sasl.password' = 'hunter2'\nsasl_username = 'u'\nlinger_ms = 20\n")
                 .unwrap();
         let debug = format!("{:?}", s.kafka);
         assert!(!debug.contains("hunter2"), "{debug}");
         let props: Vec<_> = s.kafka.librdkafka_properties().collect();
         assert!(props.contains(&("sasl.password".to_string(), "hunter2")));
         assert!(props.contains(&("sasl.username".to_string(), "u")));
+        assert!(props.contains(&("linger.ms".to_string(), "20")));
         assert_eq!(format!("{}", Secret::new("x")), "[redacted]");
     }
 }

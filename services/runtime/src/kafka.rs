@@ -120,6 +120,10 @@ pub fn consumer(
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
+        // A crashed member's partitions move on after 10 s rather than
+        // librdkafka's 45 s; set `group.instance.id` for static membership.
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "2000")
         .set("enable.partition.eof", "false");
     apply_overrides(&mut c, config);
     c.create_with_context(context)
