@@ -462,9 +462,19 @@ impl Broker {
         .await;
     }
 
-    /// Stops the broker (SIGKILL).
+    /// Stops the broker: SIGTERM, then SIGKILL if it lingers.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -257,6 +257,12 @@ impl Producer {
         }
     }
 
+    /// A fatal client error (e.g. an idempotent producer that lost its
+    /// sequence), after which the producer must be recreated.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.inner.client().fatal_error().map(|(code, text)| format!("{code:?}: {text}"))
+    }
+
     /// Number of partitions of `topic`, fetched from the broker.
     pub fn partition_count(&self, topic: &str, timeout: Duration) -> Result<usize, KafkaError> {
         let md = self.inner.client().fetch_metadata(Some(topic), timeout)?;

@@ -54,6 +54,10 @@ impl Service {
         let prometheus = metrics::install();
         let metrics = StageMetrics::new(name);
         let health = Health::new();
+        // Not ready until start-up completes and the dependencies answered.
+        health.fail("startup", "starting");
+        health.fail("broker", "not checked yet");
+        health.fail("registry", "not checked yet");
         let shutdown = shutdown::install(config.processing.shutdown_timeout);
         let (http_addr, http_task) = http::serve(
             config.http.listen,
@@ -67,9 +71,6 @@ impl Service {
             GaleContext::new(metrics.clone(), health.clone()),
         )?;
         let registry = Registry::new(&config.registry)?;
-        health.fail("startup", "starting");
-        health.fail("broker", "not checked yet");
-        health.fail("registry", "not checked yet");
         let checks_task = tokio::spawn(watch_dependencies(
             producer.clone(),
             registry.clone(),
@@ -181,6 +182,16 @@ async fn watch_dependencies(
     token: CancellationToken,
 ) {
     loop {
+        if let Some(fatal) = producer.fatal_error() {
+            // librdkafka cannot recover a producer from a fatal error; exit so
+            // the supervisor restarts the service with a fresh one. Offsets of
+            // unfinished work were never stored, so nothing is lost.
+            health.fail("broker", format!("fatal producer error: {fatal}"));
+            tracing::error!(error = %fatal, "fatal producer error; exiting for a restart");
+            token.cancel();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            std::process::exit(3);
+        }
         match producer.ping(Duration::from_secs(3)).await {
             Ok(()) => health.ok("broker"),
             Err(e) => health.fail("broker", format!("metadata request failed: {e}")),
