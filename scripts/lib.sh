@@ -145,3 +145,31 @@ start_bg() {
   "$@" >"$dir/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$dir/$name.pid"
 }
+
+# start_stack RUN_DIR BIN_DIR: a private broker (unless GALE_KAFKA_BOOTSTRAP is
+# set), Postgres (see ensure_postgres) and the dev registry (unless
+# GALE_REGISTRY_URL is set); exports their addresses. stop_stack RUN_DIR ends them.
+start_stack() {
+  local run=$1 bin=$2 port
+  mkdir -p "$run/logs"
+  if [ -z "${GALE_KAFKA_BOOTSTRAP:-}" ]; then
+    port=$(free_port)
+    start_tansu "$run/tansu" "$port" memory
+    export GALE_KAFKA_BOOTSTRAP="127.0.0.1:$port"
+  fi
+  ensure_postgres
+  if [ -z "${GALE_REGISTRY_URL:-}" ]; then
+    port=$(free_port)
+    start_bg registry "$run" env GALE_SERVER__LISTEN="127.0.0.1:$port" \
+      GALE_SERVER__DATA_FILE="$run/registry.json" "$bin/gale-registry"
+    wait_for_http "http://127.0.0.1:$port/subjects" 30 || die "registry did not start; see $run/logs/registry.log"
+    export GALE_REGISTRY_URL="http://127.0.0.1:$port"
+  fi
+}
+
+stop_stack() {
+  local run=$1
+  kill_pidfile "$run/registry.pid"
+  kill_pidfile "$run/tansu/tansu.pid"
+  stop_private_postgres
+}

@@ -51,7 +51,10 @@ pub fn stack() -> Stack {
 
 /// `prefix` plus a short random suffix: unique topic, group and database names.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 /// A port nobody listens on right now.
@@ -184,6 +187,18 @@ impl TopicReader {
         out
     }
 
+    /// Reads whatever arrives within `window`.
+    pub fn poll_for(&self, window: Duration) -> Vec<OwnedMessage> {
+        let deadline = Instant::now() + window;
+        let mut out = Vec::new();
+        while Instant::now() < deadline {
+            if let Some(r) = self.consumer.poll(Duration::from_millis(50)) {
+                out.push(r.expect("consume").detach());
+            }
+        }
+        out
+    }
+
     /// Reads whatever arrives until the topic is quiet for `quiet`.
     pub fn drain(&self, quiet: Duration) -> Vec<OwnedMessage> {
         let mut out = Vec::new();
@@ -198,7 +213,9 @@ impl TopicReader {
     }
 }
 
-/// Records currently on `topic` (sum over partitions of high minus low watermark).
+/// Records currently on `topic` by watermarks (sum over partitions of high
+/// minus low). Tansu 0.6 can report a high watermark behind the log end, so
+/// tests that need exact counts read the records ([`TopicReader`]) instead.
 pub fn record_count(bootstrap: &str, topic: &str) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -238,7 +255,9 @@ pub fn headers(msg: &OwnedMessage) -> HashMap<String, String> {
                 .map(|x| {
                     (
                         x.key.to_string(),
-                        x.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default(),
+                        x.value
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                            .unwrap_or_default(),
                     )
                 })
                 .collect()
@@ -288,7 +307,10 @@ impl ServiceProcess {
     /// Starts `name` with `env` (and `GALE_HTTP__LISTEN` on a free port).
     pub fn start(name: &str, env: &[(&str, String)], args: &[&str], label: &str) -> Self {
         let http = format!("127.0.0.1:{}", free_port());
-        let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
         env.push(("GALE_HTTP__LISTEN".into(), http.clone()));
         let log = log_dir().join(format!("{label}.log"));
         let mut p = ServiceProcess {
@@ -313,11 +335,17 @@ impl ServiceProcess {
         let mut cmd = Command::new(bin(&self.name));
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("RUST_LOG", std::env::var("GALE_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("GALE_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
-        self.child = Some(cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", self.name)));
+        self.child = Some(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("starting {}: {e}", self.name)),
+        );
     }
 
     /// Waits until `/readyz` answers 200.
@@ -334,8 +362,20 @@ impl ServiceProcess {
             }
             if Instant::now() > deadline {
                 let tail = std::fs::read_to_string(&log).unwrap_or_default();
-                let tail: String = tail.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-                panic!("{} not ready after {timeout:?}; log {}:\n{tail}", self.name, log.display());
+                let tail: String = tail
+                    .lines()
+                    .rev()
+                    .take(40)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                panic!(
+                    "{} not ready after {timeout:?}; log {}:\n{tail}",
+                    self.name,
+                    log.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -457,7 +497,10 @@ impl Broker {
         self.child = Some(child);
         let port = self.port;
         wait_for("tansu to listen", Duration::from_secs(20), || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
         })
         .await;
     }
@@ -542,7 +585,10 @@ impl Drop for TestDatabase {
         let name = self.name.clone();
         // Best effort, on a separate thread so it works inside and outside a runtime.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async move {
                 use sqlx::Connection;
                 let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;

@@ -17,7 +17,11 @@ async fn broker_outage_gives_503_and_loses_no_acknowledged_row() {
     let mut broker = Broker::start(dir.path()).await;
     let raw = unique("raw");
     let cfg = dir.path().join("ingest.toml");
-    std::fs::write(&cfg, format!("[[ingest.sources]]\nname = \"meters\"\napi_keys = [\"{API_KEY}\"]\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("[[ingest.sources]]\nname = \"meters\"\napi_keys = [\"{API_KEY}\"]\n"),
+    )
+    .unwrap();
     let api = format!("127.0.0.1:{}", free_port());
     let mut env = service_env(&stack, Some(&broker.bootstrap()));
     env.push(("GALE_TOPICS__RAW", raw.clone()));
@@ -29,10 +33,18 @@ async fn broker_outage_gives_503_and_loses_no_acknowledged_row() {
     // off through the pass-through properties. Readings carry deterministic
     // event ids, so retried sends stay harmless downstream either way.
     env.push(("GALE_KAFKA__PROPERTIES__ENABLE_IDEMPOTENCE", "false".into()));
-    let ingest = ServiceProcess::start("gale-ingest", &env, &["--config", cfg.to_str().unwrap()], "outage-ingest");
+    let ingest = ServiceProcess::start(
+        "gale-ingest",
+        &env,
+        &["--config", cfg.to_str().unwrap()],
+        "outage-ingest",
+    );
     ingest.wait_ready(Duration::from_secs(60)).await;
 
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
     let url = format!("http://{api}/v1/readings");
     let base = chrono::Utc::now().timestamp_millis() - 600_000;
     let mut acknowledged: HashSet<(String, i64)> = HashSet::new();
@@ -40,7 +52,9 @@ async fn broker_outage_gives_503_and_loses_no_acknowledged_row() {
     let mut seq = 0i64;
     let mut post = |client: reqwest::Client| {
         seq += 1;
-        let rows: Vec<(String, i64)> = (0..20).map(|i| (format!("MTR-{i}"), base + seq * 1000 + i)).collect();
+        let rows: Vec<(String, i64)> = (0..20)
+            .map(|i| (format!("MTR-{i}"), base + seq * 1000 + i))
+            .collect();
         let body: String = std::iter::once("asset_id,timestamp,power,power_unit".to_string())
             .chain(rows.iter().map(|(a, t)| format!("{a},{t},1.5,kW")))
             .collect::<Vec<_>>()
@@ -79,17 +93,25 @@ async fn broker_outage_gives_503_and_loses_no_acknowledged_row() {
             acknowledged.extend(rows);
         }
     }
-    assert!(statuses.contains(&503), "no 503 while the broker was down: {statuses:?}");
-    wait_for("ingest to report not ready", Duration::from_secs(30), || async {
-        (ingest.readiness().await == 503).then_some(())
-    })
+    assert!(
+        statuses.contains(&503),
+        "no 503 while the broker was down: {statuses:?}"
+    );
+    wait_for(
+        "ingest to report not ready",
+        Duration::from_secs(30),
+        || async { (ingest.readiness().await == 503).then_some(()) },
+    )
     .await;
     // Broker back: acceptance resumes by itself.
     broker.start_again().await;
     let recovered = Instant::now() + Duration::from_secs(60);
     let mut after = 0;
     while after < 5 {
-        assert!(Instant::now() < recovered, "ingest did not recover: {statuses:?}");
+        assert!(
+            Instant::now() < recovered,
+            "ingest did not recover: {statuses:?}"
+        );
         let (status, rows) = post(client.clone()).await;
         statuses.push(status);
         if status == 200 {
@@ -113,6 +135,13 @@ async fn broker_outage_gives_503_and_loses_no_acknowledged_row() {
         }
     }
     let missing = acknowledged.difference(&stored).count();
-    assert_eq!(missing, 0, "{missing} acknowledged rows missing; statuses {statuses:?}");
-    eprintln!("statuses during the test: {statuses:?}; {} rows acknowledged, {} stored", acknowledged.len(), stored.len());
+    assert_eq!(
+        missing, 0,
+        "{missing} acknowledged rows missing; statuses {statuses:?}"
+    );
+    eprintln!(
+        "statuses during the test: {statuses:?}; {} rows acknowledged, {} stored",
+        acknowledged.len(),
+        stored.len()
+    );
 }

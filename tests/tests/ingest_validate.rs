@@ -121,7 +121,10 @@ async fn one_batch_lands_exactly_where_the_rules_say() {
     assert_eq!(answer["rejected"], 1);
     assert_eq!(answer["errors"][0]["line"], 5);
     assert!(
-        answer["errors"][0]["error"].as_str().unwrap().contains("not-a-time"),
+        answer["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not-a-time"),
         "{answer}"
     );
 
@@ -142,10 +145,14 @@ async fn one_batch_lands_exactly_where_the_rules_say() {
     // Nothing more arrives.
     validated.extend(validated_reader.drain(Duration::from_secs(2)));
     assert_eq!(validated.len(), 3, "exactly three validated readings");
-    assert!(quarantine_reader.drain(Duration::from_millis(500)).is_empty());
+    assert!(quarantine_reader
+        .drain(Duration::from_millis(500))
+        .is_empty());
     assert!(dlq_reader.drain(Duration::from_millis(500)).is_empty());
 
-    let mut decoder = registry.decoder::<ScoredReading>(VALIDATED_READING).unwrap();
+    let mut decoder = registry
+        .decoder::<ScoredReading>(VALIDATED_READING)
+        .unwrap();
     let mut by_asset = std::collections::BTreeMap::new();
     for m in &validated {
         let r = decoder.decode(m.payload().unwrap()).await.unwrap();
@@ -153,19 +160,33 @@ async fn one_batch_lands_exactly_where_the_rules_say() {
         by_asset.insert(r.asset_id.clone(), (r, m));
     }
     let (clean, _) = &by_asset["MTR-1"];
-    assert_eq!((clean.quality_score, clean.quality_tier), (100, QualityTier::Premium));
+    assert_eq!(
+        (clean.quality_score, clean.quality_tier),
+        (100, QualityTier::Premium)
+    );
     assert_eq!(clean.power_kw, Some(3.2));
     assert_eq!(clean.site_id.as_deref(), Some("grid-north"));
     let (watts, _) = &by_asset["MTR-4"];
     assert_eq!(watts.power_kw, Some(1.25));
-    assert_eq!((watts.quality_score, watts.quality_tier), (95, QualityTier::Premium));
+    assert_eq!(
+        (watts.quality_score, watts.quality_tier),
+        (95, QualityTier::Premium)
+    );
     assert_eq!(watts.flags[0].code, FlagCode::UnitConverted);
     let (fut, _) = &by_asset["MTR-5"];
-    assert_eq!((fut.quality_score, fut.quality_tier), (85, QualityTier::Standard));
+    assert_eq!(
+        (fut.quality_score, fut.quality_tier),
+        (85, QualityTier::Standard)
+    );
     assert_eq!(fut.flags[0].code, FlagCode::FutureTimestamp);
 
-    let mut qdecoder = registry.decoder::<ScoredReading>(QUARANTINED_READING).unwrap();
-    let low = qdecoder.decode(quarantined[0].payload().unwrap()).await.unwrap();
+    let mut qdecoder = registry
+        .decoder::<ScoredReading>(QUARANTINED_READING)
+        .unwrap();
+    let low = qdecoder
+        .decode(quarantined[0].payload().unwrap())
+        .await
+        .unwrap();
     assert_eq!(low.asset_id, "MTR-2");
     assert_eq!(low.quality_tier, QualityTier::Quarantine);
     assert_eq!(low.flags[0].code, FlagCode::OutOfRange);
@@ -184,7 +205,10 @@ async fn one_batch_lands_exactly_where_the_rules_say() {
     assert_eq!(h["gale.dlq.error.class"], "unknown_asset");
     assert!(h["gale.dlq.error.message"].contains("UNKNOWN-9"), "{h:?}");
     assert_eq!(h["gale.dlq.original.topic"], p.raw);
-    assert_eq!(h["gale.dlq.original.partition"], original.partition().to_string());
+    assert_eq!(
+        h["gale.dlq.original.partition"],
+        original.partition().to_string()
+    );
     assert_eq!(h["gale.dlq.original.offset"], original.offset().to_string());
     assert!(!h["gale.dlq.original.timestamp"].is_empty());
     assert_eq!(h["gale.dlq.attempts"], "1");
@@ -206,8 +230,14 @@ async fn one_batch_lands_exactly_where_the_rules_say() {
 
     // Metrics count what happened.
     let metrics = p.validate.metrics().await;
-    assert!(metrics.contains("gale_records_dead_lettered_total"), "{metrics}");
-    assert!(metrics.contains("error_class=\"unknown_asset\""), "{metrics}");
+    assert!(
+        metrics.contains("gale_records_dead_lettered_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("error_class=\"unknown_asset\""),
+        "{metrics}"
+    );
     let _ = &p.dlq_ingest;
 }
 
@@ -238,7 +268,8 @@ async fn ingest_rejects_bad_keys_bodies_and_sizes_clearly() {
     assert_eq!(broken.status().as_u16(), 400);
     let text = broken.text().await.unwrap();
     assert!(text.contains("not valid JSON"), "{text}");
-    let huge = client
+    // Its own connection: the server answers 413 and closes it mid-upload.
+    let huge = reqwest::Client::new()
         .post(&url)
         .header("X-Api-Key", API_KEY)
         .header("Content-Type", "text/csv")
@@ -260,10 +291,16 @@ async fn ingest_rejects_bad_keys_bodies_and_sizes_clearly() {
     assert_eq!(ok.status().as_u16(), 200);
     let v: serde_json::Value = ok.json().await.unwrap();
     assert_eq!(v["accepted"], 1);
-    let validated = TopicReader::new(&stack.bootstrap, &p.validated).read(1, Duration::from_secs(30));
+    let validated =
+        TopicReader::new(&stack.bootstrap, &p.validated).read(1, Duration::from_secs(30));
     let registry = registry(&stack);
-    let mut decoder = registry.decoder::<ScoredReading>(VALIDATED_READING).unwrap();
-    let r = decoder.decode(validated[0].payload().unwrap()).await.unwrap();
+    let mut decoder = registry
+        .decoder::<ScoredReading>(VALIDATED_READING)
+        .unwrap();
+    let r = decoder
+        .decode(validated[0].payload().unwrap())
+        .await
+        .unwrap();
     assert_eq!(r.wind_speed_ms, Some(9.5));
     assert_eq!(r.gearbox_temperature_c, None);
     assert_eq!(r.tower_lean_deg, None);

@@ -22,7 +22,11 @@ async fn confluent_serializer_in_confluent_deserializer_out() {
     let stack = stack();
     let dir = tempfile::tempdir().unwrap();
     let assets = dir.path().join("assets.csv");
-    std::fs::write(&assets, "asset_id,kind,site_id\nMTR-1,meter,grid\nTURBINE_00001,turbine,farm-a\n").unwrap();
+    std::fs::write(
+        &assets,
+        "asset_id,kind,site_id\nMTR-1,meter,grid\nTURBINE_00001,turbine,farm-a\n",
+    )
+    .unwrap();
     let raw = unique("raw");
     let validated = unique("validated");
     create_topics(&stack.bootstrap, &[&raw], 3).await;
@@ -30,10 +34,22 @@ async fn confluent_serializer_in_confluent_deserializer_out() {
     // Confluent's serializer registers the schema and writes the records first.
     let out = Command::new(python())
         .arg(script())
-        .args(["produce", "--bootstrap", &stack.bootstrap, "--registry", &stack.registry_url, "--topic", &raw])
+        .args([
+            "produce",
+            "--bootstrap",
+            &stack.bootstrap,
+            "--registry",
+            &stack.registry_url,
+            "--topic",
+            &raw,
+        ])
         .output()
         .expect("run python");
-    assert!(out.status.success(), "producer failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "producer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let mut env = service_env(&stack, None);
     env.push(("GALE_TOPICS__INPUT", raw.clone()));
@@ -49,21 +65,41 @@ async fn confluent_serializer_in_confluent_deserializer_out() {
 
     let out = Command::new(python())
         .arg(script())
-        .args(["consume", "--bootstrap", &stack.bootstrap, "--registry", &stack.registry_url, "--topic", &validated, "--count", "2"])
+        .args([
+            "consume",
+            "--bootstrap",
+            &stack.bootstrap,
+            "--registry",
+            &stack.registry_url,
+            "--topic",
+            &validated,
+            "--count",
+            "2",
+        ])
         .output()
         .expect("run python");
-    assert!(out.status.success(), "consumer failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "consumer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let meter = rows.iter().find(|r| r["asset_id"] == "MTR-1").expect("meter reading");
+    let meter = rows
+        .iter()
+        .find(|r| r["asset_id"] == "MTR-1")
+        .expect("meter reading");
     assert_eq!(meter["event_id"], "confluent-python-1");
     assert_eq!(meter["power_kw"], 1.25);
     assert_eq!(meter["quality_score"], 95);
     assert_eq!(meter["quality_tier"], "PREMIUM");
-    let turbine = rows.iter().find(|r| r["asset_id"] == "TURBINE_00001").expect("turbine reading");
+    let turbine = rows
+        .iter()
+        .find(|r| r["asset_id"] == "TURBINE_00001")
+        .expect("turbine reading");
     assert_eq!(turbine["power_kw"], 2100.0);
     let gearbox = turbine["gearbox_temperature_c"].as_f64().unwrap();
     assert!((gearbox - 71.111).abs() < 0.01, "{gearbox}");

@@ -62,7 +62,10 @@ async fn sigkill_mid_stream_loses_nothing() {
     env.push(("GALE_KAFKA__GROUP_ID", unique("validate")));
     env.push(("GALE_PROCESSING__BATCH_SIZE", "50".into()));
     env.push(("GALE_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000".into()));
-    env.push(("GALE_KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS", "1000".into()));
+    env.push((
+        "GALE_KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS",
+        "1000".into(),
+    ));
     env.push(("GALE_VALIDATE__ASSETS__SOURCE", "file".into()));
     env.push(("GALE_VALIDATE__ASSETS__PATH", assets.display().to_string()));
     let mut validate = ServiceProcess::start("gale-validate", &env, &[], "crash-validate");
@@ -93,20 +96,24 @@ async fn sigkill_mid_stream_loses_nothing() {
     };
 
     let outputs = [validated.as_str(), quarantine.as_str(), dlq.as_str()];
-    let progress = |stack: &Stack| {
-        outputs
-            .iter()
-            .map(|t| record_count(&stack.bootstrap, t))
-            .sum::<i64>()
-    };
+    let watchers: Vec<TopicReader> = outputs
+        .iter()
+        .map(|t| TopicReader::new(&stack.bootstrap, t))
+        .collect();
+    let mut downstream = 0usize;
     for round in 0..3 {
         // Let it make progress, then kill it without warning.
-        let seen_before = progress(&stack);
-        wait_for("validate to make progress", Duration::from_secs(60), || {
-            let stack = stack.clone();
-            async move { (progress(&stack) > seen_before + 300).then_some(()) }
-        })
-        .await;
+        let target = downstream + 300;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while downstream < target {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "validate made no progress"
+            );
+            for w in &watchers {
+                downstream += w.poll_for(Duration::from_millis(100)).len();
+            }
+        }
         validate.kill9();
         tokio::time::sleep(Duration::from_millis(300 * (round + 1))).await;
         validate.restart();
@@ -115,14 +122,21 @@ async fn sigkill_mid_stream_loses_nothing() {
     feeder.await.unwrap();
 
     // Every event id shows up downstream.
-    let mut validated_decoder = registry.decoder::<ScoredReading>(VALIDATED_READING).unwrap();
-    let mut quarantine_decoder = registry.decoder::<ScoredReading>(QUARANTINED_READING).unwrap();
+    let mut validated_decoder = registry
+        .decoder::<ScoredReading>(VALIDATED_READING)
+        .unwrap();
+    let mut quarantine_decoder = registry
+        .decoder::<ScoredReading>(QUARANTINED_READING)
+        .unwrap();
     let mut raw_decoder = registry.decoder::<RawReading>(RAW_READING).unwrap();
     let expected: HashSet<String> = (0..total).map(|i| format!("evt-{i:06}")).collect();
     let mut seen: BTreeMap<&str, HashSet<String>> = BTreeMap::new();
     let mut copies = 0usize;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let readers: Vec<_> = outputs.iter().map(|t| (*t, TopicReader::new(&stack.bootstrap, t))).collect();
+    let readers: Vec<_> = outputs
+        .iter()
+        .map(|t| (*t, TopicReader::new(&stack.bootstrap, t)))
+        .collect();
     loop {
         for (topic, reader) in &readers {
             for m in reader.drain(Duration::from_millis(500)) {
@@ -140,13 +154,27 @@ async fn sigkill_mid_stream_loses_nothing() {
         }
         let all: HashSet<&String> = seen.values().flatten().collect();
         if all.len() == expected.len() || std::time::Instant::now() > deadline {
-            let missing: Vec<_> = expected.iter().filter(|e| !all.contains(e)).take(10).collect();
-            assert!(missing.is_empty(), "{} of {total} missing, e.g. {missing:?}", expected.len() - all.len());
+            let missing: Vec<_> = expected
+                .iter()
+                .filter(|e| !all.contains(e))
+                .take(10)
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "{} of {total} missing, e.g. {missing:?}",
+                expected.len() - all.len()
+            );
             break;
         }
     }
-    assert_eq!(seen[dlq.as_str()].len(), total / 50, "unknown assets dead-lettered once each (by id)");
+    assert_eq!(
+        seen[dlq.as_str()].len(),
+        total / 50,
+        "unknown assets dead-lettered once each (by id)"
+    );
     assert_eq!(seen[quarantine.as_str()].len(), total / 40 - total / 200);
     let duplicates = copies - expected.len();
-    eprintln!("{total} readings, {copies} records downstream, {duplicates} redelivered after kills");
+    eprintln!(
+        "{total} readings, {copies} records downstream, {duplicates} redelivered after kills"
+    );
 }

@@ -37,7 +37,11 @@ pub struct TopicStatus {
 }
 
 /// Counts and lag for every topic whose name starts with `prefix`.
-pub fn status(bootstrap: &str, prefix: &str, groups: &[String]) -> anyhow::Result<Vec<TopicStatus>> {
+pub fn status(
+    bootstrap: &str,
+    prefix: &str,
+    groups: &[String],
+) -> anyhow::Result<Vec<TopicStatus>> {
     let admin = client(bootstrap, "gale-cli-status")?;
     let md = admin.fetch_metadata(None, TIMEOUT)?;
     let mut out = Vec::new();
@@ -62,7 +66,9 @@ pub fn status(bootstrap: &str, prefix: &str, groups: &[String]) -> anyhow::Resul
             for p in t.partitions() {
                 tpl.add_partition(t.name(), p.id());
             }
-            let Ok(committed) = c.committed_offsets(tpl, TIMEOUT) else { continue };
+            let Ok(committed) = c.committed_offsets(tpl, TIMEOUT) else {
+                continue;
+            };
             let mut total = 0;
             let mut any = false;
             for e in committed.elements() {
@@ -88,7 +94,12 @@ pub fn status(bootstrap: &str, prefix: &str, groups: &[String]) -> anyhow::Resul
 /// Up to `count` records of `topic` from the beginning, as JSON: key,
 /// partition, offset, headers and the value decoded through the registry
 /// (or as text when it is not Avro in the Confluent wire format).
-pub async fn peek(bootstrap: &str, registry_url: &str, topic: &str, count: usize) -> anyhow::Result<Vec<Value>> {
+pub async fn peek(
+    bootstrap: &str,
+    registry_url: &str,
+    topic: &str,
+    count: usize,
+) -> anyhow::Result<Vec<Value>> {
     let consumer = client(bootstrap, "gale-cli-peek")?;
     let md = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
     let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
@@ -106,20 +117,30 @@ pub async fn peek(bootstrap: &str, registry_url: &str, topic: &str, count: usize
     let mut out = Vec::new();
     let deadline = Instant::now() + TIMEOUT;
     while out.len() < count && (out.len() as i64) < remaining && Instant::now() < deadline {
-        let Some(msg) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
         let msg = msg?;
         let headers: BTreeMap<String, String> = msg
             .headers()
             .map(|h| {
                 h.iter()
-                    .map(|x| (x.key.to_string(), x.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default()))
+                    .map(|x| {
+                        (
+                            x.key.to_string(),
+                            x.value
+                                .map(|v| String::from_utf8_lossy(v).into_owned())
+                                .unwrap_or_default(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
         let payload = msg.payload().unwrap_or(&[]);
         let value = match split_wire(payload) {
             Ok((id, _)) => match decoder.decode(Some(payload)).await {
-                Ok(d) => serde_json::Value::try_from(d.value).unwrap_or_else(|e| json!(format!("<schema {id}: {e}>"))),
+                Ok(d) => serde_json::Value::try_from(d.value)
+                    .unwrap_or_else(|e| json!(format!("<schema {id}: {e}>"))),
                 Err(e) => json!(format!("<schema {id} not decodable: {}>", e.error)),
             },
             Err(_) => json!(String::from_utf8_lossy(payload)),

@@ -42,7 +42,11 @@ enum Command {
         #[arg(long, default_value = "gale.")]
         prefix: String,
         /// Consumer groups to report lag for.
-        #[arg(long, value_delimiter = ',', default_value = "gale-validate,gale-pg-sink,gale-archive")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "gale-validate,gale-pg-sink,gale-archive"
+        )]
         groups: Vec<String>,
     },
     /// Print the first records of a topic, decoded, with their headers (JSON lines).
@@ -63,7 +67,11 @@ struct KafkaArgs {
     #[arg(long, env = "GALE_KAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     bootstrap: String,
     /// Schema registry URL.
-    #[arg(long, env = "GALE_REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "GALE_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
     registry_url: String,
 }
 
@@ -109,7 +117,11 @@ struct SimulateArgs {
     #[arg(long, default_value = "gale.raw")]
     topic: String,
     /// Schema registry URL, with --bootstrap.
-    #[arg(long, env = "GALE_REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "GALE_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
     registry_url: String,
     /// Write the fleet's asset registry CSV here (for validate's asset source).
     #[arg(long)]
@@ -149,7 +161,13 @@ async fn main() -> anyhow::Result<()> {
             println!("{:<32} {:>5} {:>10}  lag", "topic", "parts", "records");
             for r in rows {
                 let lag: Vec<String> = r.lag.iter().map(|(g, l)| format!("{g}={l}")).collect();
-                println!("{:<32} {:>5} {:>10}  {}", r.topic, r.partitions, r.records, lag.join(" "));
+                println!(
+                    "{:<32} {:>5} {:>10}  {}",
+                    r.topic,
+                    r.partitions,
+                    r.records,
+                    lag.join(" ")
+                );
             }
             Ok(())
         }
@@ -158,7 +176,10 @@ async fn main() -> anyhow::Result<()> {
             topic,
             count,
         } => {
-            for record in gale_cli::inspect::peek(&kafka.bootstrap, &kafka.registry_url, &topic, count).await? {
+            for record in
+                gale_cli::inspect::peek(&kafka.bootstrap, &kafka.registry_url, &topic, count)
+                    .await?
+            {
                 println!("{record}");
             }
             Ok(())
@@ -170,14 +191,18 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     let target = match (a.ingest_url, a.bootstrap) {
         (Some(url), _) => Target::Http {
             url,
-            api_key: a.api_key.ok_or_else(|| anyhow::anyhow!("--api-key (or GALE_INGEST_API_KEY) is required with --ingest-url"))?,
+            api_key: a.api_key.ok_or_else(|| {
+                anyhow::anyhow!("--api-key (or GALE_INGEST_API_KEY) is required with --ingest-url")
+            })?,
         },
         (None, Some(bootstrap)) => Target::Kafka {
             bootstrap,
             topic: a.topic,
             registry: a.registry_url,
         },
-        (None, None) => anyhow::bail!("give --ingest-url (through ingest) or --bootstrap (straight to the raw topic)"),
+        (None, None) => anyhow::bail!(
+            "give --ingest-url (through ingest) or --bootstrap (straight to the raw topic)"
+        ),
     };
     if a.count.is_none() && a.duration.is_none() {
         anyhow::bail!("give --count or --duration so the run ends");

@@ -102,7 +102,9 @@ impl Sink {
     async fn open(target: Target) -> anyhow::Result<Sink> {
         Ok(match target {
             Target::Http { url, api_key } => Sink::Http {
-                client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?,
+                client: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(60))
+                    .build()?,
                 url: format!("{}/v1/readings", url.trim_end_matches('/')),
                 api_key,
             },
@@ -118,7 +120,8 @@ impl Sink {
                     ..KafkaConfig::default()
                 };
                 kafka::ensure_topics(&kafka_cfg, &[&topic]).await?;
-                let producer = kafka::producer(&kafka_cfg, GaleContext::new(metrics.clone(), Health::new()))?;
+                let producer =
+                    kafka::producer(&kafka_cfg, GaleContext::new(metrics.clone(), Health::new()))?;
                 let registry = Registry::new(&RegistryConfig {
                     url: registry,
                     ..RegistryConfig::default()
@@ -166,8 +169,13 @@ impl Sink {
 
     async fn try_send(&self, rows: &[SimRow]) -> anyhow::Result<(u64, u64)> {
         match self {
-            Sink::Http { client, url, api_key } => {
-                let body: Vec<&serde_json::Map<String, Value>> = rows.iter().map(|r| &r.row).collect();
+            Sink::Http {
+                client,
+                url,
+                api_key,
+            } => {
+                let body: Vec<&serde_json::Map<String, Value>> =
+                    rows.iter().map(|r| &r.row).collect();
                 let resp = client
                     .post(url)
                     .header("Authorization", format!("Bearer {api_key}"))
@@ -182,7 +190,9 @@ impl Sink {
                         answer["accepted"].as_u64().unwrap_or(0),
                         answer["rejected"].as_u64().unwrap_or(0),
                     )),
-                    401 => bail!("ingest refused the API key (401); pass the source's key with --api-key"),
+                    401 => bail!(
+                        "ingest refused the API key (401); pass the source's key with --api-key"
+                    ),
                     _ => bail!("ingest answered {status}: {answer}"),
                 }
             }
@@ -201,7 +211,14 @@ impl Sink {
                 writer
                     .send(&readings, &opentelemetry::Context::new())
                     .await
-                    .map_err(|e| anyhow::anyhow!("{} of {} acknowledged: {}", e.acknowledged, e.total, e.error))?;
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "{} of {} acknowledged: {}",
+                            e.acknowledged,
+                            e.total,
+                            e.error
+                        )
+                    })?;
                 Ok((readings.len() as u64, rejected))
             }
         }
@@ -218,7 +235,8 @@ pub async fn run(run: Run, target: Target) -> anyhow::Result<Summary> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).ok();
         }
-        std::fs::write(path, fleet.assets_csv()).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, fleet.assets_csv())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     let sink = Sink::open(target).await?;
     let mut generator = Generator::new(fleet, run.seed);
@@ -235,8 +253,10 @@ pub async fn run(run: Run, target: Target) -> anyhow::Result<Summary> {
             None => ProgressBar::new_spinner(),
         };
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} readings ({per_sec}) {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} readings ({per_sec}) {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar
     } else {
@@ -245,14 +265,18 @@ pub async fn run(run: Run, target: Target) -> anyhow::Result<Summary> {
     let mut pending: Vec<SimRow> = Vec::new();
     let mut tick = 0u64;
     loop {
-        let remaining = total.map(|t| t.saturating_sub(summary.sent)).unwrap_or(u64::MAX);
+        let remaining = total
+            .map(|t| t.saturating_sub(summary.sent))
+            .unwrap_or(u64::MAX);
         if remaining == 0 || run.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
         let want = run.batch.min(remaining as usize);
         while pending.len() < want {
             let at = match run.start {
-                Some(s) => s + chrono::Duration::from_std(run.interval * tick as u32).unwrap_or_default(),
+                Some(s) => {
+                    s + chrono::Duration::from_std(run.interval * tick as u32).unwrap_or_default()
+                }
                 None => Utc::now(),
             };
             for row in generator.tick(tick, at) {

@@ -130,7 +130,8 @@ impl Fleet {
                     base_kw: rng.random_range(0.3..6.0),
                     stuck: roll < 0.05,
                     zero: (0.05..0.10).contains(&roll),
-                    unit: [Some("kW"), Some("kW"), Some("W"), Some("watts"), None][rng.random_range(0..5)],
+                    unit: [Some("kW"), Some("kW"), Some("W"), Some("watts"), None]
+                        [rng.random_range(0..5)],
                 }
             })
             .collect();
@@ -201,7 +202,8 @@ impl Generator {
 
     /// Readings of every asset at `tick` (event time `at`). Call ticks in order.
     pub fn tick(&mut self, tick: u64, at: DateTime<Utc>) -> Vec<SimRow> {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ tick.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(self.seed ^ tick.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut out = Vec::with_capacity(self.fleet.len());
         for i in 0..self.fleet.turbines.len() {
             let row = self.turbine(i, &mut rng, at);
@@ -221,8 +223,18 @@ impl Generator {
         let ws = self.wind[i];
         let power = power_curve(ws, t.rated_kw) * rng.random_range(0.95..1.02);
         let running = (3.0..25.0).contains(&ws);
-        let rpm = if running { (6.0 + 10.0 * (ws - 3.0) / 9.0).min(16.0) } else { 0.0 };
-        let pitch = if ws > 12.0 { ((ws - 12.0) * 2.2).min(30.0) } else if running { 1.0 } else { 88.0 };
+        let rpm = if running {
+            (6.0 + 10.0 * (ws - 3.0) / 9.0).min(16.0)
+        } else {
+            0.0
+        };
+        let pitch = if ws > 12.0 {
+            ((ws - 12.0) * 2.2).min(30.0)
+        } else if running {
+            1.0
+        } else {
+            88.0
+        };
         let mut gearbox = rng.random_range(55.0..74.0);
         let mut generator = rng.random_range(50.0..70.0);
         let mut vibration = rng.random_range(0.4..1.6);
@@ -257,27 +269,45 @@ impl Generator {
         let mut row = Map::new();
         row.insert("asset_id".into(), json!(id));
         row.insert("asset_kind".into(), json!("turbine"));
-        row.insert("timestamp".into(), json!(at.to_rfc3339_opts(SecondsFormat::Millis, true)));
+        row.insert(
+            "timestamp".into(),
+            json!(at.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        );
         row.insert("wind_speed".into(), json!(r2(ws)));
         row.insert("wind_speed_unit".into(), json!("m/s"));
         row.insert("wind_direction_deg".into(), json!(r2(self.direction[i])));
         row.insert("rotor_speed_rpm".into(), json!(r2(rpm)));
         row.insert("power_kw".into(), json!(r2(power)));
-        row.insert("nacelle_temperature_c".into(), json!(r2(rng.random_range(12.0..34.0))));
+        row.insert(
+            "nacelle_temperature_c".into(),
+            json!(r2(rng.random_range(12.0..34.0))),
+        );
         row.insert("gearbox_temperature_c".into(), json!(r2(gearbox)));
         row.insert("generator_temperature_c".into(), json!(r2(generator)));
         row.insert("vibration_ms2".into(), json!(r2(vibration)));
         row.insert("oil_pressure_bar".into(), json!(r2(oil)));
-        row.insert("brake_pressure_bar".into(), json!(r2(rng.random_range(150.0..180.0))));
+        row.insert(
+            "brake_pressure_bar".into(),
+            json!(r2(rng.random_range(150.0..180.0))),
+        );
         row.insert("pitch_angle_deg".into(), json!(r2(pitch)));
-        row.insert("yaw_angle_deg".into(), json!(r2((self.direction[i] + rng.random_range(-4.0..4.0)).rem_euclid(360.0))));
+        row.insert(
+            "yaw_angle_deg".into(),
+            json!(r2(
+                (self.direction[i] + rng.random_range(-4.0..4.0)).rem_euclid(360.0)
+            )),
+        );
         row.insert("tower_lean_deg".into(), json!(r2(lean)));
         row.insert("latitude_deg".into(), json!(t.lat));
         row.insert("longitude_deg".into(), json!(t.lon));
         if let Some(s) = scenario {
             row.insert("sim_scenario".into(), json!(s.name()));
         }
-        SimRow { row, scenario, gap: false }
+        SimRow {
+            row,
+            scenario,
+            gap: false,
+        }
     }
 
     fn meter(&mut self, i: usize, tick: u64, rng: &mut ChaCha8Rng, at: DateTime<Utc>) -> SimRow {
@@ -324,12 +354,18 @@ impl Generator {
         };
         let mut row = Map::new();
         row.insert("asset_id".into(), json!(id));
-        row.insert("timestamp".into(), json!(at.to_rfc3339_opts(SecondsFormat::Millis, true)));
+        row.insert(
+            "timestamp".into(),
+            json!(at.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        );
         row.insert("power".into(), json!(r2(value)));
         if let Some(u) = unit {
             row.insert("power_unit".into(), json!(u));
         }
-        row.insert("energy_kwh".into(), json!(r2(m.base_kw * tick as f64 / 60.0)));
+        row.insert(
+            "energy_kwh".into(),
+            json!(r2(m.base_kw * tick as f64 / 60.0)),
+        );
         if let Some(s) = scenario {
             row.insert("sim_scenario".into(), json!(s.name()));
         }
@@ -370,7 +406,11 @@ mod tests {
         let mut c = Generator::new(Fleet::generate(5, 5, 8), 8);
         assert_ne!(
             c.tick(0, at).into_iter().map(|r| r.row).collect::<Vec<_>>(),
-            Generator::new(Fleet::generate(5, 5, 7), 7).tick(0, at).into_iter().map(|r| r.row).collect::<Vec<_>>()
+            Generator::new(Fleet::generate(5, 5, 7), 7)
+                .tick(0, at)
+                .into_iter()
+                .map(|r| r.row)
+                .collect::<Vec<_>>()
         );
     }
 
@@ -388,7 +428,10 @@ mod tests {
         }
         let n = (ticks * 100) as f64;
         let rate = |s| *counts.get(&s).unwrap_or(&0) as f64 / n;
-        assert!((rate(Scenario::GearboxOverheat) - 0.05).abs() < 0.01, "{counts:?}");
+        assert!(
+            (rate(Scenario::GearboxOverheat) - 0.05).abs() < 0.01,
+            "{counts:?}"
+        );
         assert!((rate(Scenario::GeneratorOverheat) - 0.03).abs() < 0.01);
         assert!((rate(Scenario::HighVibration) - 0.08).abs() < 0.01);
         assert!((rate(Scenario::LowOilPressure) - 0.06).abs() < 0.01);

@@ -60,15 +60,28 @@ fn same_key(a: &str, b: &str) -> bool {
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        if let Some(token) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(token) = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+        {
             return Some(token.trim());
         }
     }
-    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
-async fn post_readings(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn post_readings(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(key) = presented_key(&headers) else {
         return unauthorized();
     };
@@ -80,7 +93,9 @@ async fn post_readings(State(state): State<Arc<ApiState>>, headers: HeaderMap, b
     else {
         return unauthorized();
     };
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     let Some(format) = Format::from_content_type(content_type, &body) else {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -127,9 +142,12 @@ async fn post_readings(State(state): State<Arc<ApiState>>, headers: HeaderMap, b
         )
             .into_response();
     }
-    let parent = state
-        .tracer
-        .extract_map(|k| headers.get(k).and_then(|v| v.to_str().ok()).map(str::to_string));
+    let parent = state.tracer.extract_map(|k| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    });
     if let Err(e) = state.writer.send(&readings, &parent).await {
         tracing::warn!(source = mapping.name(), acknowledged = e.acknowledged, total = e.total, error = %e.error, "batch not acknowledged; answering 503");
         let mut response = (
@@ -148,9 +166,18 @@ async fn post_readings(State(state): State<Arc<ApiState>>, headers: HeaderMap, b
         return response;
     }
     let accepted = readings.len();
-    tracing::debug!(source = mapping.name(), accepted, rejected, "batch accepted");
+    tracing::debug!(
+        source = mapping.name(),
+        accepted,
+        rejected,
+        "batch accepted"
+    );
     if rejected == 0 {
-        (StatusCode::OK, Json(json!({"accepted": accepted, "rejected": 0}))).into_response()
+        (
+            StatusCode::OK,
+            Json(json!({"accepted": accepted, "rejected": 0})),
+        )
+            .into_response()
     } else {
         (
             StatusCode::MULTI_STATUS,
@@ -165,7 +192,9 @@ fn unauthorized() -> Response {
         StatusCode::UNAUTHORIZED,
         "missing or invalid API key; send `Authorization: Bearer <key>` or `X-Api-Key: <key>`",
     );
-    r.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
     r
 }

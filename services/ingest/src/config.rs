@@ -114,17 +114,26 @@ impl Config {
         for (i, source) in self.ingest.sources.iter().enumerate() {
             let key = format!("ingest.sources[{i}]");
             if !names.insert(source.name.clone()) {
-                return Err(IngestError::Config(format!("key `{key}.name`: source {:?} is defined twice", source.name)));
+                return Err(IngestError::Config(format!(
+                    "key `{key}.name`: source {:?} is defined twice",
+                    source.name
+                )));
             }
             for k in &source.api_keys {
                 if k.expose().len() < 8 {
-                    return Err(IngestError::Config(format!("key `{key}.api_keys`: keys must be at least 8 characters")));
+                    return Err(IngestError::Config(format!(
+                        "key `{key}.api_keys`: keys must be at least 8 characters"
+                    )));
                 }
                 if !keys.insert(k.expose().to_string()) {
-                    return Err(IngestError::Config(format!("key `{key}.api_keys`: a key is used by two sources")));
+                    return Err(IngestError::Config(format!(
+                        "key `{key}.api_keys`: a key is used by two sources"
+                    )));
                 }
             }
-            out.push(Arc::new(SourceMapping::new(source.clone(), &key).map_err(IngestError::Config)?));
+            out.push(Arc::new(
+                SourceMapping::new(source.clone(), &key).map_err(IngestError::Config)?,
+            ));
         }
         for (i, drop) in self.ingest.file_drops.iter().enumerate() {
             if !names.contains(&drop.source) {

@@ -95,7 +95,11 @@ fn ignored(name: &str) -> bool {
 
 fn rebase(path: &str, from: &str, to: &str) -> String {
     let rest = path.strip_prefix(from).unwrap_or(path);
-    format!("{}/{}", to.trim_end_matches('/'), rest.trim_start_matches('/'))
+    format!(
+        "{}/{}",
+        to.trim_end_matches('/'),
+        rest.trim_start_matches('/')
+    )
 }
 
 impl FileDrop {
@@ -125,7 +129,10 @@ impl FileDrop {
                     }
                 }
                 Err(e) => {
-                    self.health.fail("file_drop", format!("cannot list {}: {e}", self.location.url));
+                    self.health.fail(
+                        "file_drop",
+                        format!("cannot list {}: {e}", self.location.url),
+                    );
                 }
             }
             if !sleep_or_cancel(&self.token, self.config.poll_interval).await {
@@ -152,7 +159,13 @@ impl FileDrop {
         let origin = format!("{}/{}", self.location.url.trim_end_matches('/'), rel);
         let Some(format) = Format::from_path(rel) else {
             return self
-                .fail(file, rel, &bytes, &origin, "unknown file type; expected .csv, .json, .ndjson or .jsonl")
+                .fail(
+                    file,
+                    rel,
+                    &bytes,
+                    &origin,
+                    "unknown file type; expected .csv, .json, .ndjson or .jsonl",
+                )
                 .await;
         };
         let rows = match parse::rows(format, &bytes) {
@@ -197,40 +210,76 @@ impl FileDrop {
                 Position::Index(i) => format!("{origin}#index={i}"),
             };
             let payload = &bytes[range.clone()];
-            self.dead_letter(rel, payload, &where_, "unparseable_row", error).await?;
+            self.dead_letter(rel, payload, &where_, "unparseable_row", error)
+                .await?;
         }
-        let target = self.location.child(&rebase(rel, &self.config.inbox, &self.config.done));
+        let target = self
+            .location
+            .child(&rebase(rel, &self.config.inbox, &self.config.done));
         if let Err(e) = self.location.store.rename(&file.location, &target).await {
             tracing::warn!(file = rel, error = %e, "could not move processed file; it will be read again (same event ids)");
             return Ok(());
         }
         self.health.ok("file_drop");
-        tracing::info!(file = rel, readings = readings.len(), bad_rows = bad.len(), "file ingested");
+        tracing::info!(
+            file = rel,
+            readings = readings.len(),
+            bad_rows = bad.len(),
+            "file ingested"
+        );
         Ok(())
     }
 
-    async fn fail(&self, file: &ObjectMeta, rel: &str, bytes: &[u8], origin: &str, why: &str) -> Result<(), Interrupted> {
-        tracing::warn!(file = rel, error = why, "file cannot be read; moving it to the failed prefix");
+    async fn fail(
+        &self,
+        file: &ObjectMeta,
+        rel: &str,
+        bytes: &[u8],
+        origin: &str,
+        why: &str,
+    ) -> Result<(), Interrupted> {
+        tracing::warn!(
+            file = rel,
+            error = why,
+            "file cannot be read; moving it to the failed prefix"
+        );
         let (payload, message) = if bytes.len() > MAX_DLQ_BYTES {
             (
                 &bytes[..MAX_DLQ_BYTES],
-                format!("{why} (file of {} bytes truncated here; whole file under the failed prefix)", bytes.len()),
+                format!(
+                    "{why} (file of {} bytes truncated here; whole file under the failed prefix)",
+                    bytes.len()
+                ),
             )
         } else {
             (bytes, why.to_string())
         };
-        self.dead_letter(rel, payload, origin, "unparseable_file", &message).await?;
-        let target = self.location.child(&rebase(rel, &self.config.inbox, &self.config.failed));
+        self.dead_letter(rel, payload, origin, "unparseable_file", &message)
+            .await?;
+        let target = self
+            .location
+            .child(&rebase(rel, &self.config.inbox, &self.config.failed));
         if let Err(e) = self.location.store.rename(&file.location, &target).await {
             tracing::warn!(file = rel, error = %e, "could not move failed file");
         }
         Ok(())
     }
 
-    async fn dead_letter(&self, key: &str, payload: &[u8], origin: &str, class: &'static str, message: &str) -> Result<(), Interrupted> {
+    async fn dead_letter(
+        &self,
+        key: &str,
+        payload: &[u8],
+        origin: &str,
+        class: &'static str,
+        message: &str,
+    ) -> Result<(), Interrupted> {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
-            match self.writer.dead_letter(key, payload, origin, class, message).await {
+            match self
+                .writer
+                .dead_letter(key, payload, origin, class, message)
+                .await
+            {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(error = %e, "dead letter not acknowledged; retrying");
@@ -249,7 +298,10 @@ mod tests {
 
     #[test]
     fn paths_and_ignores() {
-        assert_eq!(rebase("raw/2024/03/15/14/a.csv", "raw/", "processed/"), "processed/2024/03/15/14/a.csv");
+        assert_eq!(
+            rebase("raw/2024/03/15/14/a.csv", "raw/", "processed/"),
+            "processed/2024/03/15/14/a.csv"
+        );
         assert!(ignored("raw/.a.csv"));
         assert!(ignored("raw/a.csv.tmp"));
         assert!(!ignored("raw/2024/a.csv"));

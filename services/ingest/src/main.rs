@@ -29,7 +29,9 @@ async fn main() -> anyhow::Result<()> {
     service
         .ensure_topics(&[&cfg.topics.raw, &cfg.topics.dead_letter])
         .await?;
-    let encoder = service.register_schema(&cfg.topics.raw, RAW_READING).await?;
+    let encoder = service
+        .register_schema(&cfg.topics.raw, RAW_READING)
+        .await?;
     let writer = Arc::new(RawWriter::new(
         service.producer.clone(),
         encoder,

@@ -164,7 +164,10 @@ impl SourceMapping {
     /// Checks `config` (`key` is its config path for error messages).
     pub fn new(config: SourceConfig, key: &str) -> Result<Self, String> {
         let kind = match &config.asset_kind {
-            Some(k) => Some(k.parse::<AssetKind>().map_err(|e| format!("key `{key}.asset_kind`: {e}"))?),
+            Some(k) => Some(
+                k.parse::<AssetKind>()
+                    .map_err(|e| format!("key `{key}.asset_kind`: {e}"))?,
+            ),
             None => None,
         };
         let offset: FixedOffset = config.utc_offset.parse().map_err(|_| {
@@ -176,8 +179,14 @@ impl SourceMapping {
         let mut metric_columns = BTreeMap::new();
         if config.canonical_columns {
             for m in Metric::ALL {
-                metric_columns.insert(m.name().to_string(), (m, None, Some(format!("{}_unit", m.name()))));
-                metric_columns.insert(m.column().to_string(), (m, Some(m.canonical_unit().to_string()), None));
+                metric_columns.insert(
+                    m.name().to_string(),
+                    (m, None, Some(format!("{}_unit", m.name()))),
+                );
+                metric_columns.insert(
+                    m.column().to_string(),
+                    (m, Some(m.canonical_unit().to_string()), None),
+                );
             }
         }
         for (column, spec) in &config.columns {
@@ -210,7 +219,12 @@ impl SourceMapping {
     }
 
     /// Turns one row into a raw reading, or says what is wrong with it.
-    pub fn to_reading(&self, row: &Row, channel: IngestChannel, received_time: i64) -> Result<RawReading, String> {
+    pub fn to_reading(
+        &self,
+        row: &Row,
+        channel: IngestChannel,
+        received_time: i64,
+    ) -> Result<RawReading, String> {
         let get = |name: &str| row.iter().find(|(c, _)| c == name).map(|(_, f)| f);
         let asset_id = match get(&self.config.asset_column) {
             Some(Field::Text(s)) if !s.trim().is_empty() => s.trim().to_string(),
@@ -235,9 +249,8 @@ impl SourceMapping {
                     self.config.timestamp_column
                 ))
             }
-            Some(f) => parse_timestamp(f, &self.config.timestamp_format, self.offset).map_err(|e| {
-                format!("column `{}`: {e}", self.config.timestamp_column)
-            })?,
+            Some(f) => parse_timestamp(f, &self.config.timestamp_format, self.offset)
+                .map_err(|e| format!("column `{}`: {e}", self.config.timestamp_column))?,
         };
         let asset_kind = match (self.kind, get(&self.config.asset_kind_column)) {
             (Some(k), _) => Some(k),
@@ -262,7 +275,9 @@ impl SourceMapping {
                 continue;
             }
             if let Some((metric, unit, unit_column)) = self.metric_columns.get(column) {
-                let Some(value) = parse_value(field).map_err(|e| format!("column `{column}`: {e}"))? else {
+                let Some(value) =
+                    parse_value(field).map_err(|e| format!("column `{column}`: {e}"))?
+                else {
                     continue;
                 };
                 let unit = match (unit, unit_column) {
@@ -314,10 +329,22 @@ impl SourceMapping {
 }
 
 /// Deterministic id: the same reading from the same source always gets the same id.
-pub fn event_id(source: &str, asset_id: &str, event_time: i64, measurements: &[Measurement]) -> String {
+pub fn event_id(
+    source: &str,
+    asset_id: &str,
+    event_time: i64,
+    measurements: &[Measurement],
+) -> String {
     let mut parts: Vec<String> = measurements
         .iter()
-        .map(|m| format!("{}={}{}", m.metric.name(), m.value, m.unit.as_deref().unwrap_or("")))
+        .map(|m| {
+            format!(
+                "{}={}{}",
+                m.metric.name(),
+                m.value,
+                m.unit.as_deref().unwrap_or("")
+            )
+        })
         .collect();
     parts.sort();
     let key = format!("{source}\n{asset_id}\n{event_time}\n{}", parts.join(";"));
@@ -325,7 +352,8 @@ pub fn event_id(source: &str, asset_id: &str, event_time: i64, measurements: &[M
 }
 
 /// Namespace of Gale's event ids.
-const EVENT_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6761_6c65_2d72_6561_6469_6e67_2d76_3101);
+const EVENT_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6761_6c65_2d72_6561_6469_6e67_2d76_3101);
 
 fn parse_value(field: &Field) -> Result<Option<f64>, String> {
     let v = match field {
@@ -333,10 +361,15 @@ fn parse_value(field: &Field) -> Result<Option<f64>, String> {
         Field::Number(n) => *n,
         Field::Text(s) => {
             let t = s.trim();
-            if t.is_empty() || t.eq_ignore_ascii_case("nan") || t.eq_ignore_ascii_case("null") || t.eq_ignore_ascii_case("na") {
+            if t.is_empty()
+                || t.eq_ignore_ascii_case("nan")
+                || t.eq_ignore_ascii_case("null")
+                || t.eq_ignore_ascii_case("na")
+            {
                 return Ok(None);
             }
-            t.parse::<f64>().map_err(|_| format!("{t:?} is not a number"))?
+            t.parse::<f64>()
+                .map_err(|_| format!("{t:?} is not a number"))?
         }
     };
     if v.is_nan() {
@@ -349,7 +382,11 @@ fn parse_value(field: &Field) -> Result<Option<f64>, String> {
 }
 
 /// Parses a timestamp field into ms since the epoch.
-pub fn parse_timestamp(field: &Field, format: &TimestampFormat, offset: FixedOffset) -> Result<i64, String> {
+pub fn parse_timestamp(
+    field: &Field,
+    format: &TimestampFormat,
+    offset: FixedOffset,
+) -> Result<i64, String> {
     let text = match field {
         Field::Text(s) => s.trim().to_string(),
         Field::Number(n) => {
@@ -392,7 +429,11 @@ fn rfc3339(text: &str) -> Result<i64, String> {
         return Ok(t.timestamp_millis());
     }
     // ISO 8601 with a space instead of `T`, or with a `+hhmm` offset.
-    for pattern in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"] {
+    for pattern in [
+        "%Y-%m-%d %H:%M:%S%.f%:z",
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+        "%Y-%m-%d %H:%M:%S%.f%z",
+    ] {
         if let Ok(t) = DateTime::parse_from_str(text, pattern) {
             return Ok(t.timestamp_millis());
         }
@@ -500,11 +541,26 @@ mod tests {
     fn epochs_by_format_and_magnitude() {
         let utc = FixedOffset::east_opt(0).unwrap();
         let f = |s: &str, fmt: TimestampFormat| parse_timestamp(&Field::Text(s.into()), &fmt, utc);
-        assert_eq!(f("1710511200", TimestampFormat::Auto).unwrap(), 1_710_511_200_000);
-        assert_eq!(f("1710511200000", TimestampFormat::Auto).unwrap(), 1_710_511_200_000);
-        assert_eq!(f("1710511200.5", TimestampFormat::EpochSeconds).unwrap(), 1_710_511_200_500);
-        assert_eq!(f("2024-03-15T15:00:00+01:00", TimestampFormat::Rfc3339).unwrap(), 1_710_511_200_000);
-        assert_eq!(f("2024-03-15 14:00:00+00:00", TimestampFormat::Auto).unwrap(), 1_710_511_200_000);
+        assert_eq!(
+            f("1710511200", TimestampFormat::Auto).unwrap(),
+            1_710_511_200_000
+        );
+        assert_eq!(
+            f("1710511200000", TimestampFormat::Auto).unwrap(),
+            1_710_511_200_000
+        );
+        assert_eq!(
+            f("1710511200.5", TimestampFormat::EpochSeconds).unwrap(),
+            1_710_511_200_500
+        );
+        assert_eq!(
+            f("2024-03-15T15:00:00+01:00", TimestampFormat::Rfc3339).unwrap(),
+            1_710_511_200_000
+        );
+        assert_eq!(
+            f("2024-03-15 14:00:00+00:00", TimestampFormat::Auto).unwrap(),
+            1_710_511_200_000
+        );
         let err = f("2024-03-15 14:00", TimestampFormat::Auto).unwrap_err();
         assert!(err.contains("offset"), "{err}");
         assert!(f("yesterday", TimestampFormat::EpochMillis).is_err());
@@ -513,24 +569,60 @@ mod tests {
     #[test]
     fn bad_rows_say_what_is_wrong() {
         let m = SourceMapping::new(SourceConfig::canonical("s"), "k").unwrap();
-        let e = m.to_reading(&row(&[("timestamp", "1710511200"), ("power", "1")]), IngestChannel::Http, 0).unwrap_err();
+        let e = m
+            .to_reading(
+                &row(&[("timestamp", "1710511200"), ("power", "1")]),
+                IngestChannel::Http,
+                0,
+            )
+            .unwrap_err();
         assert!(e.contains("asset id"), "{e}");
-        let e = m.to_reading(&row(&[("asset_id", "A"), ("timestamp", "1710511200"), ("power", "abc")]), IngestChannel::Http, 0).unwrap_err();
+        let e = m
+            .to_reading(
+                &row(&[
+                    ("asset_id", "A"),
+                    ("timestamp", "1710511200"),
+                    ("power", "abc"),
+                ]),
+                IngestChannel::Http,
+                0,
+            )
+            .unwrap_err();
         assert!(e.contains("`power`") && e.contains("abc"), "{e}");
-        let e = m.to_reading(&row(&[("asset_id", "A"), ("timestamp", "1710511200"), ("power", "")]), IngestChannel::Http, 0).unwrap_err();
+        let e = m
+            .to_reading(
+                &row(&[
+                    ("asset_id", "A"),
+                    ("timestamp", "1710511200"),
+                    ("power", ""),
+                ]),
+                IngestChannel::Http,
+                0,
+            )
+            .unwrap_err();
         assert!(e.contains("no metric values"), "{e}");
     }
 
     #[test]
     fn event_ids_are_deterministic() {
         let m = SourceMapping::new(SourceConfig::canonical("s"), "k").unwrap();
-        let r = row(&[("asset_id", "A"), ("timestamp", "1710511200"), ("power", "1"), ("energy", "2")]);
+        let r = row(&[
+            ("asset_id", "A"),
+            ("timestamp", "1710511200"),
+            ("power", "1"),
+            ("energy", "2"),
+        ]);
         let a = m.to_reading(&r, IngestChannel::Http, 1).unwrap();
         let b = m.to_reading(&r, IngestChannel::Http, 2).unwrap();
         assert_eq!(a.event_id, b.event_id);
         let mut other = r.clone();
         other[2].1 = Field::Text("1.5".into());
-        assert_ne!(m.to_reading(&other, IngestChannel::Http, 1).unwrap().event_id, a.event_id);
+        assert_ne!(
+            m.to_reading(&other, IngestChannel::Http, 1)
+                .unwrap()
+                .event_id,
+            a.event_id
+        );
     }
 
     #[test]

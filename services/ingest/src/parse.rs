@@ -26,13 +26,20 @@ impl Format {
     /// From an HTTP content type; sniffs the body when absent or generic.
     pub fn from_content_type(content_type: Option<&str>, body: &[u8]) -> Option<Format> {
         let ct = content_type
-            .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .map(|c| {
+                c.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
             .unwrap_or_default();
         match ct.as_str() {
             "application/json" => Some(Format::Json),
-            "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines" => {
-                Some(Format::Ndjson)
-            }
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/x-jsonlines" => Some(Format::Ndjson),
             "text/csv" | "application/csv" => Some(Format::Csv),
             "" | "text/plain" | "application/octet-stream" => sniff(body),
             _ => None,
@@ -61,11 +68,13 @@ fn sniff(body: &[u8]) -> Option<Format> {
     }
     if text.starts_with('{') {
         let first_line = text.lines().next().unwrap_or("");
-        return Some(if serde_json::from_str::<Value>(first_line).is_ok() && text.lines().count() > 1 {
-            Format::Ndjson
-        } else {
-            Format::Json
-        });
+        return Some(
+            if serde_json::from_str::<Value>(first_line).is_ok() && text.lines().count() > 1 {
+                Format::Ndjson
+            } else {
+                Format::Json
+            },
+        );
     }
     Some(Format::Csv)
 }
@@ -134,7 +143,8 @@ fn kind(v: &Value) -> &'static str {
 }
 
 fn json_rows(text: &str) -> Result<Vec<ParsedRow>, String> {
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("body is not valid JSON: {e}"))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| format!("body is not valid JSON: {e}"))?;
     match value {
         Value::Array(items) => Ok(items
             .into_iter()
@@ -150,7 +160,10 @@ fn json_rows(text: &str) -> Result<Vec<ParsedRow>, String> {
             bytes: 0..text.len(),
             fields: object_fields(value),
         }]),
-        other => Err(format!("expected a JSON object or array, found {}", kind(&other))),
+        other => Err(format!(
+            "expected a JSON object or array, found {}",
+            kind(&other)
+        )),
     }
 }
 
@@ -201,7 +214,11 @@ fn csv_rows(text: &str) -> Result<Vec<ParsedRow>, String> {
                 let end = reader.position().byte() as usize;
                 let line = record.position().map(|p| p.line() as usize).unwrap_or(line);
                 let fields = if record.len() != headers.len() {
-                    Err(format!("expected {} fields, found {}", headers.len(), record.len()))
+                    Err(format!(
+                        "expected {} fields, found {}",
+                        headers.len(),
+                        record.len()
+                    ))
                 } else {
                     Ok(headers
                         .iter()
@@ -242,7 +259,11 @@ mod tests {
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].position, Position::Line(2));
         assert_eq!(&body[rows[0].bytes.clone()], "A,1,2\n");
-        assert!(rows[1].fields.as_ref().unwrap_err().contains("expected 3 fields"));
+        assert!(rows[1]
+            .fields
+            .as_ref()
+            .unwrap_err()
+            .contains("expected 3 fields"));
         assert_eq!(&body[rows[1].bytes.clone()], "B,3\n");
         assert_eq!(rows[2].position, Position::Line(4));
     }
@@ -263,11 +284,23 @@ mod tests {
 
     #[test]
     fn formats_from_content_type_and_path() {
-        assert_eq!(Format::from_content_type(Some("text/csv; charset=utf-8"), b""), Some(Format::Csv));
-        assert_eq!(Format::from_content_type(None, b"  [{}]"), Some(Format::Json));
-        assert_eq!(Format::from_content_type(None, b"{}\n{}\n"), Some(Format::Ndjson));
+        assert_eq!(
+            Format::from_content_type(Some("text/csv; charset=utf-8"), b""),
+            Some(Format::Csv)
+        );
+        assert_eq!(
+            Format::from_content_type(None, b"  [{}]"),
+            Some(Format::Json)
+        );
+        assert_eq!(
+            Format::from_content_type(None, b"{}\n{}\n"),
+            Some(Format::Ndjson)
+        );
         assert_eq!(Format::from_content_type(Some("image/png"), b""), None);
-        assert_eq!(Format::from_path("raw/2024/03/15/14/meters.CSV"), Some(Format::Csv));
+        assert_eq!(
+            Format::from_path("raw/2024/03/15/14/meters.CSV"),
+            Some(Format::Csv)
+        );
         assert_eq!(Format::from_path("x.parquet"), None);
     }
 }

@@ -69,7 +69,11 @@ impl RawWriter {
     }
 
     /// Sends `readings` (each a `send` span under `parent`) and waits for every acknowledgement.
-    pub async fn send(&self, readings: &[RawReading], parent: &Context) -> Result<(), NotAcknowledged> {
+    pub async fn send(
+        &self,
+        readings: &[RawReading],
+        parent: &Context,
+    ) -> Result<(), NotAcknowledged> {
         let total = readings.len();
         let mut futures = Vec::with_capacity(total);
         let mut spans = Vec::with_capacity(total);
@@ -87,7 +91,12 @@ impl RawWriter {
             };
             match self
                 .producer
-                .send(&self.topic, Some(reading.asset_id.as_bytes()), &payload, headers)
+                .send(
+                    &self.topic,
+                    Some(reading.asset_id.as_bytes()),
+                    &payload,
+                    headers,
+                )
                 .await
             {
                 Ok(f) => {
@@ -100,7 +109,8 @@ impl RawWriter {
                 }
             }
         }
-        let results = tokio::time::timeout(self.ack_timeout, futures::future::join_all(futures)).await;
+        let results =
+            tokio::time::timeout(self.ack_timeout, futures::future::join_all(futures)).await;
         let mut acknowledged = 0;
         match results {
             Ok(results) => {
@@ -122,10 +132,8 @@ impl RawWriter {
                 }
             }
             Err(_) => {
-                first_error.get_or_insert(format!(
-                    "no acknowledgement within {:?}",
-                    self.ack_timeout
-                ));
+                first_error
+                    .get_or_insert(format!("no acknowledgement within {:?}", self.ack_timeout));
             }
         }
         self.raw_metrics.produced(acknowledged as u64);
@@ -165,7 +173,12 @@ impl RawWriter {
         );
         let future = self
             .producer
-            .send(&self.dead_letter_topic, Some(key.as_bytes()), payload, headers)
+            .send(
+                &self.dead_letter_topic,
+                Some(key.as_bytes()),
+                payload,
+                headers,
+            )
             .await
             .map_err(|e| format!("{e:?}"))?;
         match tokio::time::timeout(self.ack_timeout, future).await {

@@ -28,19 +28,28 @@ pub fn routes(store: Store) -> Router {
     let shared: Shared = Arc::new(Mutex::new(store));
     Router::new()
         .route("/", get(|| async { reply(StatusCode::OK, json!({})) }))
-        .route("/schemas/types", get(|| async { reply(StatusCode::OK, json!(["AVRO"])) }))
+        .route(
+            "/schemas/types",
+            get(|| async { reply(StatusCode::OK, json!(["AVRO"])) }),
+        )
         .route("/schemas/ids/{id}", get(schema_by_id))
         .route("/schemas/ids/{id}/schema", get(raw_schema_by_id))
         .route("/schemas/ids/{id}/subjects", get(subjects_by_id))
         .route("/schemas/ids/{id}/versions", get(versions_by_id))
         .route("/subjects", get(list_subjects))
         .route("/subjects/{subject}", post(lookup).delete(delete_subject))
-        .route("/subjects/{subject}/versions", get(list_versions).post(register))
+        .route(
+            "/subjects/{subject}/versions",
+            get(list_versions).post(register),
+        )
         .route(
             "/subjects/{subject}/versions/{version}",
             get(get_version).delete(delete_version),
         )
-        .route("/subjects/{subject}/versions/{version}/schema", get(get_version_schema))
+        .route(
+            "/subjects/{subject}/versions/{version}/schema",
+            get(get_version_schema),
+        )
         .route("/config", get(get_global_config).put(put_global_config))
         .route(
             "/config/{subject}",
@@ -56,12 +65,20 @@ pub fn routes(store: Store) -> Router {
             "/compatibility/subjects/{subject}/versions",
             post(check_compatibility_all),
         )
-        .route("/mode", get(|| async { reply(StatusCode::OK, json!({"mode": "READWRITE"})) }))
+        .route(
+            "/mode",
+            get(|| async { reply(StatusCode::OK, json!({"mode": "READWRITE"})) }),
+        )
         .with_state(shared)
 }
 
 fn reply(status: StatusCode, body: Value) -> Response {
-    (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 impl IntoResponse for RegistryError {
@@ -81,7 +98,10 @@ impl IntoResponse for RegistryError {
         if status.is_server_error() {
             tracing::error!(error = %self, "registry storage failure");
         }
-        reply(status, json!({"error_code": code, "message": self.to_string()}))
+        reply(
+            status,
+            json!({"error_code": code, "message": self.to_string()}),
+        )
     }
 }
 
@@ -99,8 +119,9 @@ struct SchemaRequest {
 }
 
 fn parse_request(body: &Bytes) -> Result<SchemaRequest, RegistryError> {
-    let req: SchemaRequest = serde_json::from_slice(body)
-        .map_err(|e| RegistryError::BadRequest(format!("request body is not a schema request: {e}")))?;
+    let req: SchemaRequest = serde_json::from_slice(body).map_err(|e| {
+        RegistryError::BadRequest(format!("request body is not a schema request: {e}"))
+    })?;
     if let Some(t) = &req.schema_type {
         if !t.eq_ignore_ascii_case("AVRO") {
             return Err(RegistryError::InvalidSchema(format!(
@@ -136,19 +157,31 @@ fn version_json(v: SubjectVersion) -> Value {
     json!({"subject": v.subject, "id": v.id, "version": v.version, "schema": v.schema})
 }
 
-async fn schema_by_id(State(store): State<Shared>, Path(id): Path<u32>) -> Result<Response, RegistryError> {
+async fn schema_by_id(
+    State(store): State<Shared>,
+    Path(id): Path<u32>,
+) -> Result<Response, RegistryError> {
     let store = lock(&store);
     let s = store.schema(id).ok_or(RegistryError::SchemaNotFound)?;
     Ok(reply(StatusCode::OK, json!({"schema": s.schema})))
 }
 
-async fn raw_schema_by_id(State(store): State<Shared>, Path(id): Path<u32>) -> Result<Response, RegistryError> {
+async fn raw_schema_by_id(
+    State(store): State<Shared>,
+    Path(id): Path<u32>,
+) -> Result<Response, RegistryError> {
     let store = lock(&store);
     let s = store.schema(id).ok_or(RegistryError::SchemaNotFound)?;
-    Ok(reply(StatusCode::OK, serde_json::from_str(&s.schema).unwrap_or(Value::Null)))
+    Ok(reply(
+        StatusCode::OK,
+        serde_json::from_str(&s.schema).unwrap_or(Value::Null),
+    ))
 }
 
-async fn subjects_by_id(State(store): State<Shared>, Path(id): Path<u32>) -> Result<Response, RegistryError> {
+async fn subjects_by_id(
+    State(store): State<Shared>,
+    Path(id): Path<u32>,
+) -> Result<Response, RegistryError> {
     let store = lock(&store);
     store.schema(id).ok_or(RegistryError::SchemaNotFound)?;
     let mut subjects: Vec<String> = store.usages(id).into_iter().map(|(s, _)| s).collect();
@@ -156,7 +189,10 @@ async fn subjects_by_id(State(store): State<Shared>, Path(id): Path<u32>) -> Res
     Ok(reply(StatusCode::OK, json!(subjects)))
 }
 
-async fn versions_by_id(State(store): State<Shared>, Path(id): Path<u32>) -> Result<Response, RegistryError> {
+async fn versions_by_id(
+    State(store): State<Shared>,
+    Path(id): Path<u32>,
+) -> Result<Response, RegistryError> {
     let store = lock(&store);
     store.schema(id).ok_or(RegistryError::SchemaNotFound)?;
     let usages: Vec<Value> = store
@@ -171,7 +207,10 @@ async fn list_subjects(State(store): State<Shared>) -> Response {
     reply(StatusCode::OK, json!(lock(&store).subjects()))
 }
 
-async fn list_versions(State(store): State<Shared>, Path(subject): Path<String>) -> Result<Response, RegistryError> {
+async fn list_versions(
+    State(store): State<Shared>,
+    Path(subject): Path<String>,
+) -> Result<Response, RegistryError> {
     let store = lock(&store);
     if !store.has_subject(&subject) {
         return Err(RegistryError::SubjectNotFound(subject));
@@ -200,7 +239,9 @@ async fn lookup(
     if !store.has_subject(&subject) {
         return Err(RegistryError::SubjectNotFound(subject));
     }
-    let found = store.lookup(&subject, &req.schema)?.ok_or(RegistryError::SchemaNotFound)?;
+    let found = store
+        .lookup(&subject, &req.schema)?
+        .ok_or(RegistryError::SchemaNotFound)?;
     Ok(reply(StatusCode::OK, version_json(found)))
 }
 
@@ -246,7 +287,10 @@ async fn get_version_schema(
     let v = store
         .version(&subject, version)
         .ok_or(RegistryError::VersionNotFound(subject))?;
-    Ok(reply(StatusCode::OK, serde_json::from_str(&v.schema).unwrap_or(Value::Null)))
+    Ok(reply(
+        StatusCode::OK,
+        serde_json::from_str(&v.schema).unwrap_or(Value::Null),
+    ))
 }
 
 async fn delete_version(
@@ -271,10 +315,16 @@ fn parse_config(body: &Bytes) -> Result<Level, RegistryError> {
 }
 
 async fn get_global_config(State(store): State<Shared>) -> Response {
-    reply(StatusCode::OK, json!({"compatibilityLevel": lock(&store).global_level()}))
+    reply(
+        StatusCode::OK,
+        json!({"compatibilityLevel": lock(&store).global_level()}),
+    )
 }
 
-async fn put_global_config(State(store): State<Shared>, body: Bytes) -> Result<Response, RegistryError> {
+async fn put_global_config(
+    State(store): State<Shared>,
+    body: Bytes,
+) -> Result<Response, RegistryError> {
     let level = parse_config(&body)?;
     lock(&store).set_global_level(level)?;
     Ok(reply(StatusCode::OK, json!({"compatibility": level})))
@@ -319,7 +369,10 @@ async fn delete_subject_config(
         .subject_level(&subject)
         .ok_or_else(|| RegistryError::SubjectConfigNotFound(subject.clone()))?;
     store.set_subject_level(&subject, None)?;
-    Ok(reply(StatusCode::OK, json!({"compatibilityLevel": previous})))
+    Ok(reply(
+        StatusCode::OK,
+        json!({"compatibilityLevel": previous}),
+    ))
 }
 
 #[derive(Deserialize)]

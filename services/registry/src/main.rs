@@ -29,7 +29,8 @@ async fn main() -> anyhow::Result<()> {
         .compatibility
         .parse()
         .map_err(|e| anyhow::anyhow!("key `server.compatibility`: {e}"))?;
-    let store = Store::open(cfg.server.data_file.as_deref(), level).context("opening registry state")?;
+    let store =
+        Store::open(cfg.server.data_file.as_deref(), level).context("opening registry state")?;
     let token = shutdown::install(std::time::Duration::from_secs(5));
     let router = api::routes(store).merge(http::probe_routes(Health::new(), metrics::install()));
     let (addr, task) = http::serve(cfg.server.listen, router, token).await?;

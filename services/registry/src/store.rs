@@ -129,7 +129,8 @@ fn normalize(schema: &str) -> Result<String, RegistryError> {
 }
 
 fn parse_avro(schema: &str) -> Result<Schema, RegistryError> {
-    Schema::parse_str(schema).map_err(|e| RegistryError::InvalidSchema(format!("Invalid schema: {e}")))
+    Schema::parse_str(schema)
+        .map_err(|e| RegistryError::InvalidSchema(format!("Invalid schema: {e}")))
 }
 
 /// Why `reader` cannot read data written with `writer`, if it cannot.
@@ -158,7 +159,10 @@ impl Store {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| RegistryError::Storage(format!("reading {}: {e}", p.display())))?;
                 serde_json::from_str(&text).map_err(|e| {
-                    RegistryError::Storage(format!("{} is not a registry state file: {e}", p.display()))
+                    RegistryError::Storage(format!(
+                        "{} is not a registry state file: {e}",
+                        p.display()
+                    ))
                 })?
             }
             _ => fresh,
@@ -196,7 +200,10 @@ impl Store {
 
     /// Subject-level setting only.
     pub fn subject_level(&self, subject: &str) -> Option<Level> {
-        self.state.subjects.get(subject).and_then(|s| s.compatibility)
+        self.state
+            .subjects
+            .get(subject)
+            .and_then(|s| s.compatibility)
     }
 
     /// Global level.
@@ -211,7 +218,11 @@ impl Store {
     }
 
     /// Sets (or with `None` clears) a subject's level.
-    pub fn set_subject_level(&mut self, subject: &str, level: Option<Level>) -> Result<(), RegistryError> {
+    pub fn set_subject_level(
+        &mut self,
+        subject: &str,
+        level: Option<Level>,
+    ) -> Result<(), RegistryError> {
         self.state
             .subjects
             .entry(subject.to_string())
@@ -230,7 +241,12 @@ impl Store {
 
     /// Why `candidate` may not be registered under `subject` at its level
     /// (checked against `against`, or the versions the level names).
-    pub fn check(&self, subject: &str, candidate: &str, against: Option<u32>) -> Result<Vec<String>, RegistryError> {
+    pub fn check(
+        &self,
+        subject: &str,
+        candidate: &str,
+        against: Option<u32>,
+    ) -> Result<Vec<String>, RegistryError> {
         let new = parse_avro(candidate)?;
         let level = self.level(subject);
         let live = self.live_versions(subject);
@@ -313,7 +329,11 @@ impl Store {
     }
 
     /// The version of `subject` holding `schema`, if registered.
-    pub fn lookup(&self, subject: &str, schema: &str) -> Result<Option<SubjectVersion>, RegistryError> {
+    pub fn lookup(
+        &self,
+        subject: &str,
+        schema: &str,
+    ) -> Result<Option<SubjectVersion>, RegistryError> {
         let normalized = normalize(schema)?;
         Ok(self.live_versions(subject).into_iter().find_map(|v| {
             let stored = &self.state.schemas[&v.id];
@@ -348,7 +368,10 @@ impl Store {
 
     /// Live version numbers of `subject`.
     pub fn versions(&self, subject: &str) -> Vec<u32> {
-        self.live_versions(subject).iter().map(|v| v.version).collect()
+        self.live_versions(subject)
+            .iter()
+            .map(|v| v.version)
+            .collect()
     }
 
     /// One version; `None` means latest.
@@ -381,7 +404,11 @@ impl Store {
     }
 
     /// Soft-deletes (or, with `permanent`, removes) a subject; returns the versions affected.
-    pub fn delete_subject(&mut self, subject: &str, permanent: bool) -> Result<Vec<u32>, RegistryError> {
+    pub fn delete_subject(
+        &mut self,
+        subject: &str,
+        permanent: bool,
+    ) -> Result<Vec<u32>, RegistryError> {
         let Some(entry) = self.state.subjects.get_mut(subject) else {
             return Err(RegistryError::SubjectNotFound(subject.to_string()));
         };
@@ -401,7 +428,11 @@ impl Store {
     }
 
     /// Soft-deletes one version.
-    pub fn delete_version(&mut self, subject: &str, version: Option<u32>) -> Result<u32, RegistryError> {
+    pub fn delete_version(
+        &mut self,
+        subject: &str,
+        version: Option<u32>,
+    ) -> Result<u32, RegistryError> {
         let target = self
             .version(subject, version)
             .ok_or_else(|| RegistryError::VersionNotFound(subject.to_string()))?
@@ -462,7 +493,10 @@ mod tests {
             s.register("x", "{\"type\":\"nope\"}"),
             Err(RegistryError::InvalidSchema(_))
         ));
-        assert!(matches!(s.register("x", "not json"), Err(RegistryError::InvalidSchema(_))));
+        assert!(matches!(
+            s.register("x", "not json"),
+            Err(RegistryError::InvalidSchema(_))
+        ));
     }
 
     #[test]

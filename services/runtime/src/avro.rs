@@ -13,8 +13,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use apache_avro::reader::datum::GenericDatumReader;
-use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::schema_compatibility::SchemaCompatibility;
+use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::{
@@ -313,7 +313,9 @@ impl<T: DeserializeOwned> Decoder<T> {
     async fn plan(&self, id: u32) -> Result<Plan, DecodeError> {
         let writer = match self.registry.get_schema(id).await {
             Ok(s) => s,
-            Err(e) if e.retriable => return Err(DecodeError::RegistryUnavailable(describe_src(&e))),
+            Err(e) if e.retriable => {
+                return Err(DecodeError::RegistryUnavailable(describe_src(&e)))
+            }
             Err(e) => {
                 // Not-found answers are cached by the converter; let a later
                 // registration of the same id be seen.
@@ -368,9 +370,15 @@ mod tests {
 
     #[test]
     fn wire_header_is_checked() {
-        assert_eq!(split_wire(&[0, 0, 0, 0, 7, 1, 2]).unwrap(), (7, &[1u8, 2][..]));
+        assert_eq!(
+            split_wire(&[0, 0, 0, 0, 7, 1, 2]).unwrap(),
+            (7, &[1u8, 2][..])
+        );
         assert!(matches!(split_wire(&[]), Err(DecodeError::Malformed(_))));
-        assert!(matches!(split_wire(&[0, 0, 1]), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            split_wire(&[0, 0, 1]),
+            Err(DecodeError::Malformed(_))
+        ));
         let err = split_wire(b"{\"json\":1}").unwrap_err();
         assert!(err.to_string().contains("magic byte is 0x7b"), "{err}");
     }
@@ -403,7 +411,10 @@ mod tests {
         let back: RawReading = apache_avro::from_value(&value).unwrap();
         assert_eq!(back, raw);
         // And the fast path reads it too.
-        let reader = GenericDatumReader::builder(schema).human_readable(false).build().unwrap();
+        let reader = GenericDatumReader::builder(schema)
+            .human_readable(false)
+            .build()
+            .unwrap();
         let fast: RawReading = reader.read_deser(&mut &datum[..]).unwrap();
         assert_eq!(fast, raw);
     }

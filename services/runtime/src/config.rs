@@ -41,7 +41,9 @@ pub fn load<T: DeserializeOwned>(file: Option<&Path>) -> Result<T, Error> {
         figment = figment.merge(Toml::file_exact(path));
     }
     figment = figment.merge(env_provider());
-    figment.extract::<T>().map_err(|e| Error::Config(describe(e)))
+    figment
+        .extract::<T>()
+        .map_err(|e| Error::Config(describe(e)))
 }
 
 /// Loads `T` from a TOML string and the environment; used by tests and tools.
@@ -215,6 +217,10 @@ pub struct RegistryConfig {
     /// Set `compatibility` on each subject at start. Turn off where the registry is
     /// managed centrally and services may not change subject config.
     pub set_compatibility: bool,
+    /// How long start-up keeps retrying an unreachable registry before the
+    /// service exits with the reason.
+    #[serde(with = "humantime_serde")]
+    pub startup_wait: Duration,
 }
 
 impl Default for RegistryConfig {
@@ -226,6 +232,7 @@ impl Default for RegistryConfig {
             timeout: Duration::from_secs(5),
             compatibility: "BACKWARD".into(),
             set_compatibility: true,
+            startup_wait: Duration::from_secs(30),
         }
     }
 }
@@ -324,7 +331,9 @@ fn duration_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>
         .iter()
         .map(|s| {
             humantime::parse_duration(s).map_err(|e| {
-                serde::de::Error::custom(format!("{s:?} is not a duration like `1s` or `500ms`: {e}"))
+                serde::de::Error::custom(format!(
+                    "{s:?} is not a duration like `1s` or `500ms`: {e}"
+                ))
             })
         })
         .collect()

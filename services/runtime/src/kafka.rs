@@ -12,7 +12,9 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
@@ -53,7 +55,8 @@ impl ClientContext for GaleContext {
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::AllBrokersDown)
         ) {
-            self.health.fail("broker", format!("all brokers down: {reason}"));
+            self.health
+                .fail("broker", format!("all brokers down: {reason}"));
         }
         tracing::warn!(error = %error, reason, "kafka client error");
     }
@@ -80,7 +83,9 @@ impl ConsumerContext for GaleContext {
                     .collect();
                 tracing::info!(partitions = ?parts, "partitions assigned");
             }
-            Rebalance::Revoke(tpl) => tracing::info!(partitions = tpl.count(), "partitions revoked"),
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions revoked")
+            }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
     }
@@ -260,7 +265,10 @@ impl Producer {
     /// A fatal client error (e.g. an idempotent producer that lost its
     /// sequence), after which the producer must be recreated.
     pub fn fatal_error(&self) -> Option<String> {
-        self.inner.client().fatal_error().map(|(code, text)| format!("{code:?}: {text}"))
+        self.inner
+            .client()
+            .fatal_error()
+            .map(|(code, text)| format!("{code:?}: {text}"))
     }
 
     /// Number of partitions of `topic`, fetched from the broker.

@@ -44,9 +44,7 @@ pub fn install() -> PrometheusHandle {
                         ],
                     )
                 })
-                .and_then(|b| {
-                    b.set_buckets(&[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0])
-                })
+                .and_then(|b| b.set_buckets(&[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0]))
                 .expect("bucket lists are non-empty constants");
             let handle = match builder.install_recorder() {
                 Ok(handle) => handle,

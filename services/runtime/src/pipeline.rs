@@ -156,7 +156,12 @@ impl<'s> PipelineBuilder<'s> {
     }
 
     /// A topic produced, under `name` for [`Emit::output`].
-    pub fn output(mut self, name: &'static str, topic: impl Into<String>, schema: SchemaFile) -> Self {
+    pub fn output(
+        mut self,
+        name: &'static str,
+        topic: impl Into<String>,
+        schema: SchemaFile,
+    ) -> Self {
         self.outputs.push((name, topic.into(), schema));
         self
     }
@@ -472,12 +477,20 @@ impl<'s> Pipeline<'s> {
         }
     }
 
-    async fn send(&self, record: Outgoing) -> (Outgoing, Option<rdkafka::producer::DeliveryFuture>) {
+    async fn send(
+        &self,
+        record: Outgoing,
+    ) -> (Outgoing, Option<rdkafka::producer::DeliveryFuture>) {
         let topic = self.topic_of(record.target);
         match self
             .service
             .producer
-            .send(topic, record.key.as_deref(), &record.payload, record.headers.clone())
+            .send(
+                topic,
+                record.key.as_deref(),
+                &record.payload,
+                record.headers.clone(),
+            )
             .await
         {
             Ok(future) => (record, Some(future)),
@@ -490,7 +503,10 @@ impl<'s> Pipeline<'s> {
 
     /// Waits until every record is acknowledged, re-sending failures with
     /// outage back-off. Returns only when all are stored by the broker.
-    async fn await_acks(&mut self, pending: Vec<(Outgoing, Option<rdkafka::producer::DeliveryFuture>)>) {
+    async fn await_acks(
+        &mut self,
+        pending: Vec<(Outgoing, Option<rdkafka::producer::DeliveryFuture>)>,
+    ) {
         let mut pending = pending;
         let mut backoff = self.outage_backoff();
         loop {
@@ -561,7 +577,9 @@ impl<'s> Pipeline<'s> {
         backoff: &mut Backoff,
     ) -> Result<(), Interrupted> {
         let wait = backoff.next_delay();
-        self.service.health.fail("paused", format!("{dependency} unavailable: {message}"));
+        self.service
+            .health
+            .fail("paused", format!("{dependency} unavailable: {message}"));
         self.service.metrics.set_paused(true);
         self.service.metrics.outage_retry();
         tracing::warn!(dependency, wait = ?wait, error = message, "dependency unavailable; pausing");
@@ -601,7 +619,10 @@ fn store_offsets(consumer: &StreamConsumer<GaleContext>, done: &[BorrowedMessage
 }
 
 /// Header value as UTF-8, for tests and tools.
-pub fn header_str<'a>(headers: &'a rdkafka::message::BorrowedHeaders, key: &str) -> Option<&'a str> {
+pub fn header_str<'a>(
+    headers: &'a rdkafka::message::BorrowedHeaders,
+    key: &str,
+) -> Option<&'a str> {
     headers
         .iter()
         .find(|h| h.key == key)

@@ -534,7 +534,9 @@ mod tests {
                     for f in fields {
                         let name = f["name"].as_str().unwrap();
                         assert!(
-                            f.get("doc").and_then(|d| d.as_str()).is_some_and(|d| !d.is_empty()),
+                            f.get("doc")
+                                .and_then(|d| d.as_str())
+                                .is_some_and(|d| !d.is_empty()),
                             "{path}.{name} has no doc"
                         );
                         check(&f["type"], &format!("{path}.{name}"));
@@ -551,7 +553,11 @@ mod tests {
                 }
             }
             check(&json, file.name);
-            assert!(json["namespace"].as_str().is_some(), "{} has a namespace", file.name);
+            assert!(
+                json["namespace"].as_str().is_some(),
+                "{} has a namespace",
+                file.name
+            );
         }
     }
 
@@ -566,7 +572,10 @@ mod tests {
         for file in [VALIDATED_READING, QUARANTINED_READING] {
             let schema = Schema::parse_str(file.text).unwrap();
             let scored = sample_scored();
-            let value = apache_avro::to_value(&scored).unwrap().resolve(&schema).unwrap();
+            let value = apache_avro::to_value(&scored)
+                .unwrap()
+                .resolve(&schema)
+                .unwrap();
             assert_eq!(
                 apache_avro::from_value::<ScoredReading>(&value).unwrap(),
                 scored
@@ -586,8 +595,14 @@ mod tests {
         for m in Metric::ALL {
             assert!(names.contains(&m.column()), "{} missing", m.column());
         }
-        assert_eq!("gearbox-temperature".parse::<Metric>(), Ok(Metric::GearboxTemperature));
+        assert_eq!(
+            "gearbox-temperature".parse::<Metric>(),
+            Ok(Metric::GearboxTemperature)
+        );
         assert_eq!("power_kw".parse::<Metric>(), Ok(Metric::Power));
-        assert!("flux".parse::<Metric>().unwrap_err().contains("expected one of"));
+        assert!("flux"
+            .parse::<Metric>()
+            .unwrap_err()
+            .contains("expected one of"));
     }
 }

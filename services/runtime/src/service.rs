@@ -21,7 +21,7 @@ use crate::shutdown::{self, sleep_or_cancel, CancellationToken};
 use crate::telemetry::{MessagingTracer, Telemetry};
 use crate::Error;
 
-/// How long start-up keeps trying an unreachable registry before giving up.
+/// How long start-up keeps trying to create topics before giving up.
 const STARTUP_WAIT: Duration = Duration::from_secs(30);
 
 /// A started service.
@@ -147,9 +147,12 @@ impl Service {
                     message,
                     subject,
                 }) => {
-                    if started.elapsed() >= STARTUP_WAIT {
+                    if started.elapsed() >= self.config.registry.startup_wait {
                         return Err(Error::Unavailable {
-                            what: format!("schema registry at {} (subject {subject})", self.registry.url()),
+                            what: format!(
+                                "schema registry at {} (subject {subject})",
+                                self.registry.url()
+                            ),
                             waited: started.elapsed(),
                             last_error: message,
                         });

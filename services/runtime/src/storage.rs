@@ -45,15 +45,27 @@ pub struct Location {
 impl Location {
     /// The path of `relative` (slash-separated) inside this location.
     pub fn child(&self, relative: &str) -> Path {
-        let mut parts: Vec<String> = self.prefix.parts().map(|p| p.as_ref().to_string()).collect();
-        parts.extend(relative.split('/').filter(|s| !s.is_empty()).map(str::to_string));
+        let mut parts: Vec<String> = self
+            .prefix
+            .parts()
+            .map(|p| p.as_ref().to_string())
+            .collect();
+        parts.extend(
+            relative
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        );
         Path::from_iter(parts)
     }
 
     /// `path` relative to this location's prefix.
     pub fn relative(&self, path: &Path) -> String {
         match path.prefix_match(&self.prefix) {
-            Some(parts) => parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"),
+            Some(parts) => parts
+                .map(|p| p.as_ref().to_string())
+                .collect::<Vec<_>>()
+                .join("/"),
             None => path.to_string(),
         }
     }
@@ -65,12 +77,13 @@ pub fn open(config: &StoreConfig, key: &str) -> Result<Location, Error> {
     if url.starts_with("s3://") || url.starts_with("s3a://") {
         let parsed = url::Url::parse(url)
             .map_err(|e| Error::Config(format!("key `{key}.url`: {url:?} is not a URL: {e}")))?;
-        let mut builder = object_store::aws::AmazonS3Builder::from_env()
-            .with_url(parsed.as_str());
+        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_url(parsed.as_str());
         for (k, v) in &config.options {
-            let option = k.parse::<object_store::aws::AmazonS3ConfigKey>().map_err(|e| {
-                Error::Config(format!("key `{key}.options.{k}`: not an S3 option: {e}"))
-            })?;
+            let option = k
+                .parse::<object_store::aws::AmazonS3ConfigKey>()
+                .map_err(|e| {
+                    Error::Config(format!("key `{key}.options.{k}`: not an S3 option: {e}"))
+                })?;
             builder = builder.with_config(option, v.expose());
         }
         let store = builder

@@ -42,7 +42,9 @@ impl Telemetry {
     pub fn init(service: &str, config: &TelemetryConfig) -> Result<Telemetry, Error> {
         let exporting = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
             || std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some();
-        let resource = Resource::builder().with_service_name(service.to_string()).build();
+        let resource = Resource::builder()
+            .with_service_name(service.to_string())
+            .build();
         let mut builder = SdkTracerProvider::builder().with_resource(resource);
         if exporting {
             builder = builder.with_batch_exporter(otlp_exporter()?);
@@ -61,8 +63,9 @@ impl Telemetry {
                     config.log_level
                 ))
             })?;
-        let otel_layer = exporting
-            .then(|| tracing_opentelemetry::layer().with_tracer(provider.tracer(service.to_string())));
+        let otel_layer = exporting.then(|| {
+            tracing_opentelemetry::layer().with_tracer(provider.tracer(service.to_string()))
+        });
         let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
         let result = match config.log_format {
             LogFormat::Json => registry
@@ -213,7 +216,10 @@ impl MessagingTracer {
                     TRACESTATE => 1,
                     _ => return None,
                 };
-                self.1.get(idx).map(String::as_str).filter(|s| !s.is_empty())
+                self.1
+                    .get(idx)
+                    .map(String::as_str)
+                    .filter(|s| !s.is_empty())
             }
             fn keys(&self) -> Vec<&str> {
                 vec![TRACEPARENT, TRACESTATE]

@@ -144,7 +144,10 @@ impl AssetDirectory {
                 table,
                 refresh,
             } => {
-                if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+                if !table
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                {
                     return Err(ValidateError::Config(format!(
                         "key `validate.assets.table`: {table:?} is not a plain table name"
                     )));
@@ -161,7 +164,9 @@ impl AssetDirectory {
                     .max_connections(2)
                     .acquire_timeout(Duration::from_secs(5))
                     .connect_lazy(&url)
-                    .map_err(|e| ValidateError::Config(format!("key `validate.assets.url`: {e}")))?;
+                    .map_err(|e| {
+                        ValidateError::Config(format!("key `validate.assets.url`: {e}"))
+                    })?;
                 let mut dir = AssetDirectory {
                     assets: HashMap::new(),
                     postgres: Some(PgSource {
@@ -194,7 +199,9 @@ impl AssetDirectory {
                 Ok(kind) => {
                     assets.insert(id.clone(), Asset { id, kind, site_id });
                 }
-                Err(e) => tracing::warn!(asset = %id, error = %e, "skipping asset with unknown kind"),
+                Err(e) => {
+                    tracing::warn!(asset = %id, error = %e, "skipping asset with unknown kind")
+                }
             }
         }
         pg.loaded_at = Instant::now();
@@ -235,7 +242,11 @@ mod tests {
     fn csv_loads_and_rejects_bad_kinds_with_line_numbers() {
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("a.csv");
-        std::fs::write(&good, "asset_id,kind,site_id,capacity_kw\nT1,turbine,farm-a,3000\nM1,meter,,\n").unwrap();
+        std::fs::write(
+            &good,
+            "asset_id,kind,site_id,capacity_kw\nT1,turbine,farm-a,3000\nM1,meter,,\n",
+        )
+        .unwrap();
         let assets = read_csv(&good).unwrap();
         assert_eq!(assets["T1"].kind, AssetKind::Turbine);
         assert_eq!(assets["M1"].site_id, None);

@@ -79,7 +79,8 @@ impl Processor for ValidateProcessor {
             .get(&raw.asset_id)
             .is_none_or(|p| p.event_time < scored.event_time);
         if newer {
-            self.previous.insert(raw.asset_id.clone(), rules::remember(&scored));
+            self.previous
+                .insert(raw.asset_id.clone(), rules::remember(&scored));
         }
         let output = if scored.quality_tier == QualityTier::Quarantine {
             QUARANTINE

@@ -263,24 +263,40 @@ pub fn evaluate(
             metric: None,
             deduction: scoring.unit_conversion,
             quarantine: false,
-            detail: inferred.into_iter().chain(converted).collect::<Vec<_>>().join("; "),
+            detail: inferred
+                .into_iter()
+                .chain(converted)
+                .collect::<Vec<_>>()
+                .join("; "),
         });
     }
 
     // 3. Physical limits.
     for (name, limit) in &preset.limits {
-        let Some(v) = scored.metric(name.0) else { continue };
+        let Some(v) = scored.metric(name.0) else {
+            continue;
+        };
         let unit = name.0.canonical_unit();
         if let Some(lo) = limit.reject_below.filter(|lo| v < *lo) {
             return Err(reject(
                 "physical_limit",
-                format!("{} {} is {} {unit}, below the hard limit {lo} {unit}", asset.kind, raw.asset_id, round(v)),
+                format!(
+                    "{} {} is {} {unit}, below the hard limit {lo} {unit}",
+                    asset.kind,
+                    raw.asset_id,
+                    round(v)
+                ),
             ));
         }
         if let Some(hi) = limit.reject_above.filter(|hi| v > *hi) {
             return Err(reject(
                 "physical_limit",
-                format!("{} {} is {} {unit}, above the hard limit {hi} {unit}", asset.kind, raw.asset_id, round(v)),
+                format!(
+                    "{} {} is {} {unit}, above the hard limit {hi} {unit}",
+                    asset.kind,
+                    raw.asset_id,
+                    round(v)
+                ),
             ));
         }
         let below = limit.min.filter(|lo| v < *lo);
@@ -337,7 +353,8 @@ pub fn evaluate(
     if let (Some(roc), Some(prev)) = (&preset.rate_of_change, previous) {
         if prev.event_time < raw.event_time {
             for name in &roc.metrics {
-                let (Some(now), Some(before)) = (scored.metric(name.0), prev.values.get(&name.0)) else {
+                let (Some(now), Some(before)) = (scored.metric(name.0), prev.values.get(&name.0))
+                else {
                     continue;
                 };
                 if before.abs() <= roc.min_base {
@@ -484,14 +501,30 @@ mod tests {
         }
     }
 
-    fn eval(raw: &RawReading, asset: &Asset, prev: Option<&Previous>) -> Result<ScoredReading, Rejection> {
-        evaluate(raw, asset, prev, &RuleSet::default_rules(), Mode::Live, T0 + 120_000)
+    fn eval(
+        raw: &RawReading,
+        asset: &Asset,
+        prev: Option<&Previous>,
+    ) -> Result<ScoredReading, Rejection> {
+        evaluate(
+            raw,
+            asset,
+            prev,
+            &RuleSet::default_rules(),
+            Mode::Live,
+            T0 + 120_000,
+        )
     }
 
     #[test]
     fn the_documented_journey_scores_95() {
         // MTR-78910 records 1250 W: 1.25 kW, -5 for the conversion.
-        let s = eval(&reading("MTR-78910", &[(Metric::Power, 1250.0, Some("W"))]), &meter(), None).unwrap();
+        let s = eval(
+            &reading("MTR-78910", &[(Metric::Power, 1250.0, Some("W"))]),
+            &meter(),
+            None,
+        )
+        .unwrap();
         assert_eq!(s.power_kw, Some(1.25));
         assert_eq!(s.quality_score, 95);
         assert_eq!(s.quality_tier, QualityTier::Premium);
@@ -501,8 +534,16 @@ mod tests {
 
     #[test]
     fn clean_reading_is_premium_100() {
-        let s = eval(&reading("MTR-78910", &[(Metric::Power, 3.2, Some("kW"))]), &meter(), None).unwrap();
-        assert_eq!((s.quality_score, s.quality_tier), (100, QualityTier::Premium));
+        let s = eval(
+            &reading("MTR-78910", &[(Metric::Power, 3.2, Some("kW"))]),
+            &meter(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.quality_score, s.quality_tier),
+            (100, QualityTier::Premium)
+        );
         assert!(s.flags.is_empty());
     }
 
@@ -510,24 +551,44 @@ mod tests {
     fn missing_unit_is_inferred_by_magnitude() {
         let small = eval(&reading("M", &[(Metric::Power, 4.0, None)]), &meter(), None).unwrap();
         assert_eq!((small.power_kw, small.quality_score), (Some(4.0), 100));
-        let large = eval(&reading("M", &[(Metric::Power, 2500.0, None)]), &meter(), None).unwrap();
+        let large = eval(
+            &reading("M", &[(Metric::Power, 2500.0, None)]),
+            &meter(),
+            None,
+        )
+        .unwrap();
         assert_eq!(large.power_kw, Some(2.5));
         assert_eq!(large.quality_score, 95);
         assert_eq!(large.flags[0].code, FlagCode::UnitInferred);
-        let middle = eval(&reading("M", &[(Metric::Power, 15.0, None)]), &meter(), None).unwrap();
+        let middle = eval(
+            &reading("M", &[(Metric::Power, 15.0, None)]),
+            &meter(),
+            None,
+        )
+        .unwrap();
         assert_eq!(middle.flags[0].code, FlagCode::UnitInferred);
     }
 
     #[test]
     fn negative_meter_power_is_rejected() {
-        let r = eval(&reading("M", &[(Metric::Power, -0.5, Some("kW"))]), &meter(), None).unwrap_err();
+        let r = eval(
+            &reading("M", &[(Metric::Power, -0.5, Some("kW"))]),
+            &meter(),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(r.class, "physical_limit");
         assert!(r.message.contains("below the hard limit"), "{}", r.message);
     }
 
     #[test]
     fn out_of_range_is_quarantined_whatever_the_score() {
-        let s = eval(&reading("M", &[(Metric::Power, 25.0, Some("kW"))]), &meter(), None).unwrap();
+        let s = eval(
+            &reading("M", &[(Metric::Power, 25.0, Some("kW"))]),
+            &meter(),
+            None,
+        )
+        .unwrap();
         assert_eq!(s.quality_score, 85);
         assert_eq!(s.quality_tier, QualityTier::Quarantine);
         assert!(s.flags[0].quarantine);
@@ -539,10 +600,24 @@ mod tests {
         r.event_time = r.received_time + 2 * 3_600_000;
         let s = eval(&r, &meter(), None).unwrap();
         assert_eq!(s.flags[0].code, FlagCode::FutureTimestamp);
-        assert_eq!((s.quality_score, s.quality_tier), (85, QualityTier::Standard));
+        assert_eq!(
+            (s.quality_score, s.quality_tier),
+            (85, QualityTier::Standard)
+        );
         r.event_time = r.received_time - 3 * 3_600_000;
-        assert_eq!(eval(&r, &meter(), None).unwrap().flags[0].code, FlagCode::BackdatedTimestamp);
-        let s = evaluate(&r, &meter(), None, &RuleSet::default_rules(), Mode::Backfill, 0).unwrap();
+        assert_eq!(
+            eval(&r, &meter(), None).unwrap().flags[0].code,
+            FlagCode::BackdatedTimestamp
+        );
+        let s = evaluate(
+            &r,
+            &meter(),
+            None,
+            &RuleSet::default_rules(),
+            Mode::Backfill,
+            0,
+        )
+        .unwrap();
         assert!(s.flags.is_empty());
     }
 
@@ -552,12 +627,27 @@ mod tests {
             event_time: T0 - 60_000,
             values: BTreeMap::from([(Metric::Power, 1.0)]),
         };
-        let spike = eval(&reading("M", &[(Metric::Power, 7.0, Some("kW"))]), &meter(), Some(&prev)).unwrap();
+        let spike = eval(
+            &reading("M", &[(Metric::Power, 7.0, Some("kW"))]),
+            &meter(),
+            Some(&prev),
+        )
+        .unwrap();
         assert_eq!(spike.flags[0].code, FlagCode::Spike);
         assert_eq!(spike.quality_score, 80);
-        let ok = eval(&reading("M", &[(Metric::Power, 5.9, Some("kW"))]), &meter(), Some(&prev)).unwrap();
+        let ok = eval(
+            &reading("M", &[(Metric::Power, 5.9, Some("kW"))]),
+            &meter(),
+            Some(&prev),
+        )
+        .unwrap();
         assert!(ok.flags.is_empty());
-        let drop = eval(&reading("M", &[(Metric::Power, 0.05, Some("kW"))]), &meter(), Some(&prev)).unwrap();
+        let drop = eval(
+            &reading("M", &[(Metric::Power, 0.05, Some("kW"))]),
+            &meter(),
+            Some(&prev),
+        )
+        .unwrap();
         assert_eq!(drop.flags[0].code, FlagCode::Drop);
         // An older reading arriving late is not compared.
         let mut late = reading("M", &[(Metric::Power, 9.0, Some("kW"))]);
@@ -599,17 +689,31 @@ mod tests {
             value: 25.0,
             unit: Some("deg".into()),
         });
-        assert_eq!(eval(&bad, &turbine(), None).unwrap().quality_tier, QualityTier::Quarantine);
+        assert_eq!(
+            eval(&bad, &turbine(), None).unwrap().quality_tier,
+            QualityTier::Quarantine
+        );
     }
 
     #[test]
     fn wrong_unit_kind_mismatch_and_empty_readings_are_rejected() {
-        let r = eval(&reading("M", &[(Metric::Power, 1.0, Some("degC"))]), &meter(), None).unwrap_err();
+        let r = eval(
+            &reading("M", &[(Metric::Power, 1.0, Some("degC"))]),
+            &meter(),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(r.class, "unit");
         let mut k = reading("M", &[(Metric::Power, 1.0, Some("kW"))]);
         k.asset_kind = Some(AssetKind::Turbine);
-        assert_eq!(eval(&k, &meter(), None).unwrap_err().class, "asset_kind_mismatch");
-        assert_eq!(eval(&reading("M", &[]), &meter(), None).unwrap_err().class, "no_measurements");
+        assert_eq!(
+            eval(&k, &meter(), None).unwrap_err().class,
+            "asset_kind_mismatch"
+        );
+        assert_eq!(
+            eval(&reading("M", &[]), &meter(), None).unwrap_err().class,
+            "no_measurements"
+        );
     }
 
     #[test]

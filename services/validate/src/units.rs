@@ -119,24 +119,52 @@ mod tests {
         assert!(close(v, 1.25));
         assert_eq!(c, Conversion::Converted);
         assert_eq!(to_canonical(Metric::Power, 2.0, "watts").unwrap().0, 0.002);
-        assert_eq!(to_canonical(Metric::Power, 3.0, "kW").unwrap(), (3.0, Conversion::None));
+        assert_eq!(
+            to_canonical(Metric::Power, 3.0, "kW").unwrap(),
+            (3.0, Conversion::None)
+        );
         assert_eq!(to_canonical(Metric::Power, 2.0, "MW").unwrap().0, 2000.0);
-        assert_eq!(to_canonical(Metric::Power, 2.0, "kWh").unwrap(), (2.0, Conversion::Converted));
+        assert_eq!(
+            to_canonical(Metric::Power, 2.0, "kWh").unwrap(),
+            (2.0, Conversion::Converted)
+        );
     }
 
     #[test]
     fn temperatures_and_pressures() {
-        assert!(close(to_canonical(Metric::GearboxTemperature, 212.0, "degF").unwrap().0, 100.0));
-        assert!(close(to_canonical(Metric::GearboxTemperature, 300.0, "K").unwrap().0, 26.85));
-        assert!(close(to_canonical(Metric::OilPressure, 100.0, "psi").unwrap().0, 6.89476));
-        assert!(close(to_canonical(Metric::WindSpeed, 36.0, "km/h").unwrap().0, 10.0));
-        assert!(close(to_canonical(Metric::Vibration, 1.0, "g").unwrap().0, 9.80665));
+        assert!(close(
+            to_canonical(Metric::GearboxTemperature, 212.0, "degF")
+                .unwrap()
+                .0,
+            100.0
+        ));
+        assert!(close(
+            to_canonical(Metric::GearboxTemperature, 300.0, "K")
+                .unwrap()
+                .0,
+            26.85
+        ));
+        assert!(close(
+            to_canonical(Metric::OilPressure, 100.0, "psi").unwrap().0,
+            6.89476
+        ));
+        assert!(close(
+            to_canonical(Metric::WindSpeed, 36.0, "km/h").unwrap().0,
+            10.0
+        ));
+        assert!(close(
+            to_canonical(Metric::Vibration, 1.0, "g").unwrap().0,
+            9.80665
+        ));
     }
 
     #[test]
     fn wrong_units_are_named() {
         let err = to_canonical(Metric::Power, 1.0, "degC").unwrap_err();
-        assert!(err.contains("\"degC\"") && err.contains("power") && err.contains("kW"), "{err}");
+        assert!(
+            err.contains("\"degC\"") && err.contains("power") && err.contains("kW"),
+            "{err}"
+        );
         assert!(to_canonical(Metric::WindSpeed, 1.0, "furlongs/fortnight").is_err());
     }
 }

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# `make bench`: release builds, a private broker and registry, then each
+# stage's throughput next to a baseline measured in the same run.
+# The last line of each stage is the one to record in docs/performance.md.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$GALE_ROOT"
+
+ensure_rust
+ensure_tansu
+log "building release binaries"
+cargo build --release --workspace --bins --quiet
+
+RUN=$(mktemp -d "${TMPDIR:-/tmp}/gale-bench.XXXXXX")
+export GALE_TEST_LOGS="$RUN/logs"
+trap 'stop_stack "$RUN"' EXIT
+start_stack "$RUN" "$GALE_ROOT/target/release"
+log "broker $GALE_KAFKA_BOOTSTRAP, registry $GALE_REGISTRY_URL; $(nproc) cores; logs in $RUN/logs"
+
+RECORDS="${GALE_BENCH_RECORDS:-200000}"
+target/release/gale-bench validate --records "$RECORDS"
