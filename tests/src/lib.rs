@@ -277,10 +277,11 @@ pub fn log_dir() -> PathBuf {
 /// Path of a workspace binary built by `cargo build` (next to the test binary).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
+    // Test binaries live in target/<profile>/deps, other binaries in target/<profile>.
+    let mut dir = exe.parent().expect("exe dir");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target dir");
+    }
     let path = dir.join(name);
     assert!(
         path.exists(),

@@ -208,17 +208,14 @@ impl Sink {
                         Err(_) => rejected += 1,
                     }
                 }
-                writer
-                    .send(&readings, &opentelemetry::Context::new())
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "{} of {} acknowledged: {}",
-                            e.acknowledged,
-                            e.total,
-                            e.error
-                        )
-                    })?;
+                writer.send(&readings, None).await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "{} of {} acknowledged: {}",
+                        e.acknowledged,
+                        e.total,
+                        e.error
+                    )
+                })?;
                 Ok((readings.len() as u64, rejected))
             }
         }

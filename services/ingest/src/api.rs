@@ -148,7 +148,7 @@ async fn post_readings(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     });
-    if let Err(e) = state.writer.send(&readings, &parent).await {
+    if let Err(e) = state.writer.send(&readings, Some(&parent)).await {
         tracing::warn!(source = mapping.name(), acknowledged = e.acknowledged, total = e.total, error = %e.error, "batch not acknowledged; answering 503");
         let mut response = (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -20,7 +20,6 @@ use gale_runtime::schema::IngestChannel;
 use gale_runtime::shutdown::{sleep_or_cancel, CancellationToken};
 use gale_runtime::storage::{Location, StoreConfig};
 use object_store::{ObjectMeta, ObjectStoreExt};
-use opentelemetry::Context;
 use serde::Deserialize;
 
 use crate::mapping::{now_ms, SourceMapping};
@@ -193,7 +192,7 @@ impl FileDrop {
         }
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
-            match self.writer.send(&readings, &Context::new()).await {
+            match self.writer.send(&readings, None).await {
                 Ok(()) => break,
                 Err(e) => {
                     self.health.fail("file_drop", format!("{rel}: {}", e.error));

@@ -9,8 +9,7 @@ use gale_runtime::dlq;
 use gale_runtime::kafka::{Producer, SendError};
 use gale_runtime::metrics::TopicMetrics;
 use gale_runtime::schema::RawReading;
-use gale_runtime::telemetry::{self, MessagingTracer};
-use opentelemetry::Context;
+use gale_runtime::telemetry::{MessagingTracer, RecordSpan};
 use rdkafka::message::OwnedHeaders;
 
 /// Why a batch was not (completely) acknowledged.
@@ -68,23 +67,32 @@ impl RawWriter {
         &self.topic
     }
 
-    /// Sends `readings` (each a `send` span under `parent`) and waits for every acknowledgement.
+    /// Sends `readings` (each a `send` span under `parent`, or a new trace)
+    /// and waits for every acknowledgement.
     pub async fn send(
         &self,
         readings: &[RawReading],
-        parent: &Context,
+        parent: Option<&RecordSpan>,
     ) -> Result<(), NotAcknowledged> {
+        let root;
+        let parent = match parent {
+            Some(p) => p,
+            None => {
+                root = self.tracer.root();
+                &root
+            }
+        };
         let total = readings.len();
         let mut futures = Vec::with_capacity(total);
         let mut spans = Vec::with_capacity(total);
         let mut first_error: Option<String> = None;
         for reading in readings {
             let cx = self.tracer.send(&self.topic, parent);
-            let headers = self.tracer.inject(&cx, OwnedHeaders::new());
+            let headers = cx.inject(OwnedHeaders::new(), &self.tracer);
             let payload = match self.encoder.encode(reading) {
                 Ok(p) => p,
                 Err(e) => {
-                    telemetry::end(&cx, Some(&e));
+                    cx.end(Some(&e));
                     first_error.get_or_insert(e);
                     continue;
                 }
@@ -104,7 +112,7 @@ impl RawWriter {
                     spans.push(cx);
                 }
                 Err(SendError::Permanent(e)) | Err(SendError::Transient(e)) => {
-                    telemetry::end(&cx, Some(&e.to_string()));
+                    cx.end(Some(&e.to_string()));
                     first_error.get_or_insert(e.to_string());
                 }
             }
@@ -118,14 +126,14 @@ impl RawWriter {
                     match result {
                         Ok(Ok(_)) => {
                             acknowledged += 1;
-                            telemetry::end(&cx, None);
+                            cx.end(None);
                         }
                         Ok(Err((e, _))) => {
-                            telemetry::end(&cx, Some(&e.to_string()));
+                            cx.end(Some(&e.to_string()));
                             first_error.get_or_insert(e.to_string());
                         }
                         Err(_) => {
-                            telemetry::end(&cx, Some("delivery cancelled"));
+                            cx.end(Some("delivery cancelled"));
                             first_error.get_or_insert("delivery cancelled".into());
                         }
                     }

@@ -21,9 +21,8 @@ use schema_registry_converter::async_impl::schema_registry::{
     get_all_subjects, post_schema, SrSettings,
 };
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
+use crate::binary::{fast_path_for, AvroRecord};
 use crate::config::RegistryConfig;
 use crate::schema::SchemaFile;
 use crate::Error;
@@ -114,7 +113,7 @@ impl Registry {
                 retriable: e.retriable,
             })?;
         tracing::info!(subject = %subject, id = registered.id, schema = file.name, "schema registered");
-        Encoder::new(registered.id, schema, subject)
+        Encoder::new(registered.id, schema, subject, file)
     }
 
     async fn set_compatibility(&self, subject: &str) -> Result<(), Error> {
@@ -159,11 +158,12 @@ impl Registry {
 
     /// A decoder that reads any registered writer schema into `T`, whose own
     /// (reader) schema is `reader`.
-    pub fn decoder<T: DeserializeOwned>(&self, reader: SchemaFile) -> Result<Decoder<T>, Error> {
+    pub fn decoder<T: AvroRecord>(&self, reader: SchemaFile) -> Result<Decoder<T>, Error> {
         let reader_schema = parse_static(reader)?;
         Ok(Decoder {
             registry: self.decoder.clone(),
             reader_canonical: reader_schema.canonical_form(),
+            reader_file: reader,
             reader_schema,
             plans: HashMap::new(),
             _type: PhantomData,
@@ -183,10 +183,16 @@ pub struct Encoder {
     id: u32,
     writer: GenericDatumWriter<'static>,
     subject: String,
+    file: SchemaFile,
 }
 
 impl Encoder {
-    fn new(id: u32, schema: &'static Schema, subject: String) -> Result<Self, Error> {
+    fn new(
+        id: u32,
+        schema: &'static Schema,
+        subject: String,
+        file: SchemaFile,
+    ) -> Result<Self, Error> {
         let writer = GenericDatumWriter::builder(schema)
             .human_readable(false)
             .build()
@@ -198,6 +204,7 @@ impl Encoder {
             id,
             writer,
             subject,
+            file,
         })
     }
 
@@ -212,10 +219,13 @@ impl Encoder {
     }
 
     /// Wire-format bytes of `value`.
-    pub fn encode<T: Serialize>(&self, value: &T) -> Result<Vec<u8>, String> {
+    pub fn encode<T: AvroRecord>(&self, value: &T) -> Result<Vec<u8>, String> {
         let mut out = Vec::with_capacity(256);
         out.push(0u8);
         out.extend_from_slice(&self.id.to_be_bytes());
+        if fast_path_for::<T>(self.file) && value.write_fast(&mut out) {
+            return Ok(out);
+        }
         self.writer
             .write_ser(&mut out, value)
             .map_err(|e| format!("cannot encode with {} (id {}): {e}", self.subject, self.id))?;
@@ -253,6 +263,8 @@ impl DecodeError {
 }
 
 enum Plan {
+    /// Writer schema is ours and `T` has a hand-written decoder for it.
+    Fast,
     /// Writer schema is ours: read straight into `T`.
     Direct(GenericDatumReader<'static>),
     /// Writer schema differs (or type names do): decode to a value, resolve
@@ -265,13 +277,14 @@ enum Plan {
 /// Decodes wire-format payloads into `T`.
 pub struct Decoder<T> {
     registry: Arc<AvroDecoder>,
+    reader_file: SchemaFile,
     reader_schema: &'static Schema,
     reader_canonical: String,
     plans: HashMap<u32, Plan>,
     _type: PhantomData<fn() -> T>,
 }
 
-impl<T: DeserializeOwned> Decoder<T> {
+impl<T: AvroRecord> Decoder<T> {
     /// Decodes one payload.
     pub async fn decode(&mut self, payload: &[u8]) -> Result<T, DecodeError> {
         let (id, datum) = split_wire(payload)?;
@@ -281,6 +294,10 @@ impl<T: DeserializeOwned> Decoder<T> {
         }
         let mut reader = datum;
         match &self.plans[&id] {
+            Plan::Fast => match T::read_fast(datum) {
+                Some(r) => r.map_err(DecodeError::Datum),
+                None => Err(DecodeError::Schema("no fast decoder".into())),
+            },
             Plan::Direct(r) => match r.read_deser::<T>(&mut reader) {
                 Ok(v) => Ok(v),
                 Err(direct) => {
@@ -325,6 +342,9 @@ impl<T: DeserializeOwned> Decoder<T> {
         };
         let writer_schema: &'static Schema = Box::leak(Box::new(writer.parsed.clone()));
         if writer_schema.canonical_form() == self.reader_canonical {
+            if fast_path_for::<T>(self.reader_file) {
+                return Ok(Plan::Fast);
+            }
             let reader = GenericDatumReader::builder(self.reader_schema)
                 .human_readable(false)
                 .build()
@@ -387,7 +407,7 @@ mod tests {
     fn encoder_writes_header_and_datum_readable_by_apache_avro() {
         use crate::schema::*;
         let schema = parse_static(RAW_READING).unwrap();
-        let enc = Encoder::new(42, schema, "t-value".into()).unwrap();
+        let enc = Encoder::new(42, schema, "t-value".into(), RAW_READING).unwrap();
         let raw = RawReading {
             event_id: "e".into(),
             asset_id: "a".into(),

@@ -11,6 +11,7 @@
 //! ([`shutdown`]).
 
 pub mod avro;
+pub mod binary;
 pub mod config;
 pub mod dlq;
 pub mod error;

@@ -10,8 +10,9 @@
 //! | `gale_records_out_total` | counter | stage, topic |
 //! | `gale_records_dead_lettered_total` | counter | stage, topic, error_class |
 //! | `gale_record_retries_total` | counter | stage, kind (`record` or `outage`) |
-//! | `gale_processing_seconds` | histogram | stage |
-//! | `gale_event_latency_seconds` | histogram | stage |
+//! | `gale_processing_seconds` | histogram of batch processing time (first record taken → last output acknowledged) | stage |
+//! | `gale_batch_records` | histogram of records per batch | stage |
+//! | `gale_event_latency_seconds` | histogram of now − newest event time, per batch | stage |
 //! | `gale_consumer_lag` | gauge | stage, topic, partition |
 //! | `gale_paused` | gauge | stage |
 
@@ -31,8 +32,8 @@ pub fn install() -> PrometheusHandle {
                 .set_buckets_for_metric(
                     Matcher::Full("gale_processing_seconds".into()),
                     &[
-                        0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005,
-                        0.01, 0.05, 0.1, 0.5, 1.0,
+                        0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                        2.5, 5.0, 10.0,
                     ],
                 )
                 .and_then(|b| {
@@ -70,6 +71,7 @@ pub fn install() -> PrometheusHandle {
 pub struct StageMetrics {
     stage: String,
     processing: Histogram,
+    batch_size: Histogram,
     event_latency: Histogram,
     paused: Gauge,
     record_retries: Counter,
@@ -82,6 +84,7 @@ impl StageMetrics {
         let s = stage.to_string();
         StageMetrics {
             processing: histogram!("gale_processing_seconds", "stage" => s.clone()),
+            batch_size: histogram!("gale_batch_records", "stage" => s.clone()),
             event_latency: histogram!("gale_event_latency_seconds", "stage" => s.clone()),
             paused: gauge!("gale_paused", "stage" => s.clone()),
             record_retries: counter!("gale_record_retries_total", "stage" => s.clone(), "kind" => "record"),
@@ -105,12 +108,14 @@ impl StageMetrics {
         }
     }
 
-    /// One record took `elapsed` to process.
-    pub fn processed(&self, elapsed: Duration) {
+    /// A batch of `records` took `elapsed`, from taking its first record to
+    /// the last acknowledgement.
+    pub fn processed(&self, elapsed: Duration, records: usize) {
         self.processing.record(elapsed.as_secs_f64());
+        self.batch_size.record(records as f64);
     }
 
-    /// A record's event time is `age` behind now.
+    /// The newest event time of a batch is `age` behind now.
     pub fn event_age(&self, age: Duration) {
         self.event_latency.record(age.as_secs_f64());
     }

@@ -24,14 +24,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::binary::AvroRecord;
 use async_trait::async_trait;
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use crate::avro::{DecodeError, Decoder, Encoder};
 use crate::dlq;
@@ -106,9 +105,9 @@ pub enum ProcessError {
 #[async_trait]
 pub trait Processor: Send {
     /// Decoded input type.
-    type Input: DeserializeOwned + Send + Sync;
+    type Input: AvroRecord;
     /// Output value type (an enum with `#[serde(untagged)]` if outputs differ).
-    type Output: Serialize + Send + Sync;
+    type Output: AvroRecord;
 
     /// Handles one record.
     async fn process(
@@ -197,6 +196,7 @@ impl<'s> PipelineBuilder<'s> {
             service: self.service,
             input_metrics: self.service.metrics.topic(&input_topic),
             dlq_metrics: self.service.metrics.topic(&dead_letter),
+            newest_event: i64::MIN,
             input_topic,
             input_schema,
             dead_letter,
@@ -214,6 +214,8 @@ pub struct Pipeline<'s> {
     outputs: Vec<OutputTopic>,
     input_metrics: TopicMetrics,
     dlq_metrics: TopicMetrics,
+    /// Newest event time seen in the current batch (ms), for the latency histogram.
+    newest_event: i64,
 }
 
 /// A record ready to send, kept until acknowledged so it can be re-sent.
@@ -304,6 +306,8 @@ impl<'s> Pipeline<'s> {
         decoder: &mut Decoder<P::Input>,
         group: &str,
     ) -> usize {
+        let started = Instant::now();
+        self.newest_event = i64::MIN;
         self.input_metrics.consumed(batch.len() as u64);
         let mut pending = Vec::with_capacity(batch.len() * 2);
         let mut done = batch.len();
@@ -321,6 +325,17 @@ impl<'s> Pipeline<'s> {
             }
         }
         self.await_acks(pending).await;
+        // Per batch, not per record: recording into histograms costs more
+        // than the rest of the bookkeeping on the hot path.
+        self.service
+            .metrics
+            .processed(started.elapsed(), batch.len());
+        if self.newest_event != i64::MIN {
+            let age = chrono::Utc::now().timestamp_millis() - self.newest_event;
+            self.service
+                .metrics
+                .event_age(Duration::from_millis(age.max(0) as u64));
+        }
         done
     }
 
@@ -331,7 +346,6 @@ impl<'s> Pipeline<'s> {
         decoder: &mut Decoder<P::Input>,
         group: &str,
     ) -> Result<Vec<Outgoing>, Interrupted> {
-        let started = Instant::now();
         let service = self.service;
         let from = ConsumedFrom {
             topic: msg.topic(),
@@ -339,7 +353,8 @@ impl<'s> Pipeline<'s> {
             partition: msg.partition(),
             offset: msg.offset(),
         };
-        let cx = service.tracer.process(&from, msg.headers());
+        let msg_headers = msg.headers();
+        let span = service.tracer.process(&from, msg_headers);
         let payload = msg.payload().unwrap_or(&[]);
 
         let mut outage = self.outage_backoff();
@@ -350,19 +365,16 @@ impl<'s> Pipeline<'s> {
                     self.outage_wait("registry", &e, &mut outage).await?;
                 }
                 Err(e) => {
-                    telemetry::end(&cx, Some(&e.to_string()));
+                    span.end(Some(&e.to_string()));
                     return Ok(vec![self.dead_letter(msg, e.class(), &e.to_string(), 1)]);
                 }
             }
         };
         if let Some(ts) = processor.event_time_ms(&value) {
-            let age = chrono::Utc::now().timestamp_millis() - ts;
-            if age >= 0 {
-                service.metrics.event_age(Duration::from_millis(age as u64));
-            }
+            self.newest_event = self.newest_event.max(ts);
         }
 
-        let backoff = service.config.processing.retry_backoff.clone();
+        let backoff = &service.config.processing.retry_backoff;
         let mut attempt = 1u32;
         let emits = loop {
             let meta = RecordMeta {
@@ -376,12 +388,12 @@ impl<'s> Pipeline<'s> {
             match processor.process(&value, &meta).await {
                 Ok(emits) => break emits,
                 Err(ProcessError::Reject { class, message }) => {
-                    telemetry::end(&cx, Some(&message));
+                    span.end(Some(&message));
                     return Ok(vec![self.dead_letter(msg, class, &message, attempt)]);
                 }
                 Err(ProcessError::Retry { class, message }) => {
                     let Some(wait) = backoff.get(attempt as usize - 1).copied() else {
-                        telemetry::end(&cx, Some(&message));
+                        span.end(Some(&message));
                         return Ok(vec![self.dead_letter(msg, class, &message, attempt)]);
                     };
                     tracing::warn!(attempt, wait = ?wait, class, error = %message, "record failed; retrying");
@@ -404,12 +416,16 @@ impl<'s> Pipeline<'s> {
         }
 
         let mut out = Vec::with_capacity(emits.len());
-        let headers = telemetry::copy_non_trace_headers(msg.headers());
-        let headers = service.tracer.inject(&cx, headers);
-        for emit in emits {
+        let headers = span.inject(
+            telemetry::copy_non_trace_headers(msg_headers),
+            &service.tracer,
+        );
+        let last = emits.len().saturating_sub(1);
+        let mut headers = Some(headers);
+        for (i, emit) in emits.into_iter().enumerate() {
             let Some(target) = self.outputs.iter().position(|o| o.name == emit.output) else {
                 let message = format!("processor emitted to undeclared output {:?}", emit.output);
-                telemetry::end(&cx, Some(&message));
+                span.end(Some(&message));
                 return Ok(vec![self.dead_letter(msg, "internal", &message, attempt)]);
             };
             match self.outputs[target].encoder.encode(&emit.value) {
@@ -417,16 +433,20 @@ impl<'s> Pipeline<'s> {
                     target,
                     key: Some(emit.key.into_bytes()),
                     payload,
-                    headers: headers.clone(),
+                    // The last output takes the headers, the others a copy.
+                    headers: if i == last {
+                        headers.take().unwrap_or_default()
+                    } else {
+                        headers.clone().unwrap_or_default()
+                    },
                 }),
                 Err(message) => {
-                    telemetry::end(&cx, Some(&message));
+                    span.end(Some(&message));
                     return Ok(vec![self.dead_letter(msg, "encode", &message, attempt)]);
                 }
             }
         }
-        telemetry::end(&cx, None);
-        service.metrics.processed(started.elapsed());
+        span.end(None);
         Ok(out)
     }
 

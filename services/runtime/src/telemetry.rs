@@ -10,8 +10,6 @@
 //! otherwise they are created unsampled, which keeps ids flowing through the
 //! headers at almost no cost.
 
-use std::borrow::Cow;
-
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
@@ -105,6 +103,7 @@ impl Telemetry {
             tracer: self.provider.tracer(format!("gale-{stage}")),
             propagator: TraceContextPropagator::new(),
             detailed: self.exporting,
+            names: Default::default(),
         }
     }
 
@@ -140,11 +139,18 @@ fn otlp_exporter() -> Result<opentelemetry_otlp::SpanExporter, Error> {
 }
 
 /// Creates messaging spans and moves their context through Kafka headers.
+///
+/// When spans are exported, spans are real OpenTelemetry spans. When they are
+/// not, the tracer only keeps the W3C context moving (same trace id, a new
+/// span id per hop), which costs a fraction of building unsampled SDK spans
+/// on the per-record path.
 #[derive(Clone)]
 pub struct MessagingTracer {
     tracer: SdkTracer,
     propagator: TraceContextPropagator,
     detailed: bool,
+    names:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), &'static str>>>,
 }
 
 /// Where a consumed record came from, for span attributes.
@@ -159,20 +165,160 @@ pub struct ConsumedFrom<'a> {
     pub offset: i64,
 }
 
+/// A W3C trace context: trace id, span id, flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    /// Trace id (non-zero).
+    pub trace_id: u128,
+    /// Span id (non-zero).
+    pub span_id: u64,
+    /// Trace flags (bit 0: sampled).
+    pub flags: u8,
+}
+
+impl TraceParent {
+    /// Parses a `traceparent` header value (version 00).
+    pub fn parse(value: &str) -> Option<TraceParent> {
+        let mut parts = value.trim().split('-');
+        let version = parts.next()?;
+        let trace = parts.next()?;
+        let span = parts.next()?;
+        let flags = parts.next()?;
+        if version.len() != 2
+            || version == "ff"
+            || trace.len() != 32
+            || span.len() != 16
+            || flags.len() != 2
+        {
+            return None;
+        }
+        let trace_id = u128::from_str_radix(trace, 16).ok().filter(|t| *t != 0)?;
+        let span_id = u64::from_str_radix(span, 16).ok().filter(|s| *s != 0)?;
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        Some(TraceParent {
+            trace_id,
+            span_id,
+            flags,
+        })
+    }
+
+    /// A child hop: same trace, new span id.
+    fn child(parent: Option<TraceParent>) -> TraceParent {
+        let mut rng = rand::rng();
+        let span_id = loop {
+            let s: u64 = rand::Rng::random(&mut rng);
+            if s != 0 {
+                break s;
+            }
+        };
+        match parent {
+            Some(p) => TraceParent { span_id, ..p },
+            None => TraceParent {
+                trace_id: loop {
+                    let t: u128 = rand::Rng::random(&mut rng);
+                    if t != 0 {
+                        break t;
+                    }
+                },
+                span_id,
+                flags: 0,
+            },
+        }
+    }
+
+    /// The header value, `00-<trace>-<span>-<flags>`.
+    pub fn header_value(&self) -> String {
+        // Written by hand: `format!` of a u128 in hex is slow, and this runs
+        // once per record.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = Vec::with_capacity(55);
+        out.extend_from_slice(b"00-");
+        out.extend((0..32).map(|i| HEX[((self.trace_id >> (124 - 4 * i)) & 0xf) as usize]));
+        out.push(b'-');
+        out.extend((0..16).map(|i| HEX[((self.span_id >> (60 - 4 * i)) & 0xf) as usize]));
+        out.push(b'-');
+        out.push(HEX[(self.flags >> 4) as usize]);
+        out.push(HEX[(self.flags & 0xf) as usize]);
+        String::from_utf8(out).expect("hex digits are ASCII")
+    }
+}
+
+/// The span of one record (or the remote parent of one request).
+pub enum RecordSpan {
+    /// A real OpenTelemetry context (spans are exported).
+    Sdk(Context),
+    /// Propagation only (spans are not exported).
+    Light(Option<TraceParent>),
+}
+
+impl RecordSpan {
+    /// Writes this span's `traceparent` (and `tracestate`, if any) into `headers`.
+    pub fn inject(&self, headers: OwnedHeaders, tracer: &MessagingTracer) -> OwnedHeaders {
+        match self {
+            RecordSpan::Sdk(cx) => {
+                let mut pairs = HeaderPairs::default();
+                tracer.propagator.inject_context(cx, &mut pairs);
+                let mut out = headers;
+                for (k, v) in pairs.0.iter().filter(|(_, v)| !v.is_empty()) {
+                    out = out.insert(Header {
+                        key: k,
+                        value: Some(v.as_bytes()),
+                    });
+                }
+                out
+            }
+            RecordSpan::Light(Some(tp)) => headers.insert(Header {
+                key: TRACEPARENT,
+                value: Some(tp.header_value().as_bytes()),
+            }),
+            RecordSpan::Light(None) => headers,
+        }
+    }
+
+    /// Ends the span, marking it failed if `error` is given.
+    pub fn end(&self, error: Option<&str>) {
+        if let RecordSpan::Sdk(cx) = self {
+            end(cx, error);
+        }
+    }
+}
+
 impl MessagingTracer {
+    fn name(&self, op: &str, topic: &str) -> &'static str {
+        // A handful of topics: leak each span name once instead of
+        // allocating it per record.
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        names
+            .entry((op.to_string(), topic.to_string()))
+            .or_insert_with(|| Box::leak(format!("{op} {topic}").into_boxed_str()))
+    }
+
     /// Starts a `process <topic>` consumer span, child of the record's `traceparent`.
-    /// The returned context carries the span; end it with [`end`].
-    pub fn process(&self, from: &ConsumedFrom<'_>, headers: Option<&BorrowedHeaders>) -> Context {
+    pub fn process(
+        &self,
+        from: &ConsumedFrom<'_>,
+        headers: Option<&BorrowedHeaders>,
+    ) -> RecordSpan {
+        if !self.detailed {
+            let parent = headers
+                .and_then(|h| {
+                    h.iter()
+                        .find(|x| x.key.eq_ignore_ascii_case(TRACEPARENT))
+                        .and_then(|x| x.value)
+                })
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(TraceParent::parse);
+            return RecordSpan::Light(Some(TraceParent::child(parent)));
+        }
         let parent = match headers {
             Some(h) => self.propagator.extract(&KafkaHeaders(h)),
             None => Context::new(),
         };
-        let mut builder = self
+        let span = self
             .tracer
-            .span_builder(span_name("process", from.topic))
-            .with_kind(SpanKind::Consumer);
-        if self.detailed {
-            builder = builder.with_attributes([
+            .span_builder(self.name("process", from.topic))
+            .with_kind(SpanKind::Consumer)
+            .with_attributes([
                 KeyValue::new("messaging.system", "kafka"),
                 KeyValue::new("messaging.operation.type", "process"),
                 KeyValue::new("messaging.destination.name", from.topic.to_string()),
@@ -182,41 +328,55 @@ impl MessagingTracer {
                     from.partition.to_string(),
                 ),
                 KeyValue::new("messaging.kafka.offset", from.offset),
-            ]);
-        }
-        let span = builder.start_with_context(&self.tracer, &parent);
-        parent.with_span(span)
+            ])
+            .start_with_context(&self.tracer, &parent);
+        RecordSpan::Sdk(parent.with_span(span))
     }
 
-    /// Starts a `send <topic>` producer span under `parent` (or a new trace if
-    /// `parent` has no span), e.g. for a reading entering Gale at ingest.
-    pub fn send(&self, topic: &str, parent: &Context) -> Context {
-        let mut builder = self
-            .tracer
-            .span_builder(span_name("send", topic))
-            .with_kind(SpanKind::Producer);
+    /// Starts a `send <topic>` producer span under `parent` (a new trace if
+    /// `parent` carries none), e.g. for a reading entering Gale at ingest.
+    pub fn send(&self, topic: &str, parent: &RecordSpan) -> RecordSpan {
+        match parent {
+            RecordSpan::Light(p) => RecordSpan::Light(Some(TraceParent::child(*p))),
+            RecordSpan::Sdk(cx) => {
+                let span = self
+                    .tracer
+                    .span_builder(self.name("send", topic))
+                    .with_kind(SpanKind::Producer)
+                    .with_attributes([
+                        KeyValue::new("messaging.system", "kafka"),
+                        KeyValue::new("messaging.operation.type", "send"),
+                        KeyValue::new("messaging.destination.name", topic.to_string()),
+                    ])
+                    .start_with_context(&self.tracer, cx);
+                RecordSpan::Sdk(cx.with_span(span))
+            }
+        }
+    }
+
+    /// No parent: the next `send` starts a new trace.
+    pub fn root(&self) -> RecordSpan {
         if self.detailed {
-            builder = builder.with_attributes([
-                KeyValue::new("messaging.system", "kafka"),
-                KeyValue::new("messaging.operation.type", "send"),
-                KeyValue::new("messaging.destination.name", topic.to_string()),
-            ]);
+            RecordSpan::Sdk(Context::new())
+        } else {
+            RecordSpan::Light(None)
         }
-        let span = builder.start_with_context(&self.tracer, parent);
-        parent.with_span(span)
     }
 
-    /// Reads a remote parent from HTTP-style headers (e.g. an ingest request).
-    pub fn extract_map(&self, get: impl Fn(&str) -> Option<String>) -> Context {
-        struct Getter<F>(F, Vec<String>);
-        impl<F: Fn(&str) -> Option<String>> Extractor for Getter<F> {
+    /// The remote parent in HTTP-style headers (e.g. an ingest request), or none.
+    pub fn extract_map(&self, get: impl Fn(&str) -> Option<String>) -> RecordSpan {
+        if !self.detailed {
+            return RecordSpan::Light(get(TRACEPARENT).as_deref().and_then(TraceParent::parse));
+        }
+        struct Getter(Vec<String>);
+        impl Extractor for Getter {
             fn get(&self, key: &str) -> Option<&str> {
                 let idx = match key {
                     TRACEPARENT => 0,
                     TRACESTATE => 1,
                     _ => return None,
                 };
-                self.1
+                self.0
                     .get(idx)
                     .map(String::as_str)
                     .filter(|s| !s.is_empty())
@@ -229,22 +389,7 @@ impl MessagingTracer {
             get(TRACEPARENT).unwrap_or_default(),
             get(TRACESTATE).unwrap_or_default(),
         ];
-        self.propagator.extract(&Getter(get, values))
-    }
-
-    /// Adds `traceparent` (and `tracestate`) of `cx` to `headers`, replacing
-    /// any trace headers copied from upstream.
-    pub fn inject(&self, cx: &Context, headers: OwnedHeaders) -> OwnedHeaders {
-        let mut pairs = HeaderPairs::default();
-        self.propagator.inject_context(cx, &mut pairs);
-        let mut out = headers;
-        for (k, v) in &pairs.0 {
-            out = out.insert(Header {
-                key: k,
-                value: Some(v.as_bytes()),
-            });
-        }
-        out
+        RecordSpan::Sdk(self.propagator.extract(&Getter(values)))
     }
 }
 
@@ -272,10 +417,6 @@ pub fn copy_non_trace_headers(headers: Option<&BorrowedHeaders>) -> OwnedHeaders
         }
     }
     out
-}
-
-fn span_name(op: &str, topic: &str) -> Cow<'static, str> {
-    Cow::Owned(format!("{op} {topic}"))
 }
 
 struct KafkaHeaders<'a>(&'a BorrowedHeaders);
@@ -324,36 +465,85 @@ mod tests {
         assert_eq!(trace_id_of("garbage"), None);
     }
 
-    #[test]
-    fn unsampled_spans_still_propagate_ids() {
+    fn header(h: &OwnedHeaders, key: &str) -> Option<String> {
+        h.iter()
+            .find(|x| x.key == key)
+            .and_then(|x| x.value)
+            .map(|v| String::from_utf8(v.to_vec()).unwrap())
+    }
+
+    fn tracer(detailed: bool) -> MessagingTracer {
         let provider = SdkTracerProvider::builder()
-            .with_sampler(Sampler::AlwaysOff)
+            .with_sampler(if detailed {
+                Sampler::AlwaysOn
+            } else {
+                Sampler::AlwaysOff
+            })
             .build();
-        let tracer = MessagingTracer {
+        MessagingTracer {
             tracer: provider.tracer("test"),
             propagator: TraceContextPropagator::new(),
-            detailed: false,
-        };
-        let root = tracer.send("gale.raw", &Context::new());
-        let headers = tracer.inject(&root, OwnedHeaders::new());
-        let tp = headers
-            .iter()
-            .find(|h| h.key == TRACEPARENT)
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8(v.to_vec()).unwrap())
-            .expect("traceparent written");
-        let trace = trace_id_of(&tp).unwrap().to_string();
-        assert_ne!(trace, "0".repeat(32));
-        // A child continues the same trace.
-        let child = tracer.send("gale.validated", &root);
-        let child_headers = tracer.inject(&child, OwnedHeaders::new());
-        let child_tp = child_headers
-            .iter()
-            .find(|h| h.key == TRACEPARENT)
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8(v.to_vec()).unwrap())
+            detailed,
+            names: Default::default(),
+        }
+    }
+
+    #[test]
+    fn both_modes_continue_the_trace_with_a_new_span() {
+        for detailed in [false, true] {
+            let t = tracer(detailed);
+            let root = t.send("gale.raw", &t.extract_map(|_| None));
+            let tp = header(&root.inject(OwnedHeaders::new(), &t), TRACEPARENT)
+                .expect("traceparent written");
+            let trace = trace_id_of(&tp).unwrap().to_string();
+            assert_ne!(trace, "0".repeat(32));
+            let child = t.send("gale.validated", &root);
+            let child_tp = header(&child.inject(OwnedHeaders::new(), &t), TRACEPARENT).unwrap();
+            assert_eq!(
+                trace_id_of(&child_tp),
+                Some(trace.as_str()),
+                "detailed={detailed}"
+            );
+            assert_ne!(child_tp, tp);
+            // A remote parent from HTTP headers is continued too.
+            let remote = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string();
+            let parent = t.extract_map(|k| (k == TRACEPARENT).then(|| remote.clone()));
+            let hop = header(
+                &t.send("gale.raw", &parent).inject(OwnedHeaders::new(), &t),
+                TRACEPARENT,
+            )
             .unwrap();
-        assert_eq!(trace_id_of(&child_tp), Some(trace.as_str()));
-        assert_ne!(child_tp, tp);
+            assert_eq!(trace_id_of(&hop), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+            root.end(None);
+            child.end(Some("x"));
+        }
+    }
+
+    #[test]
+    fn traceparent_round_trips_and_rejects_garbage() {
+        let tp =
+            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        for (trace_id, span_id, flags) in [
+            (1u128, u64::MAX, 0xabu8),
+            (u128::MAX, 1, 0),
+            (0x0123_4567_89ab_cdef << 64, 42, 1),
+        ] {
+            let v = TraceParent {
+                trace_id,
+                span_id,
+                flags,
+            }
+            .header_value();
+            assert_eq!(v, format!("00-{trace_id:032x}-{span_id:016x}-{flags:02x}"));
+        }
+
+        assert_eq!(
+            tp.header_value(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert!(
+            TraceParent::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none()
+        );
+        assert!(TraceParent::parse("00-xyz-00f067aa0ba902b7-01").is_none());
     }
 }

@@ -6,7 +6,7 @@
 //! and reloaded periodically, and also on a miss (rate-limited), so a newly
 //! registered asset is accepted within seconds without a lookup per record.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -80,7 +80,7 @@ pub fn read_csv(path: &Path) -> Result<HashMap<String, Asset>, ValidateError> {
         .flexible(true)
         .from_path(path)
         .map_err(|e| ValidateError::Assets(format!("cannot read {}: {e}", path.display())))?;
-    let mut out = HashMap::new();
+    let mut out = HashMap::default();
     for (i, row) in reader.deserialize::<AssetRow>().enumerate() {
         let row = row.map_err(|e| {
             ValidateError::Assets(format!("{} line {}: {e}", path.display(), i + 2))
@@ -168,7 +168,7 @@ impl AssetDirectory {
                         ValidateError::Config(format!("key `validate.assets.url`: {e}"))
                     })?;
                 let mut dir = AssetDirectory {
-                    assets: HashMap::new(),
+                    assets: HashMap::default(),
                     postgres: Some(PgSource {
                         pool,
                         table: table.clone(),
@@ -193,7 +193,7 @@ impl AssetDirectory {
             .fetch_all(&pg.pool)
             .await
             .map_err(|e| LookupError(e.to_string()))?;
-        let mut assets = HashMap::with_capacity(rows.len());
+        let mut assets = HashMap::with_capacity_and_hasher(rows.len(), Default::default());
         for (id, kind, site_id) in rows {
             match kind.parse::<AssetKind>() {
                 Ok(kind) => {

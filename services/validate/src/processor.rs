@@ -1,10 +1,9 @@
 //! Adapts the validation rules to the runtime's processing loop.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use gale_runtime::pipeline::{Emit, ProcessError, Processor, RecordMeta};
 use gale_runtime::schema::{QualityTier, RawReading, ScoredReading};
+use rustc_hash::FxHashMap;
 
 use crate::assets::AssetDirectory;
 use crate::rules::{self, Mode, Previous, RuleSet};
@@ -21,7 +20,7 @@ pub struct ValidateProcessor {
     assets: AssetDirectory,
     /// Last values per asset for rate-of-change checks. In memory: after a
     /// restart the first reading of each asset has no base to compare with.
-    previous: HashMap<String, Previous>,
+    previous: FxHashMap<String, Previous>,
 }
 
 impl ValidateProcessor {
@@ -31,7 +30,7 @@ impl ValidateProcessor {
             rules,
             mode,
             assets,
-            previous: HashMap::new(),
+            previous: FxHashMap::default(),
         }
     }
 }
@@ -47,7 +46,7 @@ impl Processor for ValidateProcessor {
         _meta: &RecordMeta<'_>,
     ) -> Result<Vec<Emit<ScoredReading>>, ProcessError> {
         let asset = match self.assets.get(&raw.asset_id).await {
-            Ok(Some(a)) => a.clone(),
+            Ok(Some(a)) => a,
             Ok(None) => {
                 return Err(ProcessError::Reject {
                     class: "unknown_asset",
@@ -62,25 +61,19 @@ impl Processor for ValidateProcessor {
             }
         };
         let now = chrono::Utc::now().timestamp_millis();
-        let scored = rules::evaluate(
-            raw,
-            &asset,
-            self.previous.get(&raw.asset_id),
-            &self.rules,
-            self.mode,
-            now,
-        )
-        .map_err(|r| ProcessError::Reject {
-            class: r.class,
-            message: r.message,
-        })?;
-        let newer = self
-            .previous
-            .get(&raw.asset_id)
-            .is_none_or(|p| p.event_time < scored.event_time);
-        if newer {
-            self.previous
-                .insert(raw.asset_id.clone(), rules::remember(&scored));
+        let previous = self.previous.get_mut(&raw.asset_id);
+        let scored = rules::evaluate(raw, asset, previous.as_deref(), &self.rules, self.mode, now)
+            .map_err(|r| ProcessError::Reject {
+                class: r.class,
+                message: r.message,
+            })?;
+        match previous {
+            Some(p) if p.event_time < scored.event_time => *p = rules::remember(&scored),
+            Some(_) => {}
+            None => {
+                self.previous
+                    .insert(raw.asset_id.clone(), rules::remember(&scored));
+            }
         }
         let output = if scored.quality_tier == QualityTier::Quarantine {
             QUARANTINE

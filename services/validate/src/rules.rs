@@ -156,8 +156,27 @@ fn reject(class: &'static str, message: String) -> Rejection {
 pub struct Previous {
     /// Event time of the reading the values came from.
     pub event_time: i64,
-    /// Canonical values by metric.
-    pub values: BTreeMap<Metric, f64>,
+    /// Canonical values, indexed by `Metric as usize`.
+    pub values: [Option<f64>; Metric::ALL.len()],
+}
+
+impl Previous {
+    /// The previous value of `metric`.
+    pub fn get(&self, metric: Metric) -> Option<f64> {
+        self.values[metric as usize]
+    }
+
+    /// A previous reading with just these values (tests, tools).
+    pub fn with(event_time: i64, values: &[(Metric, f64)]) -> Previous {
+        let mut p = Previous {
+            event_time,
+            ..Previous::default()
+        };
+        for (m, v) in values {
+            p.values[*m as usize] = Some(*v);
+        }
+        p
+    }
 }
 
 /// Scores `raw` for `asset`, or says why it must be rejected.
@@ -353,8 +372,7 @@ pub fn evaluate(
     if let (Some(roc), Some(prev)) = (&preset.rate_of_change, previous) {
         if prev.event_time < raw.event_time {
             for name in &roc.metrics {
-                let (Some(now), Some(before)) = (scored.metric(name.0), prev.values.get(&name.0))
-                else {
+                let (Some(now), Some(before)) = (scored.metric(name.0), prev.get(name.0)) else {
                     continue;
                 };
                 if before.abs() <= roc.min_base {
@@ -377,7 +395,7 @@ pub fn evaluate(
                         detail: format!(
                             "{} went from {} to {} {} ({:+.0} %)",
                             name.0,
-                            round(*before),
+                            round(before),
                             round(now),
                             name.0.canonical_unit(),
                             change * 100.0
@@ -408,10 +426,7 @@ pub fn evaluate(
 pub fn remember(scored: &ScoredReading) -> Previous {
     Previous {
         event_time: scored.event_time,
-        values: Metric::ALL
-            .into_iter()
-            .filter_map(|m| scored.metric(m).map(|v| (m, v)))
-            .collect(),
+        values: Metric::ALL.map(|m| scored.metric(m)),
     }
 }
 
@@ -623,10 +638,7 @@ mod tests {
 
     #[test]
     fn spikes_and_drops_against_previous() {
-        let prev = Previous {
-            event_time: T0 - 60_000,
-            values: BTreeMap::from([(Metric::Power, 1.0)]),
-        };
+        let prev = Previous::with(T0 - 60_000, &[(Metric::Power, 1.0)]);
         let spike = eval(
             &reading("M", &[(Metric::Power, 7.0, Some("kW"))]),
             &meter(),
@@ -657,10 +669,7 @@ mod tests {
 
     #[test]
     fn several_warnings_push_below_70() {
-        let prev = Previous {
-            event_time: T0 - 60_000,
-            values: BTreeMap::from([(Metric::Power, 0.5)]),
-        };
+        let prev = Previous::with(T0 - 60_000, &[(Metric::Power, 0.5)]);
         let mut r = reading("M", &[(Metric::Power, 9000.0, Some("W"))]);
         r.event_time = r.received_time + 2 * 3_600_000;
         let s = eval(&r, &meter(), Some(&prev)).unwrap();
