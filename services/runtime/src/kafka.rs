@@ -226,16 +226,14 @@ impl Producer {
                     record = back;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                Err((e @ KafkaError::MessageProduction(code), _))
-                    if matches!(
-                        code,
+                Err((
+                    e @ KafkaError::MessageProduction(
                         RDKafkaErrorCode::MessageSizeTooLarge
-                            | RDKafkaErrorCode::InvalidMessageSize
-                            | RDKafkaErrorCode::InvalidMessage
-                    ) =>
-                {
-                    return Err(SendError::Permanent(e))
-                }
+                        | RDKafkaErrorCode::InvalidMessageSize
+                        | RDKafkaErrorCode::InvalidMessage,
+                    ),
+                    _,
+                )) => return Err(SendError::Permanent(e)),
                 Err((e, _)) => return Err(SendError::Transient(e)),
             }
         }

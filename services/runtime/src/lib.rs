@@ -19,6 +19,7 @@ pub mod health;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod outbox;
 pub mod pipeline;
 pub mod retry;
 pub mod schema;

@@ -21,22 +21,17 @@
 //!   cut short without storing its unfinished offsets) and offsets are
 //!   committed synchronously.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::binary::AvroRecord;
 use async_trait::async_trait;
-use futures::FutureExt;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 use crate::avro::{DecodeError, Decoder, Encoder};
-use crate::dlq;
-use crate::kafka::{self, GaleContext, SendError};
+use crate::binary::AvroRecord;
+use crate::kafka::{self, GaleContext};
 use crate::metrics::TopicMetrics;
-use crate::retry::Backoff;
+use crate::outbox::{self, Interrupted, Outbox, Outgoing};
 use crate::schema::SchemaFile;
 use crate::service::Service;
 use crate::shutdown::sleep_or_cancel;
@@ -124,9 +119,7 @@ pub trait Processor: Send {
 
 struct OutputTopic {
     name: &'static str,
-    topic: String,
     encoder: Encoder,
-    metrics: TopicMetrics,
 }
 
 /// Declares a stage's topics and registers its schemas.
@@ -183,23 +176,19 @@ impl<'s> PipelineBuilder<'s> {
         topics.extend(self.outputs.iter().map(|(_, t, _)| t.as_str()));
         self.service.ensure_topics(&topics).await?;
         let mut outputs = Vec::new();
+        let mut topics = Vec::new();
         for (name, topic, schema) in self.outputs {
             let encoder = self.service.register_schema(&topic, schema).await?;
-            outputs.push(OutputTopic {
-                name,
-                metrics: self.service.metrics.topic(&topic),
-                topic,
-                encoder,
-            });
+            outputs.push(OutputTopic { name, encoder });
+            topics.push(topic);
         }
         Ok(Pipeline {
             service: self.service,
             input_metrics: self.service.metrics.topic(&input_topic),
-            dlq_metrics: self.service.metrics.topic(&dead_letter),
+            outbox: Outbox::new(self.service, topics, dead_letter),
             newest_event: i64::MIN,
             input_topic,
             input_schema,
-            dead_letter,
             outputs,
         })
     }
@@ -210,25 +199,12 @@ pub struct Pipeline<'s> {
     service: &'s Service,
     input_topic: String,
     input_schema: SchemaFile,
-    dead_letter: String,
     outputs: Vec<OutputTopic>,
+    outbox: Outbox<'s>,
     input_metrics: TopicMetrics,
-    dlq_metrics: TopicMetrics,
     /// Newest event time seen in the current batch (ms), for the latency histogram.
     newest_event: i64,
 }
-
-/// A record ready to send, kept until acknowledged so it can be re-sent.
-struct Outgoing {
-    /// Index into outputs; `usize::MAX` for the dead-letter topic.
-    target: usize,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
-    headers: OwnedHeaders,
-}
-
-/// The loop was interrupted by shutdown while waiting.
-struct Interrupted;
 
 impl<'s> Pipeline<'s> {
     /// Consumes until shutdown is requested, then drains and commits.
@@ -247,8 +223,8 @@ impl<'s> Pipeline<'s> {
         tracing::info!(
             input = %self.input_topic,
             group = %group,
-            outputs = ?self.outputs.iter().map(|o| o.topic.as_str()).collect::<Vec<_>>(),
-            dead_letter = %self.dead_letter,
+            outputs = ?self.outputs.iter().map(|o| o.encoder.subject()).collect::<Vec<_>>(),
+            dead_letter = %self.outbox.dead_letter_topic(),
             "pipeline running"
         );
 
@@ -268,33 +244,16 @@ impl<'s> Pipeline<'s> {
                     continue;
                 }
             };
-            let mut batch = vec![first];
-            while batch.len() < batch_size {
-                match consumer.recv().now_or_never() {
-                    Some(Ok(m)) => batch.push(m),
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "consume error");
-                        break;
-                    }
-                    None => break,
-                }
-            }
+            let batch = outbox::fill_batch(&consumer, first, batch_size);
             let done = self
                 .handle_batch(&batch, &mut processor, &mut decoder, &group)
                 .await;
-            store_offsets(&consumer, &batch[..done]);
+            outbox::store_offsets(&consumer, &batch[..done]);
             if done < batch.len() {
                 break;
             }
         }
-
-        match consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => tracing::info!("offsets committed; pipeline stopped"),
-            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
-                tracing::info!("nothing to commit; pipeline stopped")
-            }
-            Err(e) => tracing::warn!(error = %e, "final commit failed"),
-        }
+        outbox::commit_final(&consumer, "pipeline");
         Ok(())
     }
 
@@ -315,7 +274,7 @@ impl<'s> Pipeline<'s> {
             match self.handle_record(msg, processor, decoder, group).await {
                 Ok(records) => {
                     for record in records {
-                        pending.push(self.send(record).await);
+                        pending.push(self.outbox.send(record).await);
                     }
                 }
                 Err(Interrupted) => {
@@ -324,7 +283,7 @@ impl<'s> Pipeline<'s> {
                 }
             }
         }
-        self.await_acks(pending).await;
+        self.outbox.await_acks(pending).await;
         // Per batch, not per record: recording into histograms costs more
         // than the rest of the bookkeeping on the hot path.
         self.service
@@ -357,16 +316,22 @@ impl<'s> Pipeline<'s> {
         let span = service.tracer.process(&from, msg_headers);
         let payload = msg.payload().unwrap_or(&[]);
 
-        let mut outage = self.outage_backoff();
+        let mut outage = self.outbox.outage_backoff();
         let value = loop {
             match decoder.decode(payload).await {
                 Ok(v) => break v,
                 Err(DecodeError::RegistryUnavailable(e)) => {
-                    self.outage_wait("registry", &e, &mut outage).await?;
+                    self.outbox.outage_wait("registry", &e, &mut outage).await?;
                 }
                 Err(e) => {
                     span.end(Some(&e.to_string()));
-                    return Ok(vec![self.dead_letter(msg, e.class(), &e.to_string(), 1)]);
+                    return Ok(vec![self.outbox.dead_letter(
+                        msg,
+                        &self.input_metrics,
+                        e.class(),
+                        &e.to_string(),
+                        1,
+                    )]);
                 }
             }
         };
@@ -389,12 +354,24 @@ impl<'s> Pipeline<'s> {
                 Ok(emits) => break emits,
                 Err(ProcessError::Reject { class, message }) => {
                     span.end(Some(&message));
-                    return Ok(vec![self.dead_letter(msg, class, &message, attempt)]);
+                    return Ok(vec![self.outbox.dead_letter(
+                        msg,
+                        &self.input_metrics,
+                        class,
+                        &message,
+                        attempt,
+                    )]);
                 }
                 Err(ProcessError::Retry { class, message }) => {
                     let Some(wait) = backoff.get(attempt as usize - 1).copied() else {
                         span.end(Some(&message));
-                        return Ok(vec![self.dead_letter(msg, class, &message, attempt)]);
+                        return Ok(vec![self.outbox.dead_letter(
+                            msg,
+                            &self.input_metrics,
+                            class,
+                            &message,
+                            attempt,
+                        )]);
                     };
                     tracing::warn!(attempt, wait = ?wait, class, error = %message, "record failed; retrying");
                     service.metrics.record_retry();
@@ -407,12 +384,14 @@ impl<'s> Pipeline<'s> {
                     dependency,
                     message,
                 }) => {
-                    self.outage_wait(dependency, &message, &mut outage).await?;
+                    self.outbox
+                        .outage_wait(dependency, &message, &mut outage)
+                        .await?;
                 }
             }
         };
         if outage.attempts() > 0 {
-            self.outage_over();
+            self.outbox.outage_over();
         }
 
         let mut out = Vec::with_capacity(emits.len());
@@ -426,7 +405,13 @@ impl<'s> Pipeline<'s> {
             let Some(target) = self.outputs.iter().position(|o| o.name == emit.output) else {
                 let message = format!("processor emitted to undeclared output {:?}", emit.output);
                 span.end(Some(&message));
-                return Ok(vec![self.dead_letter(msg, "internal", &message, attempt)]);
+                return Ok(vec![self.outbox.dead_letter(
+                    msg,
+                    &self.input_metrics,
+                    "internal",
+                    &message,
+                    attempt,
+                )]);
             };
             match self.outputs[target].encoder.encode(&emit.value) {
                 Ok(payload) => out.push(Outgoing {
@@ -442,199 +427,18 @@ impl<'s> Pipeline<'s> {
                 }),
                 Err(message) => {
                     span.end(Some(&message));
-                    return Ok(vec![self.dead_letter(msg, "encode", &message, attempt)]);
+                    return Ok(vec![self.outbox.dead_letter(
+                        msg,
+                        &self.input_metrics,
+                        "encode",
+                        &message,
+                        attempt,
+                    )]);
                 }
             }
         }
         span.end(None);
         Ok(out)
-    }
-
-    fn dead_letter(
-        &mut self,
-        msg: &BorrowedMessage<'_>,
-        class: &'static str,
-        message: &str,
-        attempts: u32,
-    ) -> Outgoing {
-        tracing::debug!(
-            topic = msg.topic(),
-            partition = msg.partition(),
-            offset = msg.offset(),
-            class,
-            error = message,
-            "dead-lettering record"
-        );
-        self.input_metrics.dead_lettered(class);
-        let headers = dlq::headers(
-            msg.headers(),
-            &dlq::Origin {
-                topic: msg.topic(),
-                partition: Some(msg.partition()),
-                offset: Some(msg.offset()),
-                timestamp_ms: msg.timestamp().to_millis(),
-            },
-            &dlq::Failure {
-                stage: self.service.name(),
-                class,
-                message,
-                attempts,
-            },
-        );
-        Outgoing {
-            target: usize::MAX,
-            key: msg.key().map(<[u8]>::to_vec),
-            payload: msg.payload().unwrap_or(&[]).to_vec(),
-            headers,
-        }
-    }
-
-    fn topic_of(&self, target: usize) -> &str {
-        if target == usize::MAX {
-            &self.dead_letter
-        } else {
-            &self.outputs[target].topic
-        }
-    }
-
-    async fn send(
-        &self,
-        record: Outgoing,
-    ) -> (Outgoing, Option<rdkafka::producer::DeliveryFuture>) {
-        let topic = self.topic_of(record.target);
-        match self
-            .service
-            .producer
-            .send(
-                topic,
-                record.key.as_deref(),
-                &record.payload,
-                record.headers.clone(),
-            )
-            .await
-        {
-            Ok(future) => (record, Some(future)),
-            Err(SendError::Permanent(e)) | Err(SendError::Transient(e)) => {
-                tracing::warn!(topic, error = %e, "could not queue record; will retry");
-                (record, None)
-            }
-        }
-    }
-
-    /// Waits until every record is acknowledged, re-sending failures with
-    /// outage back-off. Returns only when all are stored by the broker.
-    async fn await_acks(
-        &mut self,
-        pending: Vec<(Outgoing, Option<rdkafka::producer::DeliveryFuture>)>,
-    ) {
-        let mut pending = pending;
-        let mut backoff = self.outage_backoff();
-        loop {
-            let (records, futures): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
-            let results = futures::future::join_all(futures.into_iter().map(|f| async move {
-                match f {
-                    Some(f) => match f.await {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err((e, _))) => Err(e.to_string()),
-                        Err(_) => Err("producer dropped the delivery".to_string()),
-                    },
-                    None => Err("not queued".to_string()),
-                }
-            }))
-            .await;
-            let mut failed = Vec::new();
-            let mut acked: HashMap<usize, u64> = HashMap::new();
-            let mut last_error = String::new();
-            for (record, result) in records.into_iter().zip(results) {
-                match result {
-                    Ok(()) => *acked.entry(record.target).or_default() += 1,
-                    Err(e) => {
-                        last_error = e;
-                        failed.push(record);
-                    }
-                }
-            }
-            for (target, n) in acked {
-                if target == usize::MAX {
-                    self.dlq_metrics.produced(n);
-                } else {
-                    self.outputs[target].metrics.produced(n);
-                }
-            }
-            if failed.is_empty() {
-                if backoff.attempts() > 0 {
-                    self.service.health.ok("broker");
-                    self.outage_over();
-                }
-                return;
-            }
-            let wait = backoff.next_delay();
-            self.service.health.fail(
-                "broker",
-                format!("{} records not acknowledged: {last_error}", failed.len()),
-            );
-            self.service.metrics.set_paused(true);
-            self.service.metrics.outage_retry();
-            tracing::warn!(records = failed.len(), wait = ?wait, error = %last_error, "delivery failed; re-sending");
-            // Keep trying through shutdown: the watchdog bounds how long.
-            tokio::time::sleep(wait).await;
-            pending = Vec::with_capacity(failed.len());
-            for record in failed {
-                pending.push(self.send(record).await);
-            }
-        }
-    }
-
-    fn outage_backoff(&self) -> Backoff {
-        let p = &self.service.config.processing;
-        Backoff::new(p.outage_backoff_initial, p.outage_backoff_max)
-    }
-
-    async fn outage_wait(
-        &self,
-        dependency: &'static str,
-        message: &str,
-        backoff: &mut Backoff,
-    ) -> Result<(), Interrupted> {
-        let wait = backoff.next_delay();
-        self.service
-            .health
-            .fail("paused", format!("{dependency} unavailable: {message}"));
-        self.service.metrics.set_paused(true);
-        self.service.metrics.outage_retry();
-        tracing::warn!(dependency, wait = ?wait, error = message, "dependency unavailable; pausing");
-        if sleep_or_cancel(&self.service.shutdown, wait).await {
-            Ok(())
-        } else {
-            Err(Interrupted)
-        }
-    }
-
-    fn outage_over(&self) {
-        self.service.health.ok("paused");
-        self.service.metrics.set_paused(false);
-    }
-}
-
-fn store_offsets(consumer: &StreamConsumer<GaleContext>, done: &[BorrowedMessage<'_>]) {
-    if done.is_empty() {
-        return;
-    }
-    let mut next: HashMap<(&str, i32), i64> = HashMap::new();
-    for m in done {
-        let e = next.entry((m.topic(), m.partition())).or_insert(0);
-        *e = (*e).max(m.offset() + 1);
-    }
-    let mut tpl = TopicPartitionList::with_capacity(next.len());
-    for ((topic, partition), offset) in next {
-        if let Err(e) = tpl.add_partition_offset(topic, partition, Offset::Offset(offset)) {
-            tracing::warn!(error = %e, "cannot record offset");
-        }
-    }
-    if let Err(e) = consumer.store_offsets(&tpl) {
-        // Happens when the partition was revoked meanwhile; its new owner
-        // re-reads from the last commit (at-least-once).
-        tracing::warn!(error = %e, "storing offsets failed");
     }
 }
 
