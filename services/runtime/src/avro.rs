@@ -369,6 +369,118 @@ impl<T: AvroRecord> Decoder<T> {
     }
 }
 
+/// Decodes any registered schema into generic Avro values (the sinks map
+/// fields by name, so they need no Rust type per topic).
+pub struct ValueDecoder {
+    registry: Arc<AvroDecoder>,
+    readers: HashMap<u32, Result<GenericDatumReader<'static>, String>>,
+}
+
+impl ValueDecoder {
+    /// Decodes one payload with its writer schema.
+    pub async fn decode(
+        &mut self,
+        payload: &[u8],
+    ) -> Result<(u32, apache_avro::types::Value), DecodeError> {
+        let (id, datum) = split_wire(payload)?;
+        if !self.readers.contains_key(&id) {
+            let reader = match self.registry.get_schema(id).await {
+                Ok(s) => {
+                    let schema: &'static Schema = Box::leak(Box::new(s.parsed.clone()));
+                    GenericDatumReader::builder(schema)
+                        .human_readable(false)
+                        .build()
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) if e.retriable => {
+                    return Err(DecodeError::RegistryUnavailable(describe_src(&e)))
+                }
+                Err(e) => {
+                    self.registry.remove_errors_from_cache();
+                    Err(describe_src(&e))
+                }
+            };
+            self.readers.insert(id, reader);
+        }
+        match &self.readers[&id] {
+            Ok(reader) => {
+                let mut rest = datum;
+                let value = reader
+                    .read_value(&mut rest)
+                    .map_err(|e| DecodeError::Datum(e.to_string()))?;
+                if !rest.is_empty() {
+                    return Err(DecodeError::Datum(format!(
+                        "{} bytes left after the record",
+                        rest.len()
+                    )));
+                }
+                Ok((id, value))
+            }
+            Err(e) => Err(DecodeError::Schema(format!("schema id {id}: {e}"))),
+        }
+    }
+}
+
+impl Registry {
+    /// A decoder into generic values.
+    pub fn value_decoder(&self) -> ValueDecoder {
+        ValueDecoder {
+            registry: self.decoder.clone(),
+            readers: HashMap::new(),
+        }
+    }
+
+    /// The JSON text of schema `id`.
+    pub async fn schema_text(&self, id: u32) -> Result<String, DecodeError> {
+        match self.decoder.get_schema(id).await {
+            Ok(s) => Ok(s.raw.clone()),
+            Err(e) if e.retriable => Err(DecodeError::RegistryUnavailable(describe_src(&e))),
+            Err(e) => Err(DecodeError::Schema(format!(
+                "schema id {id}: {}",
+                describe_src(&e)
+            ))),
+        }
+    }
+
+    /// The latest schema registered for `topic`'s values: id and JSON text.
+    pub async fn latest_value_schema(&self, topic: &str) -> Result<(u32, String), Error> {
+        let subject = value_subject(topic);
+        let url = format!(
+            "{}/subjects/{}/versions/latest",
+            self.config.url.trim_end_matches('/'),
+            subject
+        );
+        let mut request = self.http.get(url);
+        if let Some(user) = &self.config.username {
+            request = request.basic_auth(user, self.config.password.as_ref().map(|p| p.expose()));
+        }
+        let fail = |message: String, retriable: bool| Error::Registry {
+            subject: subject.clone(),
+            message,
+            retriable,
+        };
+        let resp = request.send().await.map_err(|e| {
+            fail(
+                format!("registry at {} unreachable: {e}", self.config.url),
+                true,
+            )
+        })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(fail(format!("{status}: {body}"), status.is_server_error()));
+        }
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| fail(format!("unreadable answer: {e}"), true))?;
+        match (body["id"].as_u64(), body["schema"].as_str()) {
+            (Some(id), Some(schema)) => Ok((id as u32, schema.to_string())),
+            _ => Err(fail(format!("answer without id and schema: {body}"), false)),
+        }
+    }
+}
+
 /// Splits a Confluent wire-format payload into schema id and datum.
 pub fn split_wire(payload: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
     match payload {

@@ -7,6 +7,7 @@
 //! rebalance does not replay finished work. Producers are idempotent with
 //! `acks=all`. Pass-through properties from config override these defaults.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -30,12 +31,23 @@ use crate::Error;
 pub struct GaleContext {
     metrics: StageMetrics,
     health: Health,
+    revocations: Option<Arc<Mutex<Vec<(String, i32)>>>>,
 }
 
 impl GaleContext {
     /// A context reporting to `metrics` and `health`.
     pub fn new(metrics: StageMetrics, health: Health) -> Self {
-        GaleContext { metrics, health }
+        GaleContext {
+            metrics,
+            health,
+            revocations: None,
+        }
+    }
+
+    /// Also records revoked partitions in `list`, for loops that buffer per partition.
+    pub fn with_revocations(mut self, list: Arc<Mutex<Vec<(String, i32)>>>) -> Self {
+        self.revocations = Some(list);
+        self
     }
 }
 
@@ -65,6 +77,14 @@ impl ClientContext for GaleContext {
 impl ConsumerContext for GaleContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
+            if let Some(list) = &self.revocations {
+                let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
+                list.extend(
+                    tpl.elements()
+                        .iter()
+                        .map(|e| (e.topic().to_string(), e.partition())),
+                );
+            }
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) => tracing::info!(partitions = tpl.count(), "committed before revocation"),
                 Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}

@@ -25,6 +25,7 @@ pub mod retry;
 pub mod schema;
 pub mod service;
 pub mod shutdown;
+pub mod sink;
 pub mod storage;
 pub mod telemetry;
 

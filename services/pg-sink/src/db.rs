@@ -1,0 +1,279 @@
+//! Postgres: connection, migrations, table descriptions, daily partitions,
+//! and the copy-then-upsert transaction.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{Days, NaiveDate};
+use gale_runtime::config::Secret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
+
+use crate::config::{DatabaseConfig, TableMapping};
+use crate::rows::{Column, ColumnType, Source};
+use crate::PgSinkError;
+
+/// The migrations in `services/pg-sink/migrations`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A pool that connects lazily (so a down database is an outage, not a start failure).
+pub fn pool(config: &DatabaseConfig, url: &Secret) -> Result<PgPool, PgSinkError> {
+    let options: PgConnectOptions = url.expose().parse().map_err(|e: sqlx::Error| {
+        PgSinkError::Config(format!(
+            "key `database.url`: {}",
+            redact(&e.to_string(), url)
+        ))
+    })?;
+    Ok(PgPoolOptions::new()
+        .max_connections(config.max_connections.max(1))
+        .acquire_timeout(config.acquire_timeout)
+        .connect_lazy_with(options))
+}
+
+/// `text` with the URL's password removed, for messages.
+pub fn redact(text: &str, url: &Secret) -> String {
+    match url
+        .expose()
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+    {
+        Some((userinfo, _)) => match userinfo.split_once(':') {
+            Some((_, password)) if !password.is_empty() => text.replace(password, "[redacted]"),
+            _ => text.to_string(),
+        },
+        None => text.to_string(),
+    }
+}
+
+/// Applies the migrations.
+pub async fn migrate(pool: &PgPool) -> Result<(), PgSinkError> {
+    MIGRATOR
+        .run(pool)
+        .await
+        .map_err(|e| PgSinkError::Database(format!("migrations failed: {e}")))
+}
+
+/// What went wrong with a write.
+#[derive(Debug)]
+pub enum WriteFailure {
+    /// Postgres refused the data (SQLSTATE classes 22 and 23).
+    Data(String),
+    /// The database is unreachable or failing; retry later.
+    Outage(String),
+}
+
+impl From<sqlx::Error> for WriteFailure {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            if let Some(code) = db.code() {
+                if code.starts_with("22") || code.starts_with("23") {
+                    return WriteFailure::Data(format!("{} (SQLSTATE {code})", db.message()));
+                }
+            }
+        }
+        WriteFailure::Outage(e.to_string())
+    }
+}
+
+/// A table as pg-sink writes it.
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// Table name.
+    pub name: String,
+    /// Columns written by `COPY`, in order.
+    pub columns: Vec<Column>,
+    /// Partitioned by `time_column` (daily), or plain.
+    pub partitioned: bool,
+    /// The time column.
+    pub time_column: String,
+    /// `(table, key)` of the newest-row table, if any.
+    pub latest: Option<(String, String)>,
+    known_days: HashSet<NaiveDate>,
+}
+
+/// Reads a table's columns and decides how each is filled.
+pub async fn describe(pool: &PgPool, mapping: &TableMapping) -> Result<Table, WriteFailure> {
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT column_name::text, data_type::text, column_default::text FROM information_schema.columns \
+         WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+    )
+    .bind(&mapping.table)
+    .fetch_all(pool)
+    .await?;
+    if rows.is_empty() {
+        return Err(WriteFailure::Data(format!(
+            "table {} does not exist (run the migrations, or create it before mapping topic {} to it)",
+            mapping.table, mapping.topic
+        )));
+    }
+    let mut columns = Vec::new();
+    for (name, data_type, default) in rows {
+        let Some(kind) = ColumnType::from_pg(&data_type) else {
+            return Err(WriteFailure::Data(format!(
+                "column {}.{name} has type {data_type}, which pg-sink cannot fill",
+                mapping.table
+            )));
+        };
+        let source = match name.as_str() {
+            "kafka_partition" => Source::KafkaPartition,
+            "kafka_offset" => Source::KafkaOffset,
+            // Left to the database's default (e.g. stored_at).
+            _ if default.as_deref().is_some_and(|d| d.contains("now()")) => continue,
+            _ => Source::Field(name.clone()),
+        };
+        columns.push(Column { name, kind, source });
+    }
+    let kind: Option<(String,)> = sqlx::query_as(
+        "SELECT c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relname = $1",
+    )
+    .bind(&mapping.table)
+    .fetch_optional(pool)
+    .await?;
+    if !columns.iter().any(|c| c.name == mapping.time_column) {
+        return Err(WriteFailure::Data(format!(
+            "table {} has no column {} (sink.tables time_column)",
+            mapping.table, mapping.time_column
+        )));
+    }
+    Ok(Table {
+        name: mapping.table.clone(),
+        columns,
+        partitioned: kind.is_some_and(|(k,)| k == "p"),
+        time_column: mapping.time_column.clone(),
+        latest: mapping
+            .latest
+            .as_ref()
+            .map(|l| (l.table.clone(), l.key.clone())),
+        known_days: HashSet::new(),
+    })
+}
+
+impl Table {
+    fn column_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Creates the daily partitions `days` that are not known to exist yet.
+    pub async fn ensure_partitions(
+        &mut self,
+        pool: &PgPool,
+        days: impl IntoIterator<Item = NaiveDate>,
+    ) -> Result<(), WriteFailure> {
+        if !self.partitioned {
+            return Ok(());
+        }
+        for day in days {
+            if self.known_days.contains(&day) {
+                continue;
+            }
+            let next = day.checked_add_days(Days::new(1)).unwrap_or(day);
+            let sql = format!(
+                "CREATE TABLE IF NOT EXISTS {t}_p{d} PARTITION OF {t} FOR VALUES FROM ('{day} 00:00:00+00') TO ('{next} 00:00:00+00')",
+                t = self.name,
+                d = day.format("%Y%m%d"),
+            );
+            match sqlx::query(&sql).execute(pool).await {
+                Ok(_) => {}
+                // Another instance created it at the same moment.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P07") => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.known_days.insert(day);
+        }
+        Ok(())
+    }
+
+    /// Copies `rows` (COPY text) into a staging table and inserts them, skipping
+    /// event ids already stored, in one transaction. Returns rows inserted.
+    pub async fn write(&self, pool: &PgPool, rows: &str) -> Result<u64, WriteFailure> {
+        let mut conn = pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let stage = format!("gale_stage_{}", self.name);
+        sqlx::query(&format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+            self.name
+        ))
+        .execute(&mut *tx)
+        .await?;
+        let cols = self.column_list();
+        let mut copy = tx
+            .copy_in_raw(&format!("COPY {stage} ({cols}) FROM STDIN"))
+            .await?;
+        copy.send(rows.as_bytes()).await?;
+        copy.finish().await?;
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO {} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT DO NOTHING",
+            self.name
+        ))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if let Some((latest, key)) = &self.latest {
+            let updates = self
+                .columns
+                .iter()
+                .filter(|c| &c.name != key)
+                .map(|c| format!("{0} = EXCLUDED.{0}", c.name))
+                .collect::<Vec<_>>()
+                .join(", ");
+            sqlx::query(&format!(
+                "INSERT INTO {latest} ({cols}) SELECT DISTINCT ON ({key}) {cols} FROM {stage} \
+                 ORDER BY {key}, {time} DESC \
+                 ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE {latest}.{time} < EXCLUDED.{time}",
+                time = self.time_column
+            ))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+}
+
+/// Days from `today` to `today + ahead`.
+pub fn days_ahead(today: NaiveDate, ahead: u32) -> Vec<NaiveDate> {
+    (0..=ahead as u64)
+        .filter_map(|d| today.checked_add_days(Days::new(d)))
+        .collect()
+}
+
+/// Waits until the database answers, for start-up.
+pub async fn wait_for(pool: &PgPool, timeout: Duration) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match sqlx::query("SELECT 1").execute(pool).await {
+            Ok(_) => return Ok(()),
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "database not reachable yet");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        let url = Secret::new("postgres://gale:s3cr3t@db:5432/gale");
+        assert_eq!(
+            redact(
+                "cannot connect to postgres://gale:s3cr3t@db:5432/gale",
+                &url
+            ),
+            "cannot connect to postgres://gale:[redacted]@db:5432/gale"
+        );
+        assert_eq!(
+            days_ahead(NaiveDate::from_ymd_opt(2024, 2, 28).unwrap(), 2).len(),
+            3
+        );
+    }
+}

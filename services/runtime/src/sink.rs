@@ -1,0 +1,255 @@
+//! The consume → persist loop of the sinks (pg-sink, archive).
+//!
+//! A [`Sink`] receives batches of raw records and either writes them durably
+//! right away (pg-sink: one transaction per batch) or buffers them and makes
+//! them durable in [`Sink::flush`] (archive: a Parquet file per partition
+//! when it is big or old enough). Either way the runtime stores a partition's
+//! offset only up to what [`Sink::durable_offsets`] reports, so a crash
+//! re-delivers exactly what was not yet persisted; the sinks make that
+//! harmless (upserts on the event id, deterministic file names).
+//!
+//! Records a sink refuses for their own content are dead-lettered with their
+//! original bytes; an outage of the destination pauses the loop and retries
+//! the same batch.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+
+use crate::kafka::{self, GaleContext};
+use crate::metrics::TopicMetrics;
+use crate::outbox::{self, Outbox};
+use crate::service::Service;
+use crate::shutdown::sleep_or_cancel;
+use crate::Error;
+
+/// One consumed record, as the sink sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkRecord<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Kafka timestamp (ms).
+    pub timestamp_ms: Option<i64>,
+    /// Key bytes.
+    pub key: Option<&'a [u8]>,
+    /// Value bytes (Confluent Avro wire format for Gale topics).
+    pub payload: &'a [u8],
+}
+
+/// A record the destination will not take, for its own content.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// Position in the batch handed to [`Sink::write`].
+    pub index: usize,
+    /// Short class for headers and metrics.
+    pub class: &'static str,
+    /// Why.
+    pub message: String,
+}
+
+/// The destination (or a dependency) is unavailable: retry later, drop nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{dependency} unavailable: {message}")]
+pub struct Outage {
+    /// Which dependency; also shown on `/readyz`.
+    pub dependency: &'static str,
+    /// The error seen.
+    pub message: String,
+}
+
+/// A destination for records.
+#[async_trait]
+pub trait Sink: Send {
+    /// Takes a batch (in offset order per partition). Returns the records it
+    /// refuses; everything else is either durable or buffered for `flush`.
+    /// On `Err` nothing of the batch may have been kept: the same batch is
+    /// offered again after a back-off.
+    async fn write(&mut self, batch: &[SinkRecord<'_>]) -> Result<Vec<Refusal>, Outage>;
+
+    /// Makes buffered records durable: those that are due, or all with `force`
+    /// (shutdown). Called after every write and every `flush_interval`.
+    async fn flush(&mut self, _force: bool) -> Result<(), Outage> {
+        Ok(())
+    }
+
+    /// Next offsets that are durable now, per topic and partition.
+    fn durable_offsets(&mut self) -> Vec<(String, i32, i64)>;
+
+    /// Partitions were taken away: drop what is buffered for them (their new
+    /// owner reads them again from the last committed offset).
+    fn revoked(&mut self, _partitions: &[(String, i32)]) {}
+
+    /// How often `flush(false)` runs when no records arrive.
+    fn flush_interval(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+/// Runs `sink` on `topics` until shutdown, then flushes, stores and commits.
+pub async fn run_sink<S: Sink>(
+    service: &Service,
+    topics: &[String],
+    dead_letter: &str,
+    mut sink: S,
+) -> Result<(), Error> {
+    let mut all: Vec<&str> = topics.iter().map(String::as_str).collect();
+    all.push(dead_letter);
+    service.ensure_topics(&all).await?;
+    let group = kafka::group_id(&service.config.kafka, service.name());
+    let revoked: Arc<Mutex<Vec<(String, i32)>>> = Arc::default();
+    let consumer: StreamConsumer<GaleContext> = kafka::consumer(
+        &service.config.kafka,
+        &group,
+        service.kafka_context().with_revocations(revoked.clone()),
+    )?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&names)
+        .map_err(|e| Error::kafka("subscribing", e))?;
+    let outbox = Outbox::new(service, Vec::new(), dead_letter.to_string());
+    let inputs: HashMap<String, TopicMetrics> = topics
+        .iter()
+        .map(|t| (t.clone(), service.metrics.topic(t)))
+        .collect();
+    let batch_size = service.config.processing.batch_size.max(1);
+    let token = service.shutdown.clone();
+    service.started();
+    tracing::info!(topics = ?topics, group = %group, dead_letter, "sink running");
+
+    let mut ticker = tokio::time::interval(sink.flush_interval());
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = token.cancelled() => break,
+            _ = ticker.tick() => {
+                if flush(&mut sink, &outbox, false).await.is_err() {
+                    break;
+                }
+                outbox::store_next_offsets(&consumer, sink.durable_offsets());
+                continue;
+            }
+            m = consumer.recv() => m,
+        };
+        let first = match first {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "consume error");
+                if !sleep_or_cancel(&token, Duration::from_millis(200)).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        let gone: Vec<(String, i32)> =
+            std::mem::take(&mut *revoked.lock().unwrap_or_else(|p| p.into_inner()));
+        if !gone.is_empty() {
+            sink.revoked(&gone);
+        }
+        let batch = outbox::fill_batch(&consumer, first, batch_size);
+        let started = std::time::Instant::now();
+        if write(&mut sink, &batch, &outbox, &inputs).await.is_err() {
+            break;
+        }
+        if flush(&mut sink, &outbox, false).await.is_err() {
+            break;
+        }
+        outbox::store_next_offsets(&consumer, sink.durable_offsets());
+        service.metrics.processed(started.elapsed(), batch.len());
+    }
+    // Shutdown: persist what is buffered (the watchdog bounds how long).
+    if flush(&mut sink, &outbox, true).await.is_ok() {
+        outbox::store_next_offsets(&consumer, sink.durable_offsets());
+    }
+    outbox::commit_final(&consumer, "sink");
+    Ok(())
+}
+
+async fn write<S: Sink>(
+    sink: &mut S,
+    batch: &[BorrowedMessage<'_>],
+    outbox: &Outbox<'_>,
+    inputs: &HashMap<String, TopicMetrics>,
+) -> Result<(), outbox::Interrupted> {
+    let records: Vec<SinkRecord<'_>> = batch
+        .iter()
+        .map(|m| SinkRecord {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis(),
+            key: m.key(),
+            payload: m.payload().unwrap_or(&[]),
+        })
+        .collect();
+    for r in &records {
+        if let Some(m) = inputs.get(r.topic) {
+            m.consumed(1);
+        }
+    }
+    let mut backoff = outbox.outage_backoff();
+    let refused = loop {
+        match sink.write(&records).await {
+            Ok(refused) => break refused,
+            Err(Outage {
+                dependency,
+                message,
+            }) => {
+                outbox
+                    .outage_wait(dependency, &message, &mut backoff)
+                    .await?;
+            }
+        }
+    };
+    if backoff.attempts() > 0 {
+        outbox.outage_over();
+    }
+    if !refused.is_empty() {
+        let mut pending = Vec::with_capacity(refused.len());
+        for r in refused {
+            let msg = &batch[r.index];
+            let metrics = &inputs[msg.topic()];
+            pending.push(
+                outbox
+                    .send(outbox.dead_letter(msg, metrics, r.class, &r.message, 1))
+                    .await,
+            );
+        }
+        outbox.await_acks(pending).await;
+    }
+    Ok(())
+}
+
+async fn flush<S: Sink>(
+    sink: &mut S,
+    outbox: &Outbox<'_>,
+    force: bool,
+) -> Result<(), outbox::Interrupted> {
+    let mut backoff = outbox.outage_backoff();
+    loop {
+        match sink.flush(force).await {
+            Ok(()) => {
+                if backoff.attempts() > 0 {
+                    outbox.outage_over();
+                }
+                return Ok(());
+            }
+            Err(Outage {
+                dependency,
+                message,
+            }) => {
+                outbox
+                    .outage_wait(dependency, &message, &mut backoff)
+                    .await?;
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! pg-sink against the real Postgres: each event id stored once, the newest
+//! reading per asset kept, refused records dead-lettered alone.
+
+use std::time::Duration;
+
+use gale_runtime::schema::{
+    AssetKind, IngestChannel, QualityTier, ScoredReading, VALIDATED_READING,
+};
+use gale_tests::*;
+use rdkafka::message::Message;
+use sqlx::Row;
+
+fn scored(id: &str, asset: &str, t: i64, power: f64, score: i32) -> ScoredReading {
+    ScoredReading {
+        event_id: id.into(),
+        asset_id: asset.into(),
+        asset_kind: AssetKind::Meter,
+        site_id: Some("grid-north".into()),
+        event_time: t,
+        received_time: t + 1000,
+        validated_time: t + 2000,
+        source: "test".into(),
+        channel: IngestChannel::Http,
+        wind_speed_ms: None,
+        wind_direction_deg: None,
+        rotor_speed_rpm: None,
+        power_kw: Some(power),
+        energy_kwh: None,
+        nacelle_temperature_c: None,
+        gearbox_temperature_c: None,
+        generator_temperature_c: None,
+        vibration_ms2: None,
+        oil_pressure_bar: None,
+        brake_pressure_bar: None,
+        pitch_angle_deg: None,
+        yaw_angle_deg: None,
+        tower_lean_deg: None,
+        latitude_deg: None,
+        longitude_deg: None,
+        quality_score: score,
+        quality_tier: QualityTier::Premium,
+        flags: vec![],
+        attributes: Default::default(),
+    }
+}
+
+/// A pg-sink config mapping `validated` to `readings` (with latest) in `db`.
+pub fn pg_sink_config(
+    dir: &std::path::Path,
+    db: &TestDatabase,
+    tables: &[(&str, &str, bool)],
+    dlq: &str,
+) -> std::path::PathBuf {
+    let mut text = format!(
+        "[database]\nurl = \"{}\"\n\n[sink]\ndead_letter = \"{dlq}\"\n",
+        db.url
+    );
+    for (topic, table, latest) in tables {
+        text.push_str(&format!(
+            "\n[[sink.tables]]\ntopic = \"{topic}\"\ntable = \"{table}\"\n"
+        ));
+        if *latest {
+            text.push_str("latest = { table = \"latest_readings\", key = \"asset_id\" }\n");
+        }
+    }
+    let path = dir.join("pg-sink.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_event_once_latest_kept_refusals_dead_lettered() {
+    let stack = stack();
+    let db = TestDatabase::create(&stack).await;
+    let dir = tempfile::tempdir().unwrap();
+    let validated = unique("validated");
+    let dlq = unique("dlq-pg");
+    create_topics(&stack.bootstrap, &[&validated], 3).await;
+    let cfg = pg_sink_config(dir.path(), &db, &[(&validated, "readings", true)], &dlq);
+
+    let encoder = registry(&stack)
+        .register(&validated, VALIDATED_READING)
+        .await
+        .unwrap();
+    let producer = producer(&stack.bootstrap);
+    let t0 = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let day = 86_400_000;
+    let mut sent = Vec::new();
+    for i in 0..40 {
+        // Two assets, across three days (three partitions).
+        let r = scored(
+            &format!("e{i}"),
+            &format!("MTR-{}", i % 2),
+            t0 - (i % 3) * day + i,
+            i as f64,
+            95,
+        );
+        sent.push(r);
+    }
+    // Redeliveries of the same event ids.
+    let dupes: Vec<ScoredReading> = sent[..10].to_vec();
+    // Postgres refuses a score above 100 (CHECK constraint), and bytes that are not Avro.
+    let refused = scored("bad-score", "MTR-0", t0, 1.0, 150);
+    for r in sent.iter().chain(&dupes).chain(std::iter::once(&refused)) {
+        send(
+            &producer,
+            &validated,
+            &r.asset_id,
+            &encoder.encode(r).unwrap(),
+        )
+        .await;
+    }
+    send(&producer, &validated, "MTR-0", b"not avro").await;
+
+    let mut env = service_env(&stack, None);
+    env.push(("GALE_KAFKA__GROUP_ID", unique("pg-sink")));
+    let sink = ServiceProcess::start(
+        "gale-pg-sink",
+        &env,
+        &["--config", cfg.to_str().unwrap()],
+        "pg-sink-once",
+    );
+    sink.wait_ready(Duration::from_secs(60)).await;
+
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    wait_for("40 rows", Duration::from_secs(60), || {
+        let pool = pool.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM readings")
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+            (n >= 40).then_some(())
+        }
+    })
+    .await;
+    let dead = TopicReader::new(&stack.bootstrap, &dlq).read(2, Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM readings")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let distinct: i64 = sqlx::query_scalar("SELECT count(DISTINCT event_id) FROM readings")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!((n, distinct), (40, 40), "each event id once");
+    let partitions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'readings'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        partitions >= 3,
+        "daily partitions created for the data ({partitions})"
+    );
+    let sum: f64 = sqlx::query_scalar("SELECT sum(power_kw) FROM readings")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(sum, (0..40).sum::<i32>() as f64);
+
+    // Newest reading per asset.
+    let latest =
+        sqlx::query("SELECT asset_id, event_id, event_time FROM latest_readings ORDER BY asset_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(latest.len(), 2);
+    for row in &latest {
+        let asset: String = row.get("asset_id");
+        let newest: String = sqlx::query_scalar(
+            "SELECT event_id FROM readings WHERE asset_id = $1 ORDER BY event_time DESC LIMIT 1",
+        )
+        .bind(&asset)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(row.get::<String, _>("event_id"), newest);
+    }
+
+    // Dead letters: the refused record and the garbage, byte for byte.
+    let mut classes: Vec<String> = dead
+        .iter()
+        .map(|m| header(m, "gale.dlq.error.class").unwrap())
+        .collect();
+    classes.sort();
+    assert_eq!(classes, vec!["malformed", "rejected_by_database"]);
+    let bad = dead
+        .iter()
+        .find(|m| header(m, "gale.dlq.error.class").as_deref() == Some("rejected_by_database"))
+        .unwrap();
+    assert_eq!(
+        bad.payload().unwrap(),
+        encoder.encode(&refused).unwrap().as_slice()
+    );
+    assert!(header(bad, "gale.dlq.error.message")
+        .unwrap()
+        .contains("quality_score"));
+    assert_eq!(header(bad, "gale.dlq.stage").as_deref(), Some("pg-sink"));
+    let stored_bad: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM readings WHERE event_id = 'bad-score'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored_bad, 0);
+}
