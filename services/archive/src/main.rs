@@ -1,1 +1,34 @@
-fn main() {}
+//! `gale-archive`: wires config, the store and the tables to the runtime's sink loop.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use gale_archive::config::Config;
+use gale_archive::writer::Archive;
+use gale_runtime::sink::run_sink;
+use gale_runtime::{config, storage, Service};
+
+/// Archives topics as Parquet on object storage.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// TOML config file (also `GALE_CONFIG`); `GALE_<SECTION>__<KEY>` variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cfg: Config = config::load(args.config.as_deref())?;
+    cfg.archive.check()?;
+    let location = storage::open(&cfg.archive.store, "archive.store")?;
+    let service = Service::start("archive", cfg.runtime()).await?;
+    tracing::info!(store = %location.url, tables = cfg.archive.tables.len(), "archiving");
+    let topics: Vec<String> = cfg.archive.tables.iter().map(|t| t.topic.clone()).collect();
+    let archive = Archive::new(location, cfg.archive.clone(), service.registry.clone());
+    let result = run_sink(&service, &topics, &cfg.archive.dead_letter, archive).await;
+    service.finish().await;
+    result?;
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! Configuration of `gale-archive`.
+
+use std::time::Duration;
+
+use gale_runtime::config::{
+    HttpConfig, KafkaConfig, ProcessingConfig, RegistryConfig, RuntimeConfig, TelemetryConfig,
+};
+use gale_runtime::storage::StoreConfig;
+use serde::Deserialize;
+
+use crate::ArchiveError;
+
+/// Everything `gale-archive` reads from its TOML file and `GALE_*` variables.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Kafka connection.
+    pub kafka: KafkaConfig,
+    /// Schema registry.
+    pub registry: RegistryConfig,
+    /// Probe and metrics listener.
+    pub http: HttpConfig,
+    /// Logs and traces.
+    pub telemetry: TelemetryConfig,
+    /// Batching, retries, shutdown.
+    pub processing: ProcessingConfig,
+    /// The lake.
+    pub archive: Settings,
+}
+
+impl Config {
+    /// The sections the shared runtime needs.
+    pub fn runtime(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            kafka: self.kafka.clone(),
+            registry: self.registry.clone(),
+            http: self.http.clone(),
+            telemetry: self.telemetry.clone(),
+            processing: self.processing.clone(),
+        }
+    }
+}
+
+/// Parquet compression codec.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// Snappy: fast, the default.
+    #[default]
+    Snappy,
+    /// Zstandard: smaller files, more CPU.
+    Zstd,
+    /// No compression.
+    None,
+}
+
+impl Codec {
+    /// Name for manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Snappy => "snappy",
+            Codec::Zstd => "zstd",
+            Codec::None => "none",
+        }
+    }
+}
+
+/// Where and how the lake is written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// The store: a directory (`./.gale/lake`) or `s3://bucket/prefix` with options.
+    pub store: StoreConfig,
+    /// Parquet compression: `snappy` (default), `zstd` or `none`.
+    pub compression: Codec,
+    /// Most rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// A partition's buffer is written once its in-memory size reaches this.
+    pub max_file_bytes: usize,
+    /// ...or once its oldest row waited this long, whichever comes first.
+    #[serde(with = "humantime_serde")]
+    pub max_file_age: Duration,
+    /// Dead-letter topic for records that cannot be read.
+    pub dead_letter: String,
+    /// Topic → table mappings.
+    pub tables: Vec<TableConfig>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            store: StoreConfig {
+                url: "./.gale/lake".into(),
+                options: Default::default(),
+            },
+            compression: Codec::Snappy,
+            row_group_rows: 128 * 1024,
+            max_file_bytes: 64 * 1024 * 1024,
+            max_file_age: Duration::from_secs(60),
+            dead_letter: "gale.dlq.archive".into(),
+            tables: vec![
+                TableConfig::new("gale.raw", "bronze/raw_readings"),
+                TableConfig::new("gale.validated", "silver/validated_readings"),
+                TableConfig::new("gale.quarantine", "silver/quarantined_readings"),
+            ],
+        }
+    }
+}
+
+/// One topic archived as one table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// Topic consumed.
+    pub topic: String,
+    /// Table prefix in the store, e.g. `silver/validated_readings`.
+    pub path: String,
+    /// Field with the event time (a timestamp or epoch-millisecond long) the
+    /// `date=`/`hour=` partitions come from.
+    #[serde(default = "default_time_field")]
+    pub time_field: String,
+    /// More Hive partition levels from record fields, e.g. `["asset_kind"]`.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+}
+
+fn default_time_field() -> String {
+    "event_time".into()
+}
+
+impl TableConfig {
+    fn new(topic: &str, path: &str) -> Self {
+        TableConfig {
+            topic: topic.into(),
+            path: path.into(),
+            time_field: default_time_field(),
+            partition_by: Vec::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// Checks the tables.
+    pub fn check(&self) -> Result<(), ArchiveError> {
+        if self.tables.is_empty() {
+            return Err(ArchiveError::Config(
+                "key `archive.tables`: no tables configured".into(),
+            ));
+        }
+        for (i, t) in self.tables.iter().enumerate() {
+            if t.path.trim_matches('/').is_empty() || t.path.contains("..") {
+                return Err(ArchiveError::Config(format!(
+                    "key `archive.tables[{i}].path`: {:?} is not a table path like silver/readings",
+                    t.path
+                )));
+            }
+        }
+        if self.row_group_rows == 0 || self.max_file_bytes == 0 {
+            return Err(ArchiveError::Config(
+                "keys `archive.row_group_rows` and `archive.max_file_bytes` must be positive"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
