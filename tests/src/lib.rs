@@ -630,3 +630,202 @@ mod tests {
         );
     }
 }
+
+/// What standard tools see in a lake table (tests/interop/lake.py).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct LakeStats {
+    /// Rows.
+    pub rows: i64,
+    /// Distinct event ids.
+    pub distinct_event_ids: i64,
+    /// Sum of `power_kw`, if the table has it.
+    pub sum_power_kw: Option<f64>,
+    /// Parquet files.
+    pub files: i64,
+    /// `date/hour` partitions.
+    pub partitions: Vec<String>,
+}
+
+/// The Python interpreter with DuckDB, pyarrow and confluent-kafka (`make test` sets it).
+pub fn python() -> String {
+    std::env::var("GALE_PYTHON").unwrap_or_else(|_| {
+        panic!("GALE_PYTHON is not set: run the tests with `make test`, which prepares the Python tools")
+    })
+}
+
+/// Reads a lake table with DuckDB (directory) or pyarrow (s3:// with `endpoint`).
+pub fn lake_stats(table: &str, endpoint: Option<&str>, env: &[(&str, &str)]) -> Option<LakeStats> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/lake.py");
+    let mut cmd = Command::new(python());
+    cmd.arg(script).arg(table);
+    if let Some(e) = endpoint {
+        cmd.args(["--endpoint", e]);
+    }
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().expect("run python");
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        // An empty table has no files to glob yet.
+        if err.contains("No files found")
+            || err.contains("No such file")
+            || err.contains("does not exist")
+        {
+            return None;
+        }
+        panic!("lake.py failed: {err}");
+    }
+    Some(serde_json::from_slice(&out.stdout).expect("lake.py output"))
+}
+
+/// A Postgres cluster of one test's own (for tests that stop the database).
+pub struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    /// Port it listens on.
+    pub port: u16,
+    bin: PathBuf,
+    as_postgres: bool,
+}
+
+impl PrivatePostgres {
+    /// initdb + start, on a free port.
+    pub fn start() -> PrivatePostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.path().join("bin"))
+                    .filter(|p| p.join("initdb").exists())
+                    .max()
+            })
+            .expect("a PostgreSQL server installation under /usr/lib/postgresql");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let as_postgres = unsafe { libc::geteuid() } == 0;
+        if as_postgres {
+            let _ = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir.path())
+                .status();
+        }
+        let pg = PrivatePostgres {
+            dir,
+            port: free_port(),
+            bin,
+            as_postgres,
+        };
+        let data = pg.dir.path().join("data");
+        let status = pg
+            .command("initdb")
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .expect("initdb");
+        assert!(status.success(), "initdb failed");
+        pg.start_again();
+        pg
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(self.bin.join(tool));
+            c
+        } else {
+            Command::new(self.bin.join(tool))
+        }
+    }
+
+    /// URL of the `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts (again) on the same port.
+    pub fn start_again(&self) {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("server.log");
+        let status = self
+            .command("pg_ctl")
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-o",
+            ])
+            .arg(format!(
+                "-p {} -k /tmp -c listen_addresses=127.0.0.1",
+                self.port
+            ))
+            .arg("start")
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl start");
+        assert!(status.success(), "pg_ctl start failed");
+    }
+
+    /// Stops it (fast shutdown: connections are cut).
+    pub fn stop(&self) {
+        let data = self.dir.path().join("data");
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A pg-sink config file storing `tables` (topic, table, keep latest) in `db_url`.
+pub fn pg_sink_config(
+    dir: &Path,
+    db_url: &str,
+    tables: &[(&str, &str, bool)],
+    dlq: &str,
+) -> PathBuf {
+    let mut text = format!("[database]\nurl = \"{db_url}\"\n\n[sink]\ndead_letter = \"{dlq}\"\n");
+    for (topic, table, latest) in tables {
+        text.push_str(&format!(
+            "\n[[sink.tables]]\ntopic = \"{topic}\"\ntable = \"{table}\"\n"
+        ));
+        if *latest {
+            text.push_str("latest = { table = \"latest_readings\", key = \"asset_id\" }\n");
+        }
+    }
+    let path = dir.join("pg-sink.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// An archive config file writing `tables` (topic, table path) to `store_toml`
+/// (an inline table such as `{ url = "/tmp/lake" }`), rolling files after `max_age`.
+pub fn archive_config(
+    dir: &Path,
+    store_toml: &str,
+    tables: &[(&str, &str)],
+    dlq: &str,
+    max_age: &str,
+) -> PathBuf {
+    let mut text = format!(
+        "[archive]\nstore = {store_toml}\nmax_file_age = \"{max_age}\"\ndead_letter = \"{dlq}\"\n"
+    );
+    for (topic, path) in tables {
+        text.push_str(&format!(
+            "\n[[archive.tables]]\ntopic = \"{topic}\"\npath = \"{path}\"\n"
+        ));
+    }
+    let path = dir.join("archive.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}

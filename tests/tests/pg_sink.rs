@@ -44,30 +44,6 @@ fn scored(id: &str, asset: &str, t: i64, power: f64, score: i32) -> ScoredReadin
     }
 }
 
-/// A pg-sink config mapping `validated` to `readings` (with latest) in `db`.
-pub fn pg_sink_config(
-    dir: &std::path::Path,
-    db: &TestDatabase,
-    tables: &[(&str, &str, bool)],
-    dlq: &str,
-) -> std::path::PathBuf {
-    let mut text = format!(
-        "[database]\nurl = \"{}\"\n\n[sink]\ndead_letter = \"{dlq}\"\n",
-        db.url
-    );
-    for (topic, table, latest) in tables {
-        text.push_str(&format!(
-            "\n[[sink.tables]]\ntopic = \"{topic}\"\ntable = \"{table}\"\n"
-        ));
-        if *latest {
-            text.push_str("latest = { table = \"latest_readings\", key = \"asset_id\" }\n");
-        }
-    }
-    let path = dir.join("pg-sink.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_event_once_latest_kept_refusals_dead_lettered() {
     let stack = stack();
@@ -76,7 +52,7 @@ async fn each_event_once_latest_kept_refusals_dead_lettered() {
     let validated = unique("validated");
     let dlq = unique("dlq-pg");
     create_topics(&stack.bootstrap, &[&validated], 3).await;
-    let cfg = pg_sink_config(dir.path(), &db, &[(&validated, "readings", true)], &dlq);
+    let cfg = pg_sink_config(dir.path(), &db.url, &[(&validated, "readings", true)], &dlq);
 
     let encoder = registry(&stack)
         .register(&validated, VALIDATED_READING)
