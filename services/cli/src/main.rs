@@ -49,6 +49,12 @@ enum Command {
         )]
         groups: Vec<String>,
     },
+    /// Lake maintenance.
+    #[command(subcommand)]
+    Lake(LakeCommand),
+    /// Database maintenance.
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Print the first records of a topic, decoded, with their headers (JSON lines).
     Peek {
         #[command(flatten)]
@@ -59,6 +65,50 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         count: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum LakeCommand {
+    /// Merge the small files of closed Hive partitions of a table into one per partition.
+    Compact {
+        /// The lake: a directory or s3://bucket/prefix (AWS_* variables and --option apply).
+        #[arg(long, env = "GALE_LAKE")]
+        store: String,
+        /// S3 options as key=value (aws_endpoint=http://..., aws_allow_http=true, ...).
+        #[arg(long = "option", value_parser = parse_kv)]
+        options: Vec<(String, String)>,
+        /// Table prefix, e.g. silver/validated_readings.
+        #[arg(long)]
+        table: String,
+        /// A partition is closed this long after its hour ended.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        older_than: Duration,
+        /// Only merge partitions with at least this many files.
+        #[arg(long, default_value_t = 2)]
+        min_files: usize,
+        /// Compression of merged files: snappy, zstd or none.
+        #[arg(long, default_value = "snappy")]
+        codec: String,
+        /// Only print what would be merged.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Apply pg-sink's migrations (the sink does this at start too).
+    Migrate {
+        /// Database URL.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+    },
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
 }
 
 #[derive(clap::Args)]
@@ -169,6 +219,65 @@ async fn main() -> anyhow::Result<()> {
                     lag.join(" ")
                 );
             }
+            Ok(())
+        }
+        Command::Lake(LakeCommand::Compact {
+            store,
+            options,
+            table,
+            older_than,
+            min_files,
+            codec,
+            dry_run,
+        }) => {
+            let codec: gale_archive::config::Codec =
+                serde_json::from_value(serde_json::Value::String(codec.clone())).map_err(|_| {
+                    anyhow::anyhow!("--codec {codec:?}: expected snappy, zstd or none")
+                })?;
+            let config = gale_runtime::storage::StoreConfig {
+                url: store.clone(),
+                options: options
+                    .into_iter()
+                    .map(|(k, v)| (k, gale_runtime::config::Secret::new(v)))
+                    .collect(),
+            };
+            let location = gale_runtime::storage::open(&config, "--store")?;
+            let local = (!store.starts_with("s3"))
+                .then(|| PathBuf::from(store.trim_start_matches("file://")));
+            let merged = gale_archive::compact::compact(
+                &location,
+                local.as_deref(),
+                &gale_archive::compact::CompactOptions {
+                    table,
+                    older_than,
+                    min_files,
+                    codec,
+                    row_group_rows: 128 * 1024,
+                    dry_run,
+                },
+            )
+            .await?;
+            for m in &merged {
+                println!(
+                    "{}{}: {} files -> {} ({} rows)",
+                    if dry_run { "would merge " } else { "" },
+                    m.partition,
+                    m.inputs,
+                    m.file,
+                    m.rows
+                );
+            }
+            println!(
+                "{} partition(s) {}",
+                merged.len(),
+                if dry_run { "to compact" } else { "compacted" }
+            );
+            Ok(())
+        }
+        Command::Db(DbCommand::Migrate { database_url }) => {
+            let pool = sqlx::PgPool::connect(&database_url).await?;
+            gale_pg_sink::db::migrate(&pool).await?;
+            println!("migrations applied");
             Ok(())
         }
         Command::Peek {
