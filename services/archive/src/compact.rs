@@ -165,7 +165,10 @@ pub async fn compact(
         let mut live = Vec::new();
         for f in &files {
             let name = file_name(&f.location);
-            let stem = name.trim_end_matches(".parquet").trim_end_matches(".json");
+            let stem = name
+                .trim_start_matches('_')
+                .trim_end_matches(".parquet")
+                .trim_end_matches(".json");
             if replaced.contains(&format!("{stem}.parquet")) {
                 if !options.dry_run {
                     match location.store.delete(&f.location).await {
@@ -325,7 +328,7 @@ fn swap_local(
     std::fs::create_dir_all(&staging).map_err(|e| io(&staging.display().to_string(), e))?;
     for (name, bytes) in [
         (format!("{stem}.parquet"), data),
-        (format!("{stem}.json"), manifest),
+        (format!("_{stem}.json"), manifest),
     ] {
         let path = staging.join(&name);
         std::fs::write(&path, bytes).map_err(|e| io(&path.display().to_string(), e))?;
@@ -393,7 +396,7 @@ async fn swap_remote(
     location
         .store
         .put(
-            &location.child(&format!("{base}/{stem}.json")),
+            &location.child(&format!("{base}/_{stem}.json")),
             manifest.into(),
         )
         .await

@@ -2,11 +2,12 @@
 //!
 //! ```text
 //! <table>/date=2024-03-15/hour=14[/asset_kind=METER]/part-<topic>-<partition>-<first>-<last>.parquet
-//! <table>/date=2024-03-15/hour=14[/asset_kind=METER]/part-<topic>-<partition>-<first>-<last>.json   (manifest)
+//! <table>/date=2024-03-15/hour=14[/asset_kind=METER]/_part-<topic>-<partition>-<first>-<last>.json  (manifest)
 //! <table>/_gale_checkpoints/<topic>-<partition>.json                                              (checkpoint)
 //! ```
 //!
-//! A data file's name is a function of the topic, the Kafka partition and
+//! Manifests start with `_`, which Spark, Hive and pyarrow skip when they
+//! read a directory as a dataset. A data file's name is a function of the topic, the Kafka partition and
 //! the offset range of the flush that wrote it, so rebuilding the same range
 //! after a crash rewrites the same files instead of adding new ones. The
 //! checkpoint records, per Kafka partition, the first offset not yet in the

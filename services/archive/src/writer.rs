@@ -723,7 +723,7 @@ impl Archive {
             self.location
                 .store
                 .put(
-                    &self.table_path(&config, &format!("{dir}/{stem}.json")),
+                    &self.table_path(&config, &format!("{dir}/_{stem}.json")),
                     body.into(),
                 )
                 .await
