@@ -18,3 +18,4 @@ log "broker $GALE_KAFKA_BOOTSTRAP, registry $GALE_REGISTRY_URL; $(nproc) cores; 
 
 RECORDS="${GALE_BENCH_RECORDS:-200000}"
 target/release/gale-bench validate --records "$RECORDS"
+target/release/gale-bench sinks --records "$RECORDS"

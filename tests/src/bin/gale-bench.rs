@@ -6,6 +6,12 @@
 //! baseline) and (2) `gale-validate`, each as its own process, and prints
 //! records/s (from the first to the last output record's broker timestamp)
 //! and CPU µs per record (from /proc) for both.
+//!
+//! `gale-bench sinks` preloads simulated validated readings and runs
+//! `gale-pg-sink` (baseline: a plain `COPY` of the same rows into the same
+//! table layout) and `gale-archive` (baseline: the same rows decoded and
+//! encoded to Parquet in memory with arrow-rs, no Kafka, no store), then
+//! times the dashboard queries on at least 1,000,000 readings.
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -39,6 +45,15 @@ async fn main() -> anyhow::Result<()> {
                 &arg("--output").expect("--output"),
                 &arg("--group").expect("--group"),
                 arg("--count").expect("--count").parse()?,
+            )
+            .await
+        }
+        Some("sinks") => {
+            bench_sinks(
+                arg("--records")
+                    .map(|n| n.parse())
+                    .transpose()?
+                    .unwrap_or(200_000),
             )
             .await
         }
@@ -291,6 +306,438 @@ async fn bench_validate(n: usize) -> anyhow::Result<()> {
     println!(
         "validate rec_per_s={:.0} cpu_us_per_rec={:.1} passthrough_rec_per_s={:.0} ratio={:.2}",
         validate.rec_per_s, validate.cpu_us_per_rec, baseline.rec_per_s, ratio
+    );
+    Ok(())
+}
+
+/// Simulated readings scored by validate's rules (turbines and meters, with flags).
+fn scored_readings(n: usize) -> Vec<gale_runtime::schema::ScoredReading> {
+    use gale_validate::assets::Asset;
+    use gale_validate::rules::{evaluate, Mode, RuleSet};
+    let fleet = Fleet::generate(200, 800, 11);
+    let assets: HashMap<String, Asset> = fleet
+        .turbines
+        .iter()
+        .map(|t| {
+            (
+                t.id.clone(),
+                Asset {
+                    id: t.id.clone(),
+                    kind: gale_runtime::schema::AssetKind::Turbine,
+                    site_id: Some(t.site.clone()),
+                },
+            )
+        })
+        .chain(fleet.meters.iter().map(|m| {
+            (
+                m.id.clone(),
+                Asset {
+                    id: m.id.clone(),
+                    kind: gale_runtime::schema::AssetKind::Meter,
+                    site_id: Some(m.site.clone()),
+                },
+            )
+        }))
+        .collect();
+    let rules = RuleSet::default_rules();
+    let mapping = SourceMapping::new(SourceConfig::canonical("bench"), "bench").expect("mapping");
+    let mut generator = Generator::new(fleet, 11);
+    let start = chrono::Utc::now() - chrono::Duration::hours(6);
+    let mut out = Vec::with_capacity(n);
+    let mut tick = 0i64;
+    while out.len() < n {
+        let at = start + chrono::Duration::seconds(tick * 10);
+        for row in generator.tick(tick as u64, at) {
+            if out.len() >= n || row.gap {
+                continue;
+            }
+            let Ok(fields) = object_fields(serde_json::Value::Object(row.row)) else {
+                continue;
+            };
+            let Ok(raw) =
+                mapping.to_reading(&fields, IngestChannel::Simulator, at.timestamp_millis())
+            else {
+                continue;
+            };
+            let Some(asset) = assets.get(&raw.asset_id) else {
+                continue;
+            };
+            if let Ok(s) = evaluate(
+                &raw,
+                asset,
+                None,
+                &rules,
+                Mode::Backfill,
+                at.timestamp_millis(),
+            ) {
+                out.push(s);
+            }
+        }
+        tick += 1;
+    }
+    out
+}
+
+async fn preload(stack: &Stack, topic: &str, payloads: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &stack.bootstrap)
+        .set("linger.ms", "20")
+        .set("compression.type", "lz4")
+        .create()?;
+    for chunk in payloads.chunks(5000) {
+        let mut acks = Vec::new();
+        for (key, p) in chunk {
+            acks.push(
+                producer
+                    .send_result(FutureRecord::to(topic).key(key.as_bytes()).payload(p))
+                    .map_err(|(e, _)| e)?,
+            );
+        }
+        for a in futures::future::join_all(acks).await {
+            a?.map_err(|(e, _)| e)?;
+        }
+    }
+    Ok(())
+}
+
+/// Polls `/metrics` until the stage has consumed its first record.
+async fn first_consumed(http: &str) -> Instant {
+    let url = format!("http://{http}/metrics");
+    loop {
+        if let Ok(r) = reqwest::get(&url).await {
+            if let Ok(text) = r.text().await {
+                let consumed: f64 = text
+                    .lines()
+                    .filter(|l| l.starts_with("gale_records_in_total"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum();
+                if consumed > 0.0 {
+                    return Instant::now();
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn manifest_records(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                n += manifest_records(&p);
+            } else if p
+                .file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with("_part-"))
+            {
+                if let Ok(v) =
+                    std::fs::read(&p).map(|b| serde_json::from_slice::<serde_json::Value>(&b))
+                {
+                    n += v.ok().and_then(|v| v["records"].as_u64()).unwrap_or(0) as usize;
+                }
+            }
+        }
+    }
+    n
+}
+
+fn spawn_stage(
+    name: &str,
+    http: &str,
+    config: &std::path::Path,
+    stack: &Stack,
+    extra: &[(&str, String)],
+) -> anyhow::Result<std::process::Child> {
+    let log = log_dir().join(format!("bench-{name}.log"));
+    Ok(Command::new(bin(name))
+        .args(["--config", config.to_str().expect("utf-8 path")])
+        .env("GALE_KAFKA__BOOTSTRAP_SERVERS", &stack.bootstrap)
+        .env("GALE_REGISTRY__URL", &stack.registry_url)
+        .env("GALE_HTTP__LISTEN", http)
+        .env("GALE_KAFKA__GROUP_ID", unique(name))
+        .env("RUST_LOG", "warn")
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()?)
+}
+
+async fn bench_sinks(n: usize) -> anyhow::Result<()> {
+    use gale_runtime::schema::VALIDATED_READING;
+    let stack = stack();
+    let dir = tempfile::tempdir()?;
+    eprintln!("scoring {n} simulated readings");
+    let readings = scored_readings(n);
+    let topic = unique("bench-validated");
+    create_topics(&stack.bootstrap, &[&topic], 3).await;
+    let encoder = registry(&stack).register(&topic, VALIDATED_READING).await?;
+    let payloads: Vec<(String, Vec<u8>)> = readings
+        .iter()
+        .map(|r| (r.asset_id.clone(), encoder.encode(r).expect("encode")))
+        .collect();
+    eprintln!("preloading them");
+    preload(&stack, &topic, &payloads).await?;
+
+    // ---- pg-sink
+    eprintln!("gale-pg-sink");
+    let db = TestDatabase::create(&stack).await;
+    let cfg = pg_sink_config(
+        dir.path(),
+        &db.url,
+        &[(&topic, "readings", true)],
+        &unique("bench-dlq"),
+    );
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut child = spawn_stage(
+        "gale-pg-sink",
+        &http,
+        &cfg,
+        &stack,
+        &[("GALE_PROCESSING__BATCH_SIZE", "5000".into())],
+    )?;
+    let cpu0 = cpu_seconds(child.id());
+    let t1 = first_consumed(&http).await;
+    let pool = sqlx::PgPool::connect(&db.url).await?;
+    loop {
+        let c: i64 = sqlx::query_scalar("SELECT count(*) FROM readings")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0);
+        if c as usize >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sink_secs = t1.elapsed().as_secs_f64();
+    let sink_cpu = cpu_seconds(child.id()) - cpu0;
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // ---- COPY baseline: the same rows, same layout, plain COPY from a file.
+    let base = TestDatabase::create(&stack).await;
+    let base_pool = sqlx::PgPool::connect(&base.url).await?;
+    gale_pg_sink::db::migrate(&base_pool).await?;
+    let mapping = gale_pg_sink::config::TableMapping {
+        topic: topic.clone(),
+        table: "readings".into(),
+        time_column: "event_time".into(),
+        latest: None,
+    };
+    let mut table = gale_pg_sink::db::describe(&base_pool, &mapping)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let avro_schema = apache_avro::Schema::parse_str(VALIDATED_READING.text)?;
+    let mut text = String::with_capacity(n * 400);
+    let mut days = std::collections::BTreeSet::new();
+    for (i, (_, p)) in payloads.iter().enumerate() {
+        #[allow(deprecated)]
+        let v = apache_avro::from_avro_datum(&avro_schema, &mut &p[5..], None)?;
+        gale_pg_sink::rows::append_row(
+            &table.columns,
+            &v,
+            gale_pg_sink::rows::Position {
+                partition: 0,
+                offset: i as i64,
+            },
+            &mut text,
+        )
+        .map_err(|e| anyhow::anyhow!(e.0))?;
+        days.insert(
+            chrono::DateTime::from_timestamp_millis(readings[i].event_time)
+                .expect("time")
+                .date_naive(),
+        );
+    }
+    table
+        .ensure_partitions(&base_pool, days)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let file = dir.path().join("rows.copy");
+    std::fs::write(&file, &text)?;
+    let cols = table
+        .columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let started = Instant::now();
+    {
+        let mut conn = base_pool.acquire().await?;
+        let mut copy = conn
+            .copy_in_raw(&format!("COPY readings ({cols}) FROM STDIN"))
+            .await?;
+        copy.send(std::fs::read(&file)?).await?;
+        copy.finish().await?;
+    }
+    let copy_secs = started.elapsed().as_secs_f64();
+    let sink_rate = n as f64 / sink_secs;
+    let copy_rate = n as f64 / copy_secs;
+
+    // ---- archive
+    eprintln!("gale-archive");
+    let lake = dir.path().join("lake");
+    let cfg = archive_config(
+        dir.path(),
+        &format!("{{ url = \"{}\" }}", lake.display()),
+        &[(&topic, "silver/validated")],
+        &unique("bench-dlq"),
+        "5s",
+    );
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut child = spawn_stage(
+        "gale-archive",
+        &http,
+        &cfg,
+        &stack,
+        &[("GALE_PROCESSING__BATCH_SIZE", "5000".into())],
+    )?;
+    let cpu0 = cpu_seconds(child.id());
+    let t1 = first_consumed(&http).await;
+    while manifest_records(&lake) < n {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let archive_secs = t1.elapsed().as_secs_f64();
+    let archive_cpu = cpu_seconds(child.id()) - cpu0;
+    let _ = child.kill();
+    let _ = child.wait();
+    // Baseline: decode the same records into Arrow and encode Parquet in memory.
+    let started = Instant::now();
+    let mut store = arrow_avro::schema::SchemaStore::new_with_type(
+        arrow_avro::schema::FingerprintAlgorithm::Id,
+    );
+    store.set(
+        arrow_avro::schema::Fingerprint::Id(encoder.schema_id()),
+        arrow_avro::schema::AvroSchema::new(VALIDATED_READING.text.to_string()),
+    )?;
+    let mut decoder = arrow_avro::reader::ReaderBuilder::new()
+        .with_writer_schema_store(store)
+        .with_batch_size(64 * 1024)
+        .build_decoder()?;
+    let mut batches = Vec::new();
+    for (_, p) in &payloads {
+        if decoder.decode(p)? == 0 {
+            batches.extend(decoder.flush()?);
+            decoder.decode(p)?;
+        }
+    }
+    batches.extend(decoder.flush()?);
+    let schema = batches[0].schema();
+    let bytes = gale_archive::parquet_io::encode(
+        schema,
+        &batches,
+        gale_archive::config::Codec::Snappy,
+        128 * 1024,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let encode_secs = started.elapsed().as_secs_f64();
+    let archive_rate = n as f64 / archive_secs;
+    let encode_rate = n as f64 / encode_secs;
+    eprintln!("baseline parquet: {} bytes for {n} rows", bytes.len());
+
+    // ---- dashboard queries on >= 1,000,000 readings (in the baseline database).
+    eprintln!("loading readings for the query benchmark");
+    let target = 1_000_000usize.max(n);
+    let mut loaded = n;
+    let mut round = 1i64;
+    while loaded < target {
+        // The same rows again, shifted by whole days: more history per asset.
+        let mut more = String::with_capacity(text.len());
+        let mut days = std::collections::BTreeSet::new();
+        for (i, r) in readings.iter().enumerate() {
+            let mut r = r.clone();
+            r.event_id = format!("{}-{round}", r.event_id);
+            r.event_time -= round * 86_400_000;
+            days.insert(
+                chrono::DateTime::from_timestamp_millis(r.event_time)
+                    .expect("time")
+                    .date_naive(),
+            );
+            let p = encoder.encode(&r).map_err(anyhow::Error::msg)?;
+            #[allow(deprecated)]
+            let v = apache_avro::from_avro_datum(&avro_schema, &mut &p[5..], None)?;
+            gale_pg_sink::rows::append_row(
+                &table.columns,
+                &v,
+                gale_pg_sink::rows::Position {
+                    partition: 0,
+                    offset: i as i64,
+                },
+                &mut more,
+            )
+            .map_err(|e| anyhow::anyhow!(e.0))?;
+        }
+        table
+            .ensure_partitions(&base_pool, days)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let mut conn = base_pool.acquire().await?;
+        let mut copy = conn
+            .copy_in_raw(&format!("COPY readings ({cols}) FROM STDIN"))
+            .await?;
+        copy.send(more.into_bytes()).await?;
+        copy.finish().await?;
+        loaded += n;
+        round += 1;
+    }
+    sqlx::query(&format!(
+        "INSERT INTO latest_readings ({cols}) SELECT DISTINCT ON (asset_id) {cols} FROM readings ORDER BY asset_id, event_time DESC"
+    ))
+    .execute(&base_pool)
+    .await?;
+    sqlx::query("ANALYZE").execute(&base_pool).await?;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM readings")
+        .fetch_one(&base_pool)
+        .await?;
+    let asset = &readings[0].asset_id;
+    let newest: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT max(event_time) FROM readings")
+            .fetch_one(&base_pool)
+            .await?;
+    let mut latest_ms = Vec::new();
+    let mut day_ms = Vec::new();
+    for _ in 0..25 {
+        let t = Instant::now();
+        let got: Vec<(String, Option<f64>)> =
+            sqlx::query_as("SELECT asset_id, power_kw FROM latest_readings ORDER BY asset_id")
+                .fetch_all(&base_pool)
+                .await?;
+        latest_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(!got.is_empty());
+        let t = Instant::now();
+        let got: Vec<(chrono::DateTime<chrono::Utc>, Option<f64>)> = sqlx::query_as(
+            "SELECT event_time, power_kw FROM readings WHERE asset_id = $1 AND event_time > $2 - interval '24 hours' ORDER BY event_time",
+        )
+        .bind(asset)
+        .bind(newest)
+        .fetch_all(&base_pool)
+        .await?;
+        day_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(!got.is_empty());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+        v[v.len() / 2]
+    };
+
+    println!(
+        "pg-sink rec_per_s={:.0} cpu_us_per_rec={:.1} copy_baseline_rec_per_s={:.0} ratio={:.2}",
+        sink_rate,
+        sink_cpu * 1e6 / n as f64,
+        copy_rate,
+        sink_rate / copy_rate
+    );
+    println!(
+        "archive rec_per_s={:.0} cpu_us_per_rec={:.1} encode_baseline_rec_per_s={:.0} ratio={:.2}",
+        archive_rate,
+        archive_cpu * 1e6 / n as f64,
+        encode_rate,
+        archive_rate / encode_rate
+    );
+    println!(
+        "pg-query rows={rows} latest_per_asset_ms={:.1} asset_24h_ms={:.1}",
+        median(&mut latest_ms),
+        median(&mut day_ms)
     );
     Ok(())
 }
