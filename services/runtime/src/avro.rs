@@ -11,19 +11,19 @@
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
-use schema_registry_converter::async_impl::schema_registry::{
-    get_all_subjects, post_schema, SrSettings,
-};
-use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+use schema_registry_converter::async_impl::schema_registry::{post_schema, SrSettings};
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{RawError, SchemaType, SuppliedSchema};
 
 use crate::binary::{fast_path_for, AvroRecord};
-use crate::config::RegistryConfig;
+use crate::config::{RegistryConfig, Secret};
 use crate::schema::SchemaFile;
 use crate::Error;
 
@@ -49,19 +49,27 @@ pub struct Registry {
     decoder: Arc<AvroDecoder>,
     http: reqwest::Client,
     config: RegistryConfig,
+    /// Base URL without credentials: safe to print, used for requests.
+    base: String,
+    auth: Option<(String, Option<Secret>)>,
 }
 
 impl Registry {
     /// A client for the registry in `config`; does not connect yet.
     pub fn new(config: &RegistryConfig) -> Result<Self, Error> {
-        let mut builder = SrSettings::new_builder(config.url.trim_end_matches('/').to_string());
+        let (base, in_url) = config.split_credentials();
+        let auth = match (&config.username, in_url) {
+            (Some(user), _) => Some((user.clone(), config.password.clone())),
+            (None, from_url) => from_url,
+        };
+        let mut builder = SrSettings::new_builder(base.clone());
         builder.set_timeout(config.timeout);
-        if let (Some(user), password) = (&config.username, &config.password) {
+        if let Some((user, password)) = &auth {
             builder.set_basic_authorization(user, password.as_ref().map(|p| p.expose()));
         }
         let settings = builder.build().map_err(|e| Error::Registry {
             subject: String::new(),
-            message: format!("invalid registry settings for `registry.url`: {}", e.error),
+            message: format!("invalid value {base:?} for key `registry.url`: {}", e.error),
             retriable: false,
         })?;
         let http = reqwest::Client::builder()
@@ -77,61 +85,139 @@ impl Registry {
             settings,
             http,
             config: config.clone(),
+            base,
+            auth,
         })
     }
 
-    /// The base URL.
+    /// The base URL, without credentials.
     pub fn url(&self) -> &str {
-        &self.config.url
+        &self.base
     }
 
-    /// Checks that the registry answers.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("Accept", "application/vnd.schemaregistry.v1+json");
+        if let Some((user, password)) = &self.auth {
+            request = request.basic_auth(user, password.as_ref().map(|p| p.expose()));
+        }
+        request
+    }
+
+    /// Checks that the registry answers and accepts our credentials. Uses
+    /// `GET /schemas/types`, which is cheap and needs no subject permissions;
+    /// a registry that predates it (404) still counts as reachable.
     pub async fn ping(&self) -> Result<(), String> {
-        get_all_subjects(&self.settings)
+        match self
+            .request(reqwest::Method::GET, "/schemas/types")
+            .send()
             .await
-            .map(|_| ())
-            .map_err(|e| describe_src(&e))
+        {
+            Ok(resp) => {
+                let status = resp.status();
+                if status.is_success() || status == reqwest::StatusCode::NOT_FOUND {
+                    Ok(())
+                } else {
+                    Err(format!("registry at {} answered {status}", self.base))
+                }
+            }
+            Err(e) => Err(format!(
+                "registry at {} unreachable: {}",
+                self.base,
+                redact_reqwest(&e)
+            )),
+        }
     }
 
     /// Registers `file` as the value schema of `topic` (setting the configured
-    /// compatibility level first) and returns an encoder for it.
+    /// compatibility first if the subject has none) and returns an encoder.
     ///
     /// An incompatible schema is a permanent error naming the subject; an
-    /// unreachable registry is reported as retriable.
+    /// unreachable or failing registry is reported as retriable.
     pub async fn register(&self, topic: &str, file: SchemaFile) -> Result<Encoder, Error> {
         let subject = value_subject(topic);
         let schema = parse_static(file)?;
         if self.config.set_compatibility {
-            self.set_compatibility(&subject).await?;
+            self.ensure_compatibility(&subject).await?;
         }
         let supplied = SuppliedSchema::new(None, SchemaType::Avro, file.text.to_string());
         let registered = post_schema(&self.settings, subject.clone(), supplied)
             .await
-            .map_err(|e| Error::Registry {
-                subject: subject.clone(),
-                message: format!("registering {}: {}", file.name, describe_src(&e)),
-                retriable: e.retriable,
+            .map_err(|e| {
+                let failure = RegistryFailure::of(&e);
+                Error::Registry {
+                    subject: subject.clone(),
+                    message: format!("registering {}: {}", file.name, describe_src(&e)),
+                    retriable: failure == RegistryFailure::Unavailable,
+                }
             })?;
         tracing::info!(subject = %subject, id = registered.id, schema = file.name, "schema registered");
         Encoder::new(registered.id, schema, subject, file)
     }
 
-    async fn set_compatibility(&self, subject: &str) -> Result<(), Error> {
-        let url = format!(
-            "{}/config/{}",
-            self.config.url.trim_end_matches('/'),
-            subject
-        );
-        let mut request = self
-            .http
-            .put(url)
-            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-            .json(&serde_json::json!({ "compatibility": self.config.compatibility }));
-        if let Some(user) = &self.config.username {
-            request = request.basic_auth(user, self.config.password.as_ref().map(|p| p.expose()));
+    /// Sets the configured compatibility on `subject` unless it has its own.
+    async fn ensure_compatibility(&self, subject: &str) -> Result<(), Error> {
+        let fail = |message: String, retriable: bool| Error::Registry {
+            subject: subject.into(),
+            message,
+            retriable,
+        };
+        let path = format!("/config/{subject}");
+        let current = self
+            .request(reqwest::Method::GET, &path)
+            .send()
+            .await
+            .map_err(|e| {
+                fail(
+                    format!(
+                        "registry at {} unreachable: {}",
+                        self.base,
+                        redact_reqwest(&e)
+                    ),
+                    true,
+                )
+            })?;
+        match current.status().as_u16() {
+            200 => {
+                let body: serde_json::Value = current.json().await.unwrap_or_default();
+                let level = body["compatibilityLevel"]
+                    .as_str()
+                    .or(body["compatibility"].as_str())
+                    .unwrap_or("?");
+                tracing::debug!(
+                    subject,
+                    level,
+                    "subject has its own compatibility level; keeping it"
+                );
+                return Ok(());
+            }
+            // No subject-level config (40408 / 40401): set ours below.
+            404 => {}
+            401 | 403 => {
+                tracing::warn!(subject, "registry does not let this service read subject config; keeping the registry's setting");
+                return Ok(());
+            }
+            status => {
+                return Err(fail(
+                    format!("reading the compatibility of {subject} failed with {status}"),
+                    status >= 500 || status == 429,
+                ))
+            }
         }
-        match request.send().await {
-            Ok(resp) if resp.status().is_success() => Ok(()),
+        let level = self.config.compatibility.to_string();
+        let resp = self
+            .request(reqwest::Method::PUT, &path)
+            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            .json(&serde_json::json!({ "compatibility": level }))
+            .send()
+            .await;
+        match resp {
+            Ok(resp) if resp.status().is_success() => {
+                tracing::info!(subject, level, "compatibility set");
+                Ok(())
+            }
             Ok(resp) if resp.status().as_u16() == 403 || resp.status().as_u16() == 401 => {
                 tracing::warn!(subject, status = %resp.status(), "registry does not let this service set compatibility; keeping the registry's setting");
                 Ok(())
@@ -139,20 +225,19 @@ impl Registry {
             Ok(resp) => {
                 let status = resp.status();
                 let body = resp.text().await.unwrap_or_default();
-                Err(Error::Registry {
-                    subject: subject.into(),
-                    message: format!(
-                        "setting compatibility {} failed: {status} {body}",
-                        self.config.compatibility
-                    ),
-                    retriable: status.is_server_error(),
-                })
+                Err(fail(
+                    format!("setting compatibility {level} failed: {status} {body}"),
+                    status.is_server_error() || status.as_u16() == 429,
+                ))
             }
-            Err(e) => Err(Error::Registry {
-                subject: subject.into(),
-                message: format!("registry at {} unreachable: {e}", self.config.url),
-                retriable: true,
-            }),
+            Err(e) => Err(fail(
+                format!(
+                    "registry at {} unreachable: {}",
+                    self.base,
+                    redact_reqwest(&e)
+                ),
+                true,
+            )),
         }
     }
 
@@ -171,11 +256,83 @@ impl Registry {
     }
 }
 
-fn describe_src(e: &schema_registry_converter::error::SRCError) -> String {
+fn describe_src(e: &SRCError) -> String {
     match &e.cause {
         Some(cause) => format!("{} ({cause})", e.error),
         None => e.error.clone(),
     }
+}
+
+/// What went wrong with a request, without its URL.
+fn redact_reqwest(e: &reqwest::Error) -> String {
+    let mut text = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_decode() {
+        "unreadable answer"
+    } else {
+        "request failed"
+    }
+    .to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// How a registry call failed, which decides whether a record is to blame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryFailure {
+    /// The registry is down, overloaded, or refuses our credentials: not the
+    /// record's fault. Wait and retry.
+    Unavailable,
+    /// The registry answered that the schema (or subject) does not exist.
+    NotFound,
+    /// The registry rejected the request for its content (e.g. an incompatible
+    /// or invalid schema).
+    Rejected,
+}
+
+impl RegistryFailure {
+    /// Classifies an error of `schema_registry_converter`, which itself only
+    /// calls transport errors and 502/503 retriable.
+    pub fn of(e: &SRCError) -> RegistryFailure {
+        if e.retriable {
+            return RegistryFailure::Unavailable;
+        }
+        let code = std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<RawError>())
+            .map(|raw| raw.error_code)
+            .unwrap_or(0);
+        let status = http_status_in(&e.error);
+        match (status, code) {
+            // Confluent's "schema not found" / "subject not found" / "version not found".
+            (_, 40401..=40403) => RegistryFailure::NotFound,
+            (Some(s), _) if s >= 500 || s == 429 || s == 408 || s == 401 || s == 403 => {
+                RegistryFailure::Unavailable
+            }
+            // A 404 without a registry error body is a wrong URL or a proxy,
+            // not an unknown schema.
+            (Some(404), _) => RegistryFailure::Unavailable,
+            (Some(_), _) => RegistryFailure::Rejected,
+            // No HTTP status: the answer was there but unusable (a schema
+            // that does not parse, say). The schema behind an id never
+            // changes, so this will not pass on a retry.
+            (None, _) => RegistryFailure::Rejected,
+        }
+    }
+}
+
+/// The status in the converter's "failed with status 404 Not Found" text.
+fn http_status_in(text: &str) -> Option<u16> {
+    let rest = &text[text.find("status ")? + "status ".len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|digits| digits.parse().ok())
 }
 
 /// Encodes values of one registered schema.
@@ -270,8 +427,25 @@ enum Plan {
     /// Writer schema differs (or type names do): decode to a value, resolve
     /// to ours if needed, then convert.
     Resolve(GenericDatumReader<'static>),
-    /// Writer schema cannot be read as ours.
-    Incompatible(String),
+    /// Writer schema cannot be read as ours; `until` is set when the reason
+    /// is that the registry did not know the id, which is looked up again
+    /// after a while (a registry restored from backup, a late registration).
+    Incompatible { why: String, until: Option<Instant> },
+}
+
+/// How long an "unknown schema id" answer is believed before asking again.
+const NOT_FOUND_TTL: Duration = Duration::from_secs(30);
+
+/// What a failed schema lookup means for the record at hand.
+fn lookup_failure(id: u32, e: &SRCError) -> Result<(String, Option<Instant>), DecodeError> {
+    match RegistryFailure::of(e) {
+        RegistryFailure::Unavailable => Err(DecodeError::RegistryUnavailable(describe_src(e))),
+        RegistryFailure::NotFound => Ok((
+            format!("schema id {id} is not registered: {}", describe_src(e)),
+            Some(Instant::now() + NOT_FOUND_TTL),
+        )),
+        RegistryFailure::Rejected => Ok((format!("schema id {id}: {}", describe_src(e)), None)),
+    }
 }
 
 /// Decodes wire-format payloads into `T`.
@@ -288,7 +462,14 @@ impl<T: AvroRecord> Decoder<T> {
     /// Decodes one payload.
     pub async fn decode(&mut self, payload: &[u8]) -> Result<T, DecodeError> {
         let (id, datum) = split_wire(payload)?;
-        if !self.plans.contains_key(&id) {
+        let stale = match self.plans.get(&id) {
+            None => true,
+            Some(Plan::Incompatible {
+                until: Some(until), ..
+            }) => Instant::now() >= *until,
+            Some(_) => false,
+        };
+        if stale {
             let plan = self.plan(id).await?;
             self.plans.insert(id, plan);
         }
@@ -299,7 +480,11 @@ impl<T: AvroRecord> Decoder<T> {
                 None => Err(DecodeError::Schema("no fast decoder".into())),
             },
             Plan::Direct(r) => match r.read_deser::<T>(&mut reader) {
-                Ok(v) => Ok(v),
+                Ok(v) if reader.is_empty() => Ok(v),
+                Ok(_) => Err(DecodeError::Datum(format!(
+                    "{} bytes left after the record",
+                    reader.len()
+                ))),
                 Err(direct) => {
                     // The schema-aware path also insists that Rust and Avro
                     // type names agree (one Rust type can serve two record
@@ -321,23 +506,27 @@ impl<T: AvroRecord> Decoder<T> {
                 let value = r
                     .read_value(&mut reader)
                     .map_err(|e| DecodeError::Datum(e.to_string()))?;
+                if !reader.is_empty() {
+                    return Err(DecodeError::Datum(format!(
+                        "{} bytes left after the record",
+                        reader.len()
+                    )));
+                }
                 apache_avro::from_value::<T>(&value).map_err(|e| DecodeError::Datum(e.to_string()))
             }
-            Plan::Incompatible(why) => Err(DecodeError::Schema(format!("schema id {id}: {why}"))),
+            Plan::Incompatible { why, .. } => Err(DecodeError::Schema(why.clone())),
         }
     }
 
     async fn plan(&self, id: u32) -> Result<Plan, DecodeError> {
         let writer = match self.registry.get_schema(id).await {
             Ok(s) => s,
-            Err(e) if e.retriable => {
-                return Err(DecodeError::RegistryUnavailable(describe_src(&e)))
-            }
             Err(e) => {
-                // Not-found answers are cached by the converter; let a later
-                // registration of the same id be seen.
+                // The converter caches failed lookups; our plan decides when
+                // to ask again.
                 self.registry.remove_errors_from_cache();
-                return Ok(Plan::Incompatible(describe_src(&e)));
+                let (why, until) = lookup_failure(id, &e)?;
+                return Ok(Plan::Incompatible { why, until });
             }
         };
         let writer_schema: &'static Schema = Box::leak(Box::new(writer.parsed.clone()));
@@ -352,13 +541,16 @@ impl<T: AvroRecord> Decoder<T> {
             return Ok(Plan::Direct(reader));
         }
         if let Err(e) = SchemaCompatibility::can_read(writer_schema, self.reader_schema) {
-            return Ok(Plan::Incompatible(format!(
-                "cannot be read as {}: {e}",
-                self.reader_schema
-                    .name()
-                    .map(|n| n.fullname(None))
-                    .unwrap_or_default()
-            )));
+            return Ok(Plan::Incompatible {
+                why: format!(
+                    "schema id {id} cannot be read as {}: {e}",
+                    self.reader_schema
+                        .name()
+                        .map(|n| n.fullname(None))
+                        .unwrap_or_default()
+                ),
+                until: None,
+            });
         }
         let reader = GenericDatumReader::builder(writer_schema)
             .reader_schema(self.reader_schema)
@@ -373,7 +565,7 @@ impl<T: AvroRecord> Decoder<T> {
 /// fields by name, so they need no Rust type per topic).
 pub struct ValueDecoder {
     registry: Arc<AvroDecoder>,
-    readers: HashMap<u32, Result<GenericDatumReader<'static>, String>>,
+    readers: HashMap<u32, Result<GenericDatumReader<'static>, (String, Option<Instant>)>>,
 }
 
 impl ValueDecoder {
@@ -383,21 +575,23 @@ impl ValueDecoder {
         payload: &[u8],
     ) -> Result<(u32, apache_avro::types::Value), DecodeError> {
         let (id, datum) = split_wire(payload)?;
-        if !self.readers.contains_key(&id) {
+        let stale = match self.readers.get(&id) {
+            None => true,
+            Some(Err((_, Some(until)))) => Instant::now() >= *until,
+            Some(_) => false,
+        };
+        if stale {
             let reader = match self.registry.get_schema(id).await {
                 Ok(s) => {
                     let schema: &'static Schema = Box::leak(Box::new(s.parsed.clone()));
                     GenericDatumReader::builder(schema)
                         .human_readable(false)
                         .build()
-                        .map_err(|e| e.to_string())
-                }
-                Err(e) if e.retriable => {
-                    return Err(DecodeError::RegistryUnavailable(describe_src(&e)))
+                        .map_err(|e| (format!("schema id {id}: {e}"), None))
                 }
                 Err(e) => {
                     self.registry.remove_errors_from_cache();
-                    Err(describe_src(&e))
+                    Err(lookup_failure(id, &e)?)
                 }
             };
             self.readers.insert(id, reader);
@@ -416,7 +610,7 @@ impl ValueDecoder {
                 }
                 Ok((id, value))
             }
-            Err(e) => Err(DecodeError::Schema(format!("schema id {id}: {e}"))),
+            Err((why, _)) => Err(DecodeError::Schema(why.clone())),
         }
     }
 }
@@ -434,26 +628,21 @@ impl Registry {
     pub async fn schema_text(&self, id: u32) -> Result<String, DecodeError> {
         match self.decoder.get_schema(id).await {
             Ok(s) => Ok(s.raw.clone()),
-            Err(e) if e.retriable => Err(DecodeError::RegistryUnavailable(describe_src(&e))),
-            Err(e) => Err(DecodeError::Schema(format!(
-                "schema id {id}: {}",
-                describe_src(&e)
-            ))),
+            Err(e) => {
+                self.decoder.remove_errors_from_cache();
+                let (why, _) = lookup_failure(id, &e)?;
+                Err(DecodeError::Schema(why))
+            }
         }
     }
 
     /// The latest schema registered for `topic`'s values: id and JSON text.
     pub async fn latest_value_schema(&self, topic: &str) -> Result<(u32, String), Error> {
         let subject = value_subject(topic);
-        let url = format!(
-            "{}/subjects/{}/versions/latest",
-            self.config.url.trim_end_matches('/'),
-            subject
+        let request = self.request(
+            reqwest::Method::GET,
+            &format!("/subjects/{subject}/versions/latest"),
         );
-        let mut request = self.http.get(url);
-        if let Some(user) = &self.config.username {
-            request = request.basic_auth(user, self.config.password.as_ref().map(|p| p.expose()));
-        }
         let fail = |message: String, retriable: bool| Error::Registry {
             subject: subject.clone(),
             message,
@@ -461,14 +650,22 @@ impl Registry {
         };
         let resp = request.send().await.map_err(|e| {
             fail(
-                format!("registry at {} unreachable: {e}", self.config.url),
+                format!(
+                    "registry at {} unreachable: {}",
+                    self.base,
+                    redact_reqwest(&e)
+                ),
                 true,
             )
         })?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
-            return Err(fail(format!("{status}: {body}"), status.is_server_error()));
+            let code = status.as_u16();
+            return Err(fail(
+                format!("{status}: {body}"),
+                status.is_server_error() || matches!(code, 401 | 403 | 408 | 429),
+            ));
         }
         let body: serde_json::Value = resp
             .json()
@@ -499,6 +696,54 @@ pub fn split_wire(payload: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn http_error(status: &str, body: &str) -> SRCError {
+        let raw: RawError = serde_json::from_str(body).unwrap();
+        SRCError::non_retryable_with_cause(
+            raw,
+            &format!("HTTP request to schema registry failed with status {status}"),
+        )
+    }
+
+    #[test]
+    fn registry_failures_blame_the_record_only_for_unknown_schemas() {
+        let not_found = http_error(
+            "404 Not Found",
+            r#"{"error_code":40403,"message":"Schema 7 not found"}"#,
+        );
+        assert_eq!(RegistryFailure::of(&not_found), RegistryFailure::NotFound);
+        for (status, body) in [
+            (
+                "500 Internal Server Error",
+                r#"{"error_code":50001,"message":"x"}"#,
+            ),
+            ("504 Gateway Timeout", r#"{"error_code":0,"message":"x"}"#),
+            (
+                "429 Too Many Requests",
+                r#"{"error_code":42901,"message":"x"}"#,
+            ),
+            ("401 Unauthorized", r#"{"error_code":40101,"message":"x"}"#),
+            ("403 Forbidden", r#"{"error_code":40301,"message":"x"}"#),
+            // A 404 that is not the registry's own answer: wrong URL or proxy.
+            ("404 Not Found", r#"{"error_code":0,"message":"x"}"#),
+        ] {
+            assert_eq!(
+                RegistryFailure::of(&http_error(status, body)),
+                RegistryFailure::Unavailable,
+                "{status}"
+            );
+        }
+        let rejected = http_error(
+            "422 Unprocessable Entity",
+            r#"{"error_code":42201,"message":"Invalid schema"}"#,
+        );
+        assert_eq!(RegistryFailure::of(&rejected), RegistryFailure::Rejected);
+        let transport = SRCError::new("connection refused", None, true);
+        assert_eq!(
+            RegistryFailure::of(&transport),
+            RegistryFailure::Unavailable
+        );
+    }
 
     #[test]
     fn wire_header_is_checked() {

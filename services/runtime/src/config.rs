@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -40,25 +40,41 @@ pub fn load<T: DeserializeOwned>(file: Option<&Path>) -> Result<T, Error> {
         }
         figment = figment.merge(Toml::file_exact(path));
     }
-    figment = figment.merge(env_provider());
-    figment
+    merge_env(figment)
         .extract::<T>()
         .map_err(|e| Error::Config(describe(e)))
 }
 
 /// Loads `T` from a TOML string and the environment; used by tests and tools.
 pub fn load_str<T: DeserializeOwned>(toml: &str) -> Result<T, Error> {
-    Figment::new()
-        .merge(Toml::string(toml))
-        .merge(env_provider())
+    merge_env(Figment::new().merge(Toml::string(toml)))
         .extract::<T>()
         .map_err(|e| Error::Config(describe(e)))
 }
 
-fn env_provider() -> Env {
-    Env::prefixed("GALE_")
+/// Merges the `GALE_` environment. Values are parsed (`3` is a number,
+/// `true` a bool) except for secrets and librdkafka properties, which are
+/// taken verbatim: a password `007` must not become `7`.
+fn merge_env(figment: Figment) -> Figment {
+    let env = Env::prefixed("GALE_")
         .filter(|key| key.as_str().contains("__"))
-        .split("__")
+        .split("__");
+    let mut figment = figment.merge(env.clone().filter(|key| !is_verbatim_key(key.as_str())));
+    for (key, value) in env.iter() {
+        if is_verbatim_key(key.as_str()) {
+            figment = figment.merge(Serialized::global(key.as_str(), value));
+        }
+    }
+    figment
+}
+
+/// Keys whose environment values are text even when they look like numbers.
+fn is_verbatim_key(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    key.starts_with("kafka.properties.")
+        || ["password", "secret", "api_key", "token"]
+            .iter()
+            .any(|word| last.contains(word))
 }
 
 fn describe(error: figment::Error) -> String {
@@ -151,6 +167,10 @@ pub struct KafkaConfig {
     /// this bounds how often an outage is reported, not whether data is kept.
     #[serde(with = "humantime_serde")]
     pub delivery_timeout: Duration,
+    /// How long start-up keeps retrying topic creation while the broker is
+    /// unreachable before the service exits with the reason.
+    #[serde(with = "humantime_serde")]
+    pub startup_wait: Duration,
     /// Any librdkafka property, passed through unchanged (`security.protocol`,
     /// `sasl.mechanisms`, `sasl.username`, `sasl.password`, `ssl.ca.location`, ...).
     /// From the environment, `_` in a key stands for `.`:
@@ -167,12 +187,49 @@ impl Default for KafkaConfig {
             topic_partitions: 3,
             replication_factor: 1,
             delivery_timeout: Duration::from_secs(60),
+            startup_wait: Duration::from_secs(30),
             properties: BTreeMap::new(),
         }
     }
 }
 
+/// librdkafka properties the runtime sets itself because delivery guarantees
+/// depend on them; a pass-through value for one of these is a config error.
+pub const RESERVED_KAFKA_PROPERTIES: [&str; 7] = [
+    "enable.auto.offset.store",
+    "enable.auto.commit",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "group.id",
+    "bootstrap.servers",
+];
+
 impl KafkaConfig {
+    /// Checks the pass-through properties: none may switch off what
+    /// at-least-once delivery relies on.
+    pub fn check(&self) -> Result<(), Error> {
+        for (key, _) in self.librdkafka_properties() {
+            if RESERVED_KAFKA_PROPERTIES.contains(&key.as_str()) {
+                let hint = match key.as_str() {
+                    "group.id" => "; use `kafka.group_id`",
+                    "bootstrap.servers" => "; use `kafka.bootstrap_servers`",
+                    _ => "; Gale stores offsets only after outputs are acknowledged and needs it",
+                };
+                return Err(Error::Config(format!(
+                    "key `kafka.properties.{key}` cannot be overridden{hint}"
+                )));
+            }
+        }
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(Error::Config(
+                "key `kafka.bootstrap_servers` is empty; expected `host:port[,host:port...]`"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Pass-through properties with their librdkafka names.
     pub fn librdkafka_properties(&self) -> impl Iterator<Item = (String, &str)> {
         self.properties.iter().map(|(k, v)| {
@@ -198,11 +255,42 @@ impl fmt::Debug for KafkaConfig {
     }
 }
 
+/// Subject compatibility levels of a Confluent-compatible registry.
+#[derive(Clone, Copy, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Compatibility {
+    /// New schemas read data written with the previous one.
+    Backward,
+    /// New schemas read data written with every earlier one.
+    BackwardTransitive,
+    /// The previous schema reads data written with the new one.
+    Forward,
+    /// Every earlier schema reads data written with the new one.
+    ForwardTransitive,
+    /// Backward and forward against the previous schema.
+    Full,
+    /// Backward and forward against every earlier schema.
+    FullTransitive,
+    /// No checks.
+    None,
+}
+
+impl fmt::Display for Compatibility {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        f.write_str(&text)
+    }
+}
+
 /// Where the Confluent-compatible schema registry is and how to talk to it.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
-    /// Base URL, e.g. `http://schema-registry:8081`.
+    /// Base URL, e.g. `http://schema-registry:8081`. Credentials in the URL
+    /// (`https://key:secret@host`) are moved to basic auth and never printed.
     pub url: String,
     /// Basic-auth user (Confluent Cloud API key), if the registry needs one.
     pub username: Option<String>,
@@ -211,11 +299,13 @@ pub struct RegistryConfig {
     /// Timeout for one registry request.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Compatibility level set on the subjects this service registers:
-    /// BACKWARD, BACKWARD_TRANSITIVE, FORWARD, FORWARD_TRANSITIVE, FULL, FULL_TRANSITIVE or NONE.
-    pub compatibility: String,
-    /// Set `compatibility` on each subject at start. Turn off where the registry is
-    /// managed centrally and services may not change subject config.
+    /// Compatibility level for the subjects this service registers when the
+    /// subject has none of its own: BACKWARD, BACKWARD_TRANSITIVE, FORWARD,
+    /// FORWARD_TRANSITIVE, FULL, FULL_TRANSITIVE or NONE. A level already set
+    /// on the subject (by the platform team, say) is left alone.
+    pub compatibility: Compatibility,
+    /// Set `compatibility` on subjects that have no level of their own. Turn
+    /// off where the registry is managed centrally.
     pub set_compatibility: bool,
     /// How long start-up keeps retrying an unreachable registry before the
     /// service exits with the reason.
@@ -230,10 +320,55 @@ impl Default for RegistryConfig {
             username: None,
             password: None,
             timeout: Duration::from_secs(5),
-            compatibility: "BACKWARD".into(),
+            compatibility: Compatibility::Backward,
             set_compatibility: true,
             startup_wait: Duration::from_secs(30),
         }
+    }
+}
+
+impl RegistryConfig {
+    /// The URL without credentials, plus the credentials it carried (if any).
+    pub fn split_credentials(&self) -> (String, Option<(String, Option<Secret>)>) {
+        let trimmed = self.url.trim().trim_end_matches('/');
+        match url::Url::parse(trimmed) {
+            Ok(mut url) if !url.username().is_empty() => {
+                let user = percent_decode(url.username());
+                let password = url.password().map(|p| Secret::new(percent_decode(p)));
+                let _ = url.set_username("");
+                let _ = url.set_password(None);
+                (
+                    url.as_str().trim_end_matches('/').to_string(),
+                    Some((user, password)),
+                )
+            }
+            _ => (trimmed.to_string(), None),
+        }
+    }
+
+    /// The URL safe to print.
+    pub fn display_url(&self) -> String {
+        self.split_credentials().0
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+impl fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("url", &self.display_url())
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("timeout", &self.timeout)
+            .field("compatibility", &self.compatibility)
+            .field("set_compatibility", &self.set_compatibility)
+            .field("startup_wait", &self.startup_wait)
+            .finish()
     }
 }
 
@@ -414,5 +549,102 @@ mod tests {
         assert!(props.contains(&("sasl.username".to_string(), "u")));
         assert!(props.contains(&("linger.ms".to_string(), "20")));
         assert_eq!(format!("{}", Secret::new("x")), "[redacted]");
+    }
+
+    #[test]
+    fn secrets_from_the_environment_stay_text() {
+        #[derive(Debug, Deserialize, Default)]
+        #[serde(default, deny_unknown_fields)]
+        struct WithRegistry {
+            registry: RegistryConfig,
+            kafka: KafkaConfig,
+        }
+        std::env::set_var("GALE_REGISTRY__PASSWORD", "007");
+        std::env::set_var("GALE_KAFKA__PROPERTIES__LINGER_MS", "010");
+        let c: WithRegistry = load_str("").unwrap();
+        std::env::remove_var("GALE_REGISTRY__PASSWORD");
+        std::env::remove_var("GALE_KAFKA__PROPERTIES__LINGER_MS");
+        assert_eq!(c.registry.password.unwrap().expose(), "007");
+        let props: Vec<_> = c.kafka.librdkafka_properties().collect();
+        assert!(
+            props.contains(&("linger.ms".to_string(), "010")),
+            "{props:?}"
+        );
+    }
+
+    #[test]
+    fn delivery_guarantees_cannot_be_overridden() {
+        let s: Sample = load_str(
+            "[kafka.properties]
+'enable.auto.offset.store' = 'true'
+",
+        )
+        .unwrap();
+        let err = s.kafka.check().unwrap_err().to_string();
+        assert!(
+            err.contains("kafka.properties.enable.auto.offset.store"),
+            "{err}"
+        );
+        let s: Sample = load_str(
+            "[kafka.properties]
+acks = '1'
+",
+        )
+        .unwrap();
+        assert!(s.kafka.check().is_err());
+        let s: Sample = load_str(
+            "[kafka.properties]
+'security.protocol' = 'SASL_SSL'
+",
+        )
+        .unwrap();
+        s.kafka.check().unwrap();
+    }
+
+    #[test]
+    fn registry_credentials_in_the_url_are_split_off_and_never_printed() {
+        let c = RegistryConfig {
+            url: "https://key:p%40ss@sr.example.com:8081/".into(),
+            ..RegistryConfig::default()
+        };
+        let (url, creds) = c.split_credentials();
+        assert_eq!(url, "https://sr.example.com:8081");
+        let (user, password) = creds.unwrap();
+        assert_eq!(user, "key");
+        assert_eq!(password.unwrap().expose(), "p@ss");
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("p%40ss") && !debug.contains("p@ss"),
+            "{debug}"
+        );
+        assert_eq!(
+            RegistryConfig::default().split_credentials(),
+            ("http://127.0.0.1:8081".to_string(), None)
+        );
+    }
+
+    #[test]
+    fn compatibility_is_checked_when_loading() {
+        #[derive(Debug, Deserialize, Default)]
+        #[serde(default, deny_unknown_fields)]
+        struct WithRegistry {
+            registry: RegistryConfig,
+        }
+        let c: WithRegistry = load_str(
+            "[registry]
+compatibility = 'FULL_TRANSITIVE'
+",
+        )
+        .unwrap();
+        assert_eq!(c.registry.compatibility, Compatibility::FullTransitive);
+        assert_eq!(c.registry.compatibility.to_string(), "FULL_TRANSITIVE");
+        let err = load_str::<WithRegistry>(
+            "[registry]
+compatibility = 'BACKWARDS'
+",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("registry.compatibility"), "{err}");
     }
 }

@@ -79,14 +79,27 @@ pub fn headers(
     let mut out = OwnedHeaders::new();
     if let Some(h) = original {
         for header in h.iter() {
-            if header.key.starts_with("gale.dlq.") {
-                continue;
-            }
             out = out.insert(Header {
                 key: header.key,
                 value: header.value,
             });
         }
+    }
+    append(out, origin, failure)
+}
+
+/// `headers` (minus any stale `gale.dlq.*`) followed by the `gale.dlq.*` ones.
+pub fn append(headers: OwnedHeaders, origin: &Origin<'_>, failure: &Failure<'_>) -> OwnedHeaders {
+    use rdkafka::message::Headers;
+    let mut out = OwnedHeaders::new_with_capacity(headers.count() + ALL_HEADERS.len());
+    for header in headers.iter() {
+        if header.key.starts_with("gale.dlq.") {
+            continue;
+        }
+        out = out.insert(Header {
+            key: header.key,
+            value: header.value,
+        });
     }
     let partition = origin.partition.map(|p| p.to_string()).unwrap_or_default();
     let offset = origin.offset.map(|o| o.to_string()).unwrap_or_default();

@@ -26,12 +26,15 @@ use crate::health::Health;
 use crate::metrics::StageMetrics;
 use crate::Error;
 
+/// Partitions revoked since a loop last looked, shared with the context.
+pub type Revocations = Arc<Mutex<Vec<(String, i32)>>>;
+
 /// Client context: lag metrics from statistics, broker health from errors,
 /// synchronous commit on revocation.
 pub struct GaleContext {
     metrics: StageMetrics,
     health: Health,
-    revocations: Option<Arc<Mutex<Vec<(String, i32)>>>>,
+    revocations: Option<Revocations>,
 }
 
 impl GaleContext {
@@ -45,7 +48,7 @@ impl GaleContext {
     }
 
     /// Also records revoked partitions in `list`, for loops that buffer per partition.
-    pub fn with_revocations(mut self, list: Arc<Mutex<Vec<(String, i32)>>>) -> Self {
+    pub fn with_revocations(mut self, list: Revocations) -> Self {
         self.revocations = Some(list);
         self
     }
@@ -104,6 +107,9 @@ impl ConsumerContext for GaleContext {
                 tracing::info!(partitions = ?parts, "partitions assigned");
             }
             Rebalance::Revoke(tpl) => {
+                for e in tpl.elements() {
+                    self.metrics.clear_consumer_lag(e.topic(), e.partition());
+                }
                 tracing::info!(partitions = tpl.count(), "partitions revoked")
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
@@ -235,7 +241,21 @@ impl Producer {
         payload: &[u8],
         headers: OwnedHeaders,
     ) -> Result<DeliveryFuture, SendError> {
-        let mut record = FutureRecord::to(topic).payload(payload).headers(headers);
+        self.send_value(topic, key, Some(payload), headers).await
+    }
+
+    /// Like [`Producer::send`], for a value that may be absent (a tombstone).
+    pub async fn send_value(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: OwnedHeaders,
+    ) -> Result<DeliveryFuture, SendError> {
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -246,14 +266,7 @@ impl Producer {
                     record = back;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                Err((
-                    e @ KafkaError::MessageProduction(
-                        RDKafkaErrorCode::MessageSizeTooLarge
-                        | RDKafkaErrorCode::InvalidMessageSize
-                        | RDKafkaErrorCode::InvalidMessage,
-                    ),
-                    _,
-                )) => return Err(SendError::Permanent(e)),
+                Err((e, _)) if !is_retriable(&e) => return Err(SendError::Permanent(e)),
                 Err((e, _)) => return Err(SendError::Transient(e)),
             }
         }
@@ -301,14 +314,16 @@ impl Producer {
     }
 }
 
-/// True for errors that a later attempt may not hit (broker down, timeouts).
+/// True for errors that a later attempt may not hit (broker down, timeouts);
+/// false for a record the broker will never take as it is.
 pub fn is_retriable(error: &KafkaError) -> bool {
     !matches!(
         error.rdkafka_error_code(),
         Some(
             RDKafkaErrorCode::MessageSizeTooLarge
                 | RDKafkaErrorCode::InvalidMessageSize
-                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidRecord
         )
     )
 }

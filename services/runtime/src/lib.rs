@@ -18,6 +18,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod kafka;
+pub mod keepalive;
 pub mod metrics;
 pub mod outbox;
 pub mod pipeline;

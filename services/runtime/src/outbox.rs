@@ -8,37 +8,63 @@
 //! outage pauses the loop, it never drops a record.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
 use rdkafka::producer::DeliveryFuture;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::dlq;
-use crate::kafka::{GaleContext, SendError};
+use crate::kafka::{self, GaleContext, SendError};
+use crate::keepalive::Keepalive;
 use crate::metrics::TopicMetrics;
 use crate::retry::Backoff;
 use crate::service::Service;
-use crate::shutdown::sleep_or_cancel;
+use crate::shutdown::{sleep_or_cancel, CancellationToken};
 
 /// Index of the dead-letter topic among an outbox's targets.
 pub const DEAD_LETTER: usize = usize::MAX;
+
+/// Longest error message kept in a dead letter that the broker refused as
+/// too large with its full headers.
+const SHORT_MESSAGE: usize = 200;
 
 /// A record ready to send, kept until acknowledged so it can be re-sent.
 pub struct Outgoing {
     /// Index into the outbox's output topics, or [`DEAD_LETTER`].
     pub target: usize,
+    /// Position of the input record it was made from, within the batch.
+    pub origin: Option<usize>,
     /// Record key.
     pub key: Option<Vec<u8>>,
-    /// Record value.
-    pub payload: Vec<u8>,
+    /// Record value; `None` for a tombstone.
+    pub payload: Option<Vec<u8>>,
     /// Record headers.
     pub headers: OwnedHeaders,
 }
 
+/// What became of handing a record to the producer.
+pub enum Queued {
+    /// Queued; the future resolves with the broker's answer.
+    Sent(DeliveryFuture),
+    /// Not queued for a reason that may pass (the client is failing).
+    NotYet(String),
+    /// Can never be sent as it is (larger than the broker allows).
+    Refused(String),
+}
+
 /// A record handed to the producer (or not, if it could not even be queued).
-pub type Pending = (Outgoing, Option<DeliveryFuture>);
+pub type Pending = (Outgoing, Queued);
+
+/// An output the broker will never take, e.g. because it is too large.
+pub struct Undeliverable {
+    /// The record.
+    pub record: Outgoing,
+    /// Why.
+    pub error: String,
+}
 
 /// A wait was interrupted by shutdown.
 #[derive(Debug)]
@@ -75,14 +101,18 @@ impl<'s> Outbox<'s> {
     }
 
     /// A dead letter for `msg`: its original key, value and headers plus
-    /// the `gale.dlq.*` headers.
+    /// the `gale.dlq.*` headers. `headers` replaces the original headers when
+    /// given (the pipeline passes them with this hop's `traceparent`).
+    #[allow(clippy::too_many_arguments)]
     pub fn dead_letter(
         &self,
         msg: &BorrowedMessage<'_>,
+        origin: Option<usize>,
         input_metrics: &TopicMetrics,
         class: &'static str,
         message: &str,
         attempts: u32,
+        headers: Option<OwnedHeaders>,
     ) -> Outgoing {
         tracing::debug!(
             topic = msg.topic(),
@@ -93,30 +123,33 @@ impl<'s> Outbox<'s> {
             "dead-lettering record"
         );
         input_metrics.dead_lettered(class);
-        let headers = dlq::headers(
-            msg.headers(),
-            &dlq::Origin {
-                topic: msg.topic(),
-                partition: Some(msg.partition()),
-                offset: Some(msg.offset()),
-                timestamp_ms: msg.timestamp().to_millis(),
-            },
-            &dlq::Failure {
-                stage: self.service.name(),
-                class,
-                message,
-                attempts,
-            },
-        );
+        let origin_info = dlq::Origin {
+            topic: msg.topic(),
+            partition: Some(msg.partition()),
+            offset: Some(msg.offset()),
+            timestamp_ms: msg.timestamp().to_millis(),
+        };
+        let failure = dlq::Failure {
+            stage: self.service.name(),
+            class,
+            message,
+            attempts,
+        };
+        let headers = match headers {
+            Some(h) => dlq::append(h, &origin_info, &failure),
+            None => dlq::headers(msg.headers(), &origin_info, &failure),
+        };
         Outgoing {
             target: DEAD_LETTER,
+            origin,
             key: msg.key().map(<[u8]>::to_vec),
-            payload: msg.payload().unwrap_or(&[]).to_vec(),
+            payload: msg.payload().map(<[u8]>::to_vec),
             headers,
         }
     }
 
-    fn topic_of(&self, target: usize) -> &str {
+    /// The topic of output `target` (or the dead-letter topic).
+    pub fn topic_name(&self, target: usize) -> &str {
         if target == DEAD_LETTER {
             &self.dead_letter
         } else {
@@ -126,41 +159,52 @@ impl<'s> Outbox<'s> {
 
     /// Queues `record` with the producer.
     pub async fn send(&self, record: Outgoing) -> Pending {
-        let topic = self.topic_of(record.target);
+        let topic = self.topic_name(record.target);
         match self
             .service
             .producer
-            .send(
+            .send_value(
                 topic,
                 record.key.as_deref(),
-                &record.payload,
+                record.payload.as_deref(),
                 record.headers.clone(),
             )
             .await
         {
-            Ok(future) => (record, Some(future)),
-            Err(SendError::Permanent(e)) | Err(SendError::Transient(e)) => {
+            Ok(future) => (record, Queued::Sent(future)),
+            Err(SendError::Permanent(e)) => (record, Queued::Refused(e.to_string())),
+            Err(SendError::Transient(e)) => {
                 tracing::warn!(topic, error = %e, "could not queue record; will retry");
-                (record, None)
+                (record, Queued::NotYet(e.to_string()))
             }
         }
     }
 
     /// Waits until every record is acknowledged, re-sending failures with
-    /// outage back-off. Returns only when all are stored by the broker.
-    pub async fn await_acks(&self, pending: Vec<Pending>) {
+    /// outage back-off (the consumer kept alive by `keepalive`). Returns the
+    /// outputs the broker will never take; their inputs must be dead-lettered.
+    /// A dead letter the broker will never take stops the service: going on
+    /// would lose it.
+    pub async fn await_acks(
+        &self,
+        pending: Vec<Pending>,
+        keepalive: &Keepalive<'_>,
+    ) -> Vec<Undeliverable> {
         let mut pending = pending;
         let mut backoff = self.outage_backoff();
+        let mut undeliverable = Vec::new();
         loop {
-            let (records, futures): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
-            let results = futures::future::join_all(futures.into_iter().map(|f| async move {
-                match f {
-                    Some(f) => match f.await {
+            let (records, queued): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
+            let results = futures::future::join_all(queued.into_iter().map(|q| async move {
+                match q {
+                    Queued::Sent(f) => match f.await {
                         Ok(Ok(_)) => Ok(()),
-                        Ok(Err((e, _))) => Err(e.to_string()),
-                        Err(_) => Err("producer dropped the delivery".to_string()),
+                        Ok(Err((e, _))) if !kafka::is_retriable(&e) => Err((e.to_string(), true)),
+                        Ok(Err((e, _))) => Err((e.to_string(), false)),
+                        Err(_) => Err(("producer dropped the delivery".to_string(), false)),
                     },
-                    None => Err("not queued".to_string()),
+                    Queued::NotYet(e) => Err((e, false)),
+                    Queued::Refused(e) => Err((e, true)),
                 }
             }))
             .await;
@@ -170,8 +214,13 @@ impl<'s> Outbox<'s> {
             for (record, result) in records.into_iter().zip(results) {
                 match result {
                     Ok(()) => *acked.entry(record.target).or_default() += 1,
-                    Err(e) => {
-                        last_error = e;
+                    Err((error, true)) if record.target == DEAD_LETTER => {
+                        failed.push(self.shrink_dead_letter(record, &error));
+                        last_error = error;
+                    }
+                    Err((error, true)) => undeliverable.push(Undeliverable { record, error }),
+                    Err((error, false)) => {
+                        last_error = error;
                         failed.push(record);
                     }
                 }
@@ -185,26 +234,59 @@ impl<'s> Outbox<'s> {
             }
             if failed.is_empty() {
                 if backoff.attempts() > 0 {
-                    self.service.health.ok("broker");
+                    self.service.health.ok("delivery");
                     self.outage_over();
                 }
-                return;
+                return undeliverable;
             }
             let wait = backoff.next_delay();
             self.service.health.fail(
-                "broker",
+                "delivery",
                 format!("{} records not acknowledged: {last_error}", failed.len()),
             );
             self.service.metrics.set_paused(true);
             self.service.metrics.outage_retry();
             tracing::warn!(records = failed.len(), wait = ?wait, error = %last_error, "delivery failed; re-sending");
             // Keep trying through shutdown: the watchdog bounds how long.
-            tokio::time::sleep(wait).await;
+            keepalive.wait(wait, None).await;
             pending = Vec::with_capacity(failed.len());
             for record in failed {
                 pending.push(self.send(record).await);
             }
         }
+    }
+
+    /// A dead letter the broker refused for its size: keep the original key,
+    /// value and headers, shorten the error message. A second refusal means
+    /// the original record itself cannot be stored here; stop rather than
+    /// lose it.
+    fn shrink_dead_letter(&self, mut record: Outgoing, error: &str) -> Outgoing {
+        let already_short = record.headers.iter().any(|h| {
+            h.key == dlq::ERROR_MESSAGE && h.value.is_some_and(|v| v.len() <= SHORT_MESSAGE)
+        });
+        if already_short {
+            let reason = format!(
+                "the dead-letter topic {} refuses a dead letter ({error}); raise its max.message.bytes",
+                self.dead_letter
+            );
+            self.service.health.fail("delivery", reason.clone());
+            tracing::error!(error = %reason, "cannot store a dead letter; stopping without storing offsets");
+            self.service
+                .producer
+                .flush(std::time::Duration::from_secs(5));
+            std::process::exit(4);
+        }
+        let mut headers = OwnedHeaders::new();
+        for h in record.headers.iter() {
+            let value = if h.key == dlq::ERROR_MESSAGE {
+                h.value.map(|v| &v[..v.len().min(SHORT_MESSAGE)])
+            } else {
+                h.value
+            };
+            headers = headers.insert(rdkafka::message::Header { key: h.key, value });
+        }
+        record.headers = headers;
+        record
     }
 
     /// A fresh back-off for a dependency outage.
@@ -213,12 +295,14 @@ impl<'s> Outbox<'s> {
         Backoff::new(p.outage_backoff_initial, p.outage_backoff_max)
     }
 
-    /// Reports `dependency` down (not ready, paused) and waits the next back-off step.
+    /// Reports `dependency` down (not ready, paused) and waits the next
+    /// back-off step with the consumer kept in its group.
     pub async fn outage_wait(
         &self,
         dependency: &str,
         message: &str,
         backoff: &mut Backoff,
+        keepalive: &Keepalive<'_>,
     ) -> Result<(), Interrupted> {
         let wait = backoff.next_delay();
         self.service
@@ -227,7 +311,7 @@ impl<'s> Outbox<'s> {
         self.service.metrics.set_paused(true);
         self.service.metrics.outage_retry();
         tracing::warn!(dependency, wait = ?wait, error = message, "dependency unavailable; pausing");
-        if sleep_or_cancel(&self.service.shutdown, wait).await {
+        if keepalive.wait(wait, Some(&self.service.shutdown)).await {
             Ok(())
         } else {
             Err(Interrupted)
@@ -286,23 +370,88 @@ pub fn commit_final(consumer: &StreamConsumer<GaleContext>, what: &str) {
     }
 }
 
-/// Takes `first` and whatever else is ready, up to `max` records.
-pub fn fill_batch<'c>(
+/// What the consuming loop is to do next.
+pub enum Next<'c> {
+    /// Handle these records (in offset order per partition).
+    Batch(Vec<BorrowedMessage<'c>>),
+    /// The flush timer fired.
+    Tick,
+    /// Shutdown was requested.
+    Stop,
+}
+
+/// Takes records in batches of up to `processing.batch_size`: the first one
+/// as it arrives, then whatever else is ready, so a busy topic gives full
+/// batches and a quiet one gives small batches without waiting.
+pub struct Batches<'c> {
     consumer: &'c StreamConsumer<GaleContext>,
-    first: BorrowedMessage<'c>,
+    token: CancellationToken,
     max: usize,
-) -> Vec<BorrowedMessage<'c>> {
-    use futures::FutureExt;
-    let mut batch = vec![first];
-    while batch.len() < max {
-        match consumer.recv().now_or_never() {
-            Some(Ok(m)) => batch.push(m),
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "consume error");
-                break;
-            }
-            None => break,
+}
+
+impl<'c> Batches<'c> {
+    /// Batches from `consumer` for `service`.
+    pub fn new(consumer: &'c StreamConsumer<GaleContext>, service: &Service) -> Self {
+        Batches {
+            consumer,
+            token: service.shutdown.clone(),
+            max: service.config.processing.batch_size.max(1),
         }
     }
-    batch
+
+    /// The next batch, or `None` on shutdown.
+    pub async fn next(&mut self) -> Option<Vec<BorrowedMessage<'c>>> {
+        loop {
+            match self.next_or_tick(None).await {
+                Next::Batch(b) => return Some(b),
+                Next::Tick => continue,
+                Next::Stop => return None,
+            }
+        }
+    }
+
+    /// The next batch, a tick of `ticker`, or shutdown.
+    pub async fn next_or_tick(
+        &mut self,
+        mut ticker: Option<&mut tokio::time::Interval>,
+    ) -> Next<'c> {
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = self.token.cancelled() => return Next::Stop,
+                _ = async {
+                    match ticker.as_mut() {
+                        Some(t) => { t.tick().await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => return Next::Tick,
+                m = self.consumer.recv() => m,
+            };
+            match first {
+                Ok(m) => return Next::Batch(self.fill(m)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "consume error");
+                    if !sleep_or_cancel(&self.token, Duration::from_millis(200)).await {
+                        return Next::Stop;
+                    }
+                }
+            }
+        }
+    }
+
+    fn fill(&self, first: BorrowedMessage<'c>) -> Vec<BorrowedMessage<'c>> {
+        use futures::FutureExt;
+        let mut batch = vec![first];
+        while batch.len() < self.max {
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(m)) => batch.push(m),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consume error");
+                    break;
+                }
+                None => break,
+            }
+        }
+        batch
+    }
 }

@@ -21,7 +21,7 @@
 //!   cut short without storing its unfinished offsets) and offsets are
 //!   committed synchronously.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -30,11 +30,11 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use crate::avro::{DecodeError, Decoder, Encoder};
 use crate::binary::AvroRecord;
 use crate::kafka::{self, GaleContext};
-use crate::metrics::TopicMetrics;
+use crate::keepalive::Keepalive;
+use crate::metrics::{EventAges, TopicMetrics};
 use crate::outbox::{self, Interrupted, Outbox, Outgoing};
 use crate::schema::SchemaFile;
 use crate::service::Service;
-use crate::shutdown::sleep_or_cancel;
 use crate::telemetry::{self, ConsumedFrom};
 use crate::Error;
 
@@ -186,7 +186,7 @@ impl<'s> PipelineBuilder<'s> {
             service: self.service,
             input_metrics: self.service.metrics.topic(&input_topic),
             outbox: Outbox::new(self.service, topics, dead_letter),
-            newest_event: i64::MIN,
+            ages: EventAges::default(),
             input_topic,
             input_schema,
             outputs,
@@ -202,8 +202,8 @@ pub struct Pipeline<'s> {
     outputs: Vec<OutputTopic>,
     outbox: Outbox<'s>,
     input_metrics: TopicMetrics,
-    /// Newest event time seen in the current batch (ms), for the latency histogram.
-    newest_event: i64,
+    /// Event-time ages of the current batch, recorded once per batch.
+    ages: EventAges,
 }
 
 impl<'s> Pipeline<'s> {
@@ -217,8 +217,7 @@ impl<'s> Pipeline<'s> {
             .subscribe(&[&self.input_topic])
             .map_err(|e| Error::kafka("subscribing", e))?;
         let mut decoder: Decoder<P::Input> = service.registry.decoder(self.input_schema)?;
-        let batch_size = service.config.processing.batch_size.max(1);
-        let token = service.shutdown.clone();
+        let keepalive = Keepalive::new(&consumer);
         service.started();
         tracing::info!(
             input = %self.input_topic,
@@ -228,25 +227,10 @@ impl<'s> Pipeline<'s> {
             "pipeline running"
         );
 
-        loop {
-            let first = tokio::select! {
-                biased;
-                _ = token.cancelled() => break,
-                m = consumer.recv() => m,
-            };
-            let first = match first {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "consume error");
-                    if !sleep_or_cancel(&token, Duration::from_millis(200)).await {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            let batch = outbox::fill_batch(&consumer, first, batch_size);
+        let mut batches = outbox::Batches::new(&consumer, service);
+        while let Some(batch) = batches.next().await {
             let done = self
-                .handle_batch(&batch, &mut processor, &mut decoder, &group)
+                .handle_batch(&batch, &mut processor, &mut decoder, &group, &keepalive)
                 .await;
             outbox::store_offsets(&consumer, &batch[..done]);
             if done < batch.len() {
@@ -264,14 +248,17 @@ impl<'s> Pipeline<'s> {
         processor: &mut P,
         decoder: &mut Decoder<P::Input>,
         group: &str,
+        keepalive: &Keepalive<'_>,
     ) -> usize {
         let started = Instant::now();
-        self.newest_event = i64::MIN;
         self.input_metrics.consumed(batch.len() as u64);
         let mut pending = Vec::with_capacity(batch.len() * 2);
         let mut done = batch.len();
         for (i, msg) in batch.iter().enumerate() {
-            match self.handle_record(msg, processor, decoder, group).await {
+            match self
+                .handle_record(i, msg, processor, decoder, group, keepalive)
+                .await
+            {
                 Ok(records) => {
                     for record in records {
                         pending.push(self.outbox.send(record).await);
@@ -283,27 +270,57 @@ impl<'s> Pipeline<'s> {
                 }
             }
         }
-        self.outbox.await_acks(pending).await;
+        let mut undeliverable = self.outbox.await_acks(pending, keepalive).await;
+        // Outputs the broker will never take (too large): their inputs go to
+        // the dead-letter topic instead, with the broker's reason.
+        while !undeliverable.is_empty() {
+            let mut seen = std::collections::HashSet::new();
+            let mut letters = Vec::new();
+            for u in undeliverable {
+                let Some(i) = u.record.origin.filter(|i| seen.insert(*i)) else {
+                    continue;
+                };
+                let message = format!(
+                    "output to {} refused by the broker: {}",
+                    self.outbox.topic_name(u.record.target),
+                    u.error
+                );
+                letters.push(
+                    self.outbox
+                        .send(self.outbox.dead_letter(
+                            &batch[i],
+                            Some(i),
+                            &self.input_metrics,
+                            "produce",
+                            &message,
+                            1,
+                            None,
+                        ))
+                        .await,
+                );
+            }
+            undeliverable = self.outbox.await_acks(letters, keepalive).await;
+        }
+        keepalive.resume();
         // Per batch, not per record: recording into histograms costs more
         // than the rest of the bookkeeping on the hot path.
         self.service
             .metrics
             .processed(started.elapsed(), batch.len());
-        if self.newest_event != i64::MIN {
-            let age = chrono::Utc::now().timestamp_millis() - self.newest_event;
-            self.service
-                .metrics
-                .event_age(Duration::from_millis(age.max(0) as u64));
-        }
+        self.service
+            .metrics
+            .event_ages(&mut self.ages, chrono::Utc::now().timestamp_millis());
         done
     }
 
     async fn handle_record<P: Processor>(
         &mut self,
+        index: usize,
         msg: &BorrowedMessage<'_>,
         processor: &mut P,
         decoder: &mut Decoder<P::Input>,
         group: &str,
+        keepalive: &Keepalive<'_>,
     ) -> Result<Vec<Outgoing>, Interrupted> {
         let service = self.service;
         let from = ConsumedFrom {
@@ -311,32 +328,52 @@ impl<'s> Pipeline<'s> {
             group,
             partition: msg.partition(),
             offset: msg.offset(),
+            key: msg.key(),
         };
         let msg_headers = msg.headers();
         let span = service.tracer.process(&from, msg_headers);
-        let payload = msg.payload().unwrap_or(&[]);
+        // Every output, dead letters included, carries this hop's trace context.
+        let hop_headers = || {
+            span.inject(
+                telemetry::copy_non_trace_headers(msg_headers),
+                &service.tracer,
+            )
+        };
+        let reject = |this: &Self, class: &'static str, message: &str, attempts: u32| {
+            span.end(Some(message));
+            vec![this.outbox.dead_letter(
+                msg,
+                Some(index),
+                &this.input_metrics,
+                class,
+                message,
+                attempts,
+                Some(hop_headers()),
+            )]
+        };
+        let Some(payload) = msg.payload() else {
+            return Ok(reject(
+                self,
+                "malformed",
+                "record has no value (tombstone)",
+                1,
+            ));
+        };
 
         let mut outage = self.outbox.outage_backoff();
         let value = loop {
             match decoder.decode(payload).await {
                 Ok(v) => break v,
                 Err(DecodeError::RegistryUnavailable(e)) => {
-                    self.outbox.outage_wait("registry", &e, &mut outage).await?;
+                    self.outbox
+                        .outage_wait("registry", &e, &mut outage, keepalive)
+                        .await?;
                 }
-                Err(e) => {
-                    span.end(Some(&e.to_string()));
-                    return Ok(vec![self.outbox.dead_letter(
-                        msg,
-                        &self.input_metrics,
-                        e.class(),
-                        &e.to_string(),
-                        1,
-                    )]);
-                }
+                Err(e) => return Ok(reject(self, e.class(), &e.to_string(), 1)),
             }
         };
         if let Some(ts) = processor.event_time_ms(&value) {
-            self.newest_event = self.newest_event.max(ts);
+            self.ages.add(ts);
         }
 
         let backoff = &service.config.processing.retry_backoff;
@@ -353,29 +390,15 @@ impl<'s> Pipeline<'s> {
             match processor.process(&value, &meta).await {
                 Ok(emits) => break emits,
                 Err(ProcessError::Reject { class, message }) => {
-                    span.end(Some(&message));
-                    return Ok(vec![self.outbox.dead_letter(
-                        msg,
-                        &self.input_metrics,
-                        class,
-                        &message,
-                        attempt,
-                    )]);
+                    return Ok(reject(self, class, &message, attempt));
                 }
                 Err(ProcessError::Retry { class, message }) => {
                     let Some(wait) = backoff.get(attempt as usize - 1).copied() else {
-                        span.end(Some(&message));
-                        return Ok(vec![self.outbox.dead_letter(
-                            msg,
-                            &self.input_metrics,
-                            class,
-                            &message,
-                            attempt,
-                        )]);
+                        return Ok(reject(self, class, &message, attempt));
                     };
                     tracing::warn!(attempt, wait = ?wait, class, error = %message, "record failed; retrying");
                     service.metrics.record_retry();
-                    if !sleep_or_cancel(&service.shutdown, wait).await {
+                    if !keepalive.wait(wait, Some(&service.shutdown)).await {
                         return Err(Interrupted);
                     }
                     attempt += 1;
@@ -385,7 +408,7 @@ impl<'s> Pipeline<'s> {
                     message,
                 }) => {
                     self.outbox
-                        .outage_wait(dependency, &message, &mut outage)
+                        .outage_wait(dependency, &message, &mut outage, keepalive)
                         .await?;
                 }
             }
@@ -395,29 +418,19 @@ impl<'s> Pipeline<'s> {
         }
 
         let mut out = Vec::with_capacity(emits.len());
-        let headers = span.inject(
-            telemetry::copy_non_trace_headers(msg_headers),
-            &service.tracer,
-        );
         let last = emits.len().saturating_sub(1);
-        let mut headers = Some(headers);
+        let mut headers = Some(hop_headers());
         for (i, emit) in emits.into_iter().enumerate() {
             let Some(target) = self.outputs.iter().position(|o| o.name == emit.output) else {
                 let message = format!("processor emitted to undeclared output {:?}", emit.output);
-                span.end(Some(&message));
-                return Ok(vec![self.outbox.dead_letter(
-                    msg,
-                    &self.input_metrics,
-                    "internal",
-                    &message,
-                    attempt,
-                )]);
+                return Ok(reject(self, "internal", &message, attempt));
             };
             match self.outputs[target].encoder.encode(&emit.value) {
                 Ok(payload) => out.push(Outgoing {
                     target,
+                    origin: Some(index),
                     key: Some(emit.key.into_bytes()),
-                    payload,
+                    payload: Some(payload),
                     // The last output takes the headers, the others a copy.
                     headers: if i == last {
                         headers.take().unwrap_or_default()
@@ -425,16 +438,7 @@ impl<'s> Pipeline<'s> {
                         headers.clone().unwrap_or_default()
                     },
                 }),
-                Err(message) => {
-                    span.end(Some(&message));
-                    return Ok(vec![self.outbox.dead_letter(
-                        msg,
-                        &self.input_metrics,
-                        "encode",
-                        &message,
-                        attempt,
-                    )]);
-                }
+                Err(message) => return Ok(reject(self, "encode", &message, attempt)),
             }
         }
         span.end(None);

@@ -21,9 +21,6 @@ use crate::shutdown::{self, sleep_or_cancel, CancellationToken};
 use crate::telemetry::{MessagingTracer, Telemetry};
 use crate::Error;
 
-/// How long start-up keeps trying to create topics before giving up.
-const STARTUP_WAIT: Duration = Duration::from_secs(30);
-
 /// A started service.
 pub struct Service {
     name: String,
@@ -44,12 +41,14 @@ pub struct Service {
     telemetry: Telemetry,
     http_addr: SocketAddr,
     http_task: tokio::task::JoinHandle<()>,
+    http_stop: CancellationToken,
     checks_task: tokio::task::JoinHandle<()>,
 }
 
 impl Service {
     /// Starts the shared parts of service `name`.
     pub async fn start(name: &str, config: RuntimeConfig) -> Result<Service, Error> {
+        config.kafka.check()?;
         let telemetry = Telemetry::init(&format!("gale-{name}"), &config.telemetry)?;
         let prometheus = metrics::install();
         let metrics = StageMetrics::new(name);
@@ -59,10 +58,13 @@ impl Service {
         health.fail("broker", "not checked yet");
         health.fail("registry", "not checked yet");
         let shutdown = shutdown::install(config.processing.shutdown_timeout);
+        // The probes outlive the drain: `/readyz` turns 503 at the signal,
+        // `/healthz` and `/metrics` keep answering until `finish`.
+        let http_stop = CancellationToken::new();
         let (http_addr, http_task) = http::serve(
             config.http.listen,
             http::probe_routes(health.clone(), prometheus),
-            shutdown.clone(),
+            http_stop.clone(),
         )
         .await?;
         tracing::info!(service = name, addr = %http_addr, "probes and metrics listening");
@@ -89,6 +91,7 @@ impl Service {
             telemetry,
             http_addr,
             http_task,
+            http_stop,
             checks_task,
         })
     }
@@ -123,7 +126,7 @@ impl Service {
         loop {
             match kafka::ensure_topics(&self.config.kafka, topics).await {
                 Ok(()) => return Ok(()),
-                Err(e) if started.elapsed() < STARTUP_WAIT => {
+                Err(e) if started.elapsed() < self.config.kafka.startup_wait => {
                     tracing::warn!(error = %e, "cannot create topics yet; retrying");
                     if !sleep_or_cancel(&self.shutdown, backoff.next_delay()).await {
                         return Err(Error::Shutdown);
@@ -170,8 +173,15 @@ impl Service {
     /// Flushes the producer and telemetry and stops the HTTP listener.
     pub async fn finish(self) {
         self.shutdown.cancel();
-        self.producer.flush(Duration::from_secs(10));
+        let bound = self
+            .config
+            .processing
+            .shutdown_timeout
+            .min(Duration::from_secs(10));
+        let producer = self.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || producer.flush(bound)).await;
         self.checks_task.abort();
+        self.http_stop.cancel();
         let _ = self.http_task.await;
         self.telemetry.shutdown();
         tracing::info!(service = %self.name, "stopped");
@@ -204,6 +214,7 @@ async fn watch_dependencies(
             Err(e) => health.fail("registry", e),
         }
         if !sleep_or_cancel(&token, Duration::from_secs(5)).await {
+            health.fail("shutdown", "draining before exit");
             return;
         }
     }

@@ -13,7 +13,7 @@
 //! the same batch.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,10 +21,10 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 
 use crate::kafka::{self, GaleContext};
+use crate::keepalive::Keepalive;
 use crate::metrics::TopicMetrics;
-use crate::outbox::{self, Outbox};
+use crate::outbox::{self, Next, Outbox};
 use crate::service::Service;
-use crate::shutdown::sleep_or_cancel;
 use crate::Error;
 
 /// One consumed record, as the sink sees it.
@@ -104,7 +104,7 @@ pub async fn run_sink<S: Sink>(
     all.push(dead_letter);
     service.ensure_topics(&all).await?;
     let group = kafka::group_id(&service.config.kafka, service.name());
-    let revoked: Arc<Mutex<Vec<(String, i32)>>> = Arc::default();
+    let revoked: kafka::Revocations = Arc::default();
     let consumer: StreamConsumer<GaleContext> = kafka::consumer(
         &service.config.kafka,
         &group,
@@ -119,54 +119,55 @@ pub async fn run_sink<S: Sink>(
         .iter()
         .map(|t| (t.clone(), service.metrics.topic(t)))
         .collect();
-    let batch_size = service.config.processing.batch_size.max(1);
-    let token = service.shutdown.clone();
-    service.started();
-    tracing::info!(topics = ?topics, group = %group, dead_letter, "sink running");
-
-    let mut ticker = tokio::time::interval(sink.flush_interval());
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let first = tokio::select! {
-            biased;
-            _ = token.cancelled() => break,
-            _ = ticker.tick() => {
-                if flush(&mut sink, &outbox, false).await.is_err() {
-                    break;
-                }
-                outbox::store_next_offsets(&consumer, sink.durable_offsets());
-                continue;
-            }
-            m = consumer.recv() => m,
-        };
-        let first = match first {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "consume error");
-                if !sleep_or_cancel(&token, Duration::from_millis(200)).await {
-                    break;
-                }
-                continue;
-            }
-        };
+    let keepalive = Keepalive::new(&consumer);
+    // Partitions taken away are dropped from the sink's buffers before it
+    // flushes or writes again, so it never persists records it no longer owns
+    // (their new owner reads them again from the last commit).
+    let drain_revoked = |sink: &mut S| {
         let gone: Vec<(String, i32)> =
             std::mem::take(&mut *revoked.lock().unwrap_or_else(|p| p.into_inner()));
         if !gone.is_empty() {
             sink.revoked(&gone);
         }
-        let batch = outbox::fill_batch(&consumer, first, batch_size);
+    };
+    service.started();
+    tracing::info!(topics = ?topics, group = %group, dead_letter, "sink running");
+
+    let mut ticker = tokio::time::interval(sink.flush_interval());
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batches = outbox::Batches::new(&consumer, service);
+    loop {
+        let batch = match batches.next_or_tick(Some(&mut ticker)).await {
+            Next::Stop => break,
+            Next::Tick => {
+                drain_revoked(&mut sink);
+                if flush(&mut sink, &outbox, false, &keepalive).await.is_err() {
+                    break;
+                }
+                keepalive.resume();
+                outbox::store_next_offsets(&consumer, sink.durable_offsets());
+                continue;
+            }
+            Next::Batch(batch) => batch,
+        };
+        drain_revoked(&mut sink);
         let started = std::time::Instant::now();
-        if write(&mut sink, &batch, &outbox, &inputs).await.is_err() {
+        if write(&mut sink, &batch, &outbox, &inputs, &keepalive)
+            .await
+            .is_err()
+        {
             break;
         }
-        if flush(&mut sink, &outbox, false).await.is_err() {
+        if flush(&mut sink, &outbox, false, &keepalive).await.is_err() {
             break;
         }
+        keepalive.resume();
         outbox::store_next_offsets(&consumer, sink.durable_offsets());
         service.metrics.processed(started.elapsed(), batch.len());
     }
     // Shutdown: persist what is buffered (the watchdog bounds how long).
-    if flush(&mut sink, &outbox, true).await.is_ok() {
+    drain_revoked(&mut sink);
+    if flush(&mut sink, &outbox, true, &keepalive).await.is_ok() {
         outbox::store_next_offsets(&consumer, sink.durable_offsets());
     }
     outbox::commit_final(&consumer, "sink");
@@ -178,6 +179,7 @@ async fn write<S: Sink>(
     batch: &[BorrowedMessage<'_>],
     outbox: &Outbox<'_>,
     inputs: &HashMap<String, TopicMetrics>,
+    keepalive: &Keepalive<'_>,
 ) -> Result<(), outbox::Interrupted> {
     let records: Vec<SinkRecord<'_>> = batch
         .iter()
@@ -204,7 +206,7 @@ async fn write<S: Sink>(
                 message,
             }) => {
                 outbox
-                    .outage_wait(dependency, &message, &mut backoff)
+                    .outage_wait(dependency, &message, &mut backoff, keepalive)
                     .await?;
             }
         }
@@ -219,11 +221,22 @@ async fn write<S: Sink>(
             let metrics = &inputs[msg.topic()];
             pending.push(
                 outbox
-                    .send(outbox.dead_letter(msg, metrics, r.class, &r.message, 1))
+                    .send(outbox.dead_letter(
+                        msg,
+                        Some(r.index),
+                        metrics,
+                        r.class,
+                        &r.message,
+                        1,
+                        None,
+                    ))
                     .await,
             );
         }
-        outbox.await_acks(pending).await;
+        // Only dead letters here, and a refused dead letter stops the
+        // service inside `await_acks`: nothing comes back undelivered.
+        let undelivered = outbox.await_acks(pending, keepalive).await;
+        debug_assert!(undelivered.is_empty());
     }
     Ok(())
 }
@@ -232,6 +245,7 @@ async fn flush<S: Sink>(
     sink: &mut S,
     outbox: &Outbox<'_>,
     force: bool,
+    keepalive: &Keepalive<'_>,
 ) -> Result<(), outbox::Interrupted> {
     let mut backoff = outbox.outage_backoff();
     loop {
@@ -246,8 +260,10 @@ async fn flush<S: Sink>(
                 dependency,
                 message,
             }) => {
+                // On shutdown (`force`) the wait still ends with the signal's
+                // token; unflushed records are simply not committed.
                 outbox
-                    .outage_wait(dependency, &message, &mut backoff)
+                    .outage_wait(dependency, &message, &mut backoff, keepalive)
                     .await?;
             }
         }

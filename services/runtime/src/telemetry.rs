@@ -38,8 +38,13 @@ pub struct Telemetry {
 impl Telemetry {
     /// Sets up logging and tracing for `service`. Call once per process.
     pub fn init(service: &str, config: &TelemetryConfig) -> Result<Telemetry, Error> {
-        let exporting = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
-            || std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some();
+        let env_is = |name: &str, value: &str| {
+            std::env::var(name).is_ok_and(|v| v.trim().eq_ignore_ascii_case(value))
+        };
+        let exporting = (std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+            || std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some())
+            && !env_is("OTEL_SDK_DISABLED", "true")
+            && !env_is("OTEL_TRACES_EXPORTER", "none");
         let resource = Resource::builder()
             .with_service_name(service.to_string())
             .build();
@@ -141,9 +146,10 @@ fn otlp_exporter() -> Result<opentelemetry_otlp::SpanExporter, Error> {
 /// Creates messaging spans and moves their context through Kafka headers.
 ///
 /// When spans are exported, spans are real OpenTelemetry spans. When they are
-/// not, the tracer only keeps the W3C context moving (same trace id, a new
-/// span id per hop), which costs a fraction of building unsampled SDK spans
-/// on the per-record path.
+/// not, the tracer forwards the incoming W3C context unchanged (starting a
+/// trace only where none arrived), so spans exported by services further on
+/// still hang under the last span that was exported; this costs a fraction
+/// of building unsampled SDK spans on the per-record path.
 #[derive(Clone)]
 pub struct MessagingTracer {
     tracer: SdkTracer,
@@ -157,6 +163,8 @@ pub struct MessagingTracer {
 pub struct ConsumedFrom<'a> {
     /// Topic name.
     pub topic: &'a str,
+    /// Record key, if any.
+    pub key: Option<&'a [u8]>,
     /// Consumer group.
     pub group: &'a str,
     /// Partition.
@@ -202,17 +210,12 @@ impl TraceParent {
         })
     }
 
-    /// A child hop: same trace, new span id.
-    fn child(parent: Option<TraceParent>) -> TraceParent {
+    /// The context a hop that exports nothing passes on: the parent's, or
+    /// a new trace where there was none.
+    fn forward(parent: Option<TraceParent>) -> TraceParent {
         let mut rng = rand::rng();
-        let span_id = loop {
-            let s: u64 = rand::Rng::random(&mut rng);
-            if s != 0 {
-                break s;
-            }
-        };
         match parent {
-            Some(p) => TraceParent { span_id, ..p },
+            Some(p) => p,
             None => TraceParent {
                 trace_id: loop {
                     let t: u128 = rand::Rng::random(&mut rng);
@@ -220,7 +223,12 @@ impl TraceParent {
                         break t;
                     }
                 },
-                span_id,
+                span_id: loop {
+                    let s: u64 = rand::Rng::random(&mut rng);
+                    if s != 0 {
+                        break s;
+                    }
+                },
                 flags: 0,
             },
         }
@@ -259,7 +267,12 @@ impl RecordSpan {
                 let mut pairs = HeaderPairs::default();
                 tracer.propagator.inject_context(cx, &mut pairs);
                 let mut out = headers;
-                for (k, v) in pairs.0.iter().filter(|(_, v)| !v.is_empty()) {
+                let has_state = out.iter().any(|h| h.key.eq_ignore_ascii_case(TRACESTATE));
+                for (k, v) in pairs
+                    .0
+                    .iter()
+                    .filter(|(k, v)| !(v.is_empty() || has_state && k == TRACESTATE))
+                {
                     out = out.insert(Header {
                         key: k,
                         value: Some(v.as_bytes()),
@@ -308,27 +321,35 @@ impl MessagingTracer {
                 })
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .and_then(TraceParent::parse);
-            return RecordSpan::Light(Some(TraceParent::child(parent)));
+            return RecordSpan::Light(Some(TraceParent::forward(parent)));
         }
         let parent = match headers {
             Some(h) => self.propagator.extract(&KafkaHeaders(h)),
             None => Context::new(),
         };
+        let mut attributes = vec![
+            KeyValue::new("messaging.system", "kafka"),
+            KeyValue::new("messaging.operation.type", "process"),
+            KeyValue::new("messaging.operation.name", "process"),
+            KeyValue::new("messaging.destination.name", from.topic.to_string()),
+            KeyValue::new("messaging.consumer.group.name", from.group.to_string()),
+            KeyValue::new(
+                "messaging.destination.partition.id",
+                from.partition.to_string(),
+            ),
+            KeyValue::new("messaging.kafka.offset", from.offset),
+        ];
+        if let Some(key) = from.key.and_then(|k| std::str::from_utf8(k).ok()) {
+            attributes.push(KeyValue::new(
+                "messaging.kafka.message.key",
+                key.to_string(),
+            ));
+        }
         let span = self
             .tracer
             .span_builder(self.name("process", from.topic))
             .with_kind(SpanKind::Consumer)
-            .with_attributes([
-                KeyValue::new("messaging.system", "kafka"),
-                KeyValue::new("messaging.operation.type", "process"),
-                KeyValue::new("messaging.destination.name", from.topic.to_string()),
-                KeyValue::new("messaging.consumer.group.name", from.group.to_string()),
-                KeyValue::new(
-                    "messaging.destination.partition.id",
-                    from.partition.to_string(),
-                ),
-                KeyValue::new("messaging.kafka.offset", from.offset),
-            ])
+            .with_attributes(attributes)
             .start_with_context(&self.tracer, &parent);
         RecordSpan::Sdk(parent.with_span(span))
     }
@@ -337,7 +358,7 @@ impl MessagingTracer {
     /// `parent` carries none), e.g. for a reading entering Gale at ingest.
     pub fn send(&self, topic: &str, parent: &RecordSpan) -> RecordSpan {
         match parent {
-            RecordSpan::Light(p) => RecordSpan::Light(Some(TraceParent::child(*p))),
+            RecordSpan::Light(p) => RecordSpan::Light(Some(TraceParent::forward(*p))),
             RecordSpan::Sdk(cx) => {
                 let span = self
                     .tracer
@@ -346,6 +367,7 @@ impl MessagingTracer {
                     .with_attributes([
                         KeyValue::new("messaging.system", "kafka"),
                         KeyValue::new("messaging.operation.type", "send"),
+                        KeyValue::new("messaging.operation.name", "send"),
                         KeyValue::new("messaging.destination.name", topic.to_string()),
                     ])
                     .start_with_context(&self.tracer, cx);
@@ -402,12 +424,13 @@ pub fn end(cx: &Context, error: Option<&str>) {
     span.end();
 }
 
-/// Copies `headers` except the trace-context ones, which the caller replaces.
+/// Copies `headers` except `traceparent`, which the caller replaces
+/// (`tracestate` travels on unchanged).
 pub fn copy_non_trace_headers(headers: Option<&BorrowedHeaders>) -> OwnedHeaders {
     let mut out = OwnedHeaders::new();
     if let Some(h) = headers {
         for header in h.iter() {
-            if header.key == TRACEPARENT || header.key == TRACESTATE {
+            if header.key.eq_ignore_ascii_case(TRACEPARENT) {
                 continue;
             }
             out = out.insert(Header {
@@ -489,7 +512,7 @@ mod tests {
     }
 
     #[test]
-    fn both_modes_continue_the_trace_with_a_new_span() {
+    fn both_modes_continue_the_trace() {
         for detailed in [false, true] {
             let t = tracer(detailed);
             let root = t.send("gale.raw", &t.extract_map(|_| None));
@@ -504,7 +527,14 @@ mod tests {
                 Some(trace.as_str()),
                 "detailed={detailed}"
             );
-            assert_ne!(child_tp, tp);
+            if detailed {
+                assert_ne!(child_tp, tp, "an exported hop is a span of its own");
+            } else {
+                assert_eq!(
+                    child_tp, tp,
+                    "a hop that exports nothing forwards its parent"
+                );
+            }
             // A remote parent from HTTP headers is continued too.
             let remote = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string();
             let parent = t.extract_map(|k| (k == TRACEPARENT).then(|| remote.clone()));
