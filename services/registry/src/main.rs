@@ -31,10 +31,11 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("key `server.compatibility`: {e}"))?;
     let store =
         Store::open(cfg.server.data_file.as_deref(), level).context("opening registry state")?;
+    let compatibility = store.global_level();
     let token = shutdown::install(std::time::Duration::from_secs(5));
     let router = api::routes(store).merge(http::probe_routes(Health::new(), metrics::install()));
     let (addr, task) = http::serve(cfg.server.listen, router, token).await?;
-    tracing::info!(%addr, data_file = ?cfg.server.data_file, compatibility = ?level, "schema registry listening");
+    tracing::info!(%addr, data_file = ?cfg.server.data_file, %compatibility, "schema registry listening");
     task.await.context("server task")?;
     telemetry.shutdown();
     Ok(())
