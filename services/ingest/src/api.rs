@@ -2,28 +2,34 @@
 //!
 //! A request carries a batch as JSON (object or array), NDJSON or CSV with a
 //! header row, authenticated by a per-source API key (`Authorization: Bearer
-//! <key>` or `X-Api-Key`). Good rows are accepted even when others are bad;
-//! the answer is 200 when all rows were accepted, 207 with a line-level
-//! error list when some were, 400 when none were. A 2xx is sent only after
-//! the broker acknowledged every accepted row; otherwise the answer is 503
-//! and the client retries (event ids are deterministic, so a retried batch
-//! does not create duplicates downstream).
+//! <key>` or `X-Api-Key`), checked before the body is read. Good rows are
+//! accepted even when others are bad; rows whose metric values are all
+//! missing are skipped (counted, not errors). The answer is 200 when no row
+//! was bad, 207 with a line-level error list when some were, 400 when no row
+//! was usable. A row the broker will never take (too large) is a line error
+//! like an unparseable one. A 2xx is sent only after the broker acknowledged
+//! every accepted row; otherwise the answer is 503 and the client retries
+//! (event ids are deterministic, so a retried batch does not create
+//! duplicates downstream).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use bytes::BytesMut;
+use futures::StreamExt;
 use gale_runtime::config::Secret;
 use gale_runtime::metrics::TopicMetrics;
 use gale_runtime::schema::IngestChannel;
 use gale_runtime::telemetry::MessagingTracer;
 use serde_json::json;
 
-use crate::mapping::{now_ms, SourceMapping};
+use crate::mapping::{now_ms, RowOutcome, SourceMapping};
 use crate::parse::{self, Format, Position};
 use crate::writer::RawWriter;
 
@@ -45,8 +51,18 @@ pub struct ApiState {
 pub fn routes(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/readings", post(post_readings))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(state)
+        // The handler reads the body itself, after the key check, with its own limit.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(ApiRoutes {
+            state,
+            max_body_bytes,
+        })
+}
+
+#[derive(Clone)]
+struct ApiRoutes {
+    state: Arc<ApiState>,
+    max_body_bytes: usize,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -77,21 +93,93 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// Why a body could not be read.
+enum BodyError {
+    /// Larger than the limit; the part not read yet.
+    TooLarge(Body),
+    Broken(String),
+}
+
+/// Reads at most `max` bytes of `body`; stops reading as soon as it is larger.
+async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge(body));
+    }
+    let mut stream = body.into_data_stream();
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Broken(e.to_string()))?;
+        if buf.len() + chunk.len() > max {
+            return Err(BodyError::TooLarge(Body::from_stream(stream)));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// How long a refused upload is read on and thrown away.
+const LINGER: Duration = Duration::from_secs(10);
+
+/// Reads the rest of a refused request's body in the background and throws
+/// it away (for at most [`LINGER`] and twice the body limit), the way web
+/// servers linger before closing: a client still uploading then reads the
+/// 401 or 413 instead of a reset connection. Nothing is kept.
+fn linger(body: Body, max_body_bytes: usize) {
+    let budget = max_body_bytes.saturating_mul(2);
+    tokio::spawn(async move {
+        let mut stream = body.into_data_stream();
+        let mut seen = 0usize;
+        let _ = tokio::time::timeout(LINGER, async {
+            while let Some(Ok(chunk)) = stream.next().await {
+                seen += chunk.len();
+                if seen > budget {
+                    break;
+                }
+            }
+        })
+        .await;
+    });
+}
+
 async fn post_readings(
-    State(state): State<Arc<ApiState>>,
+    State(routes): State<ApiRoutes>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let Some(key) = presented_key(&headers) else {
+    let state = &routes.state;
+    // The key first: an unauthenticated caller learns nothing, not even the body limit.
+    let Some(mapping) = presented_key(&headers).and_then(|key| {
+        state
+            .sources
+            .iter()
+            .find(|(keys, _)| keys.iter().any(|k| same_key(k.expose(), key)))
+            .map(|(_, m)| m.clone())
+    }) else {
+        linger(body, routes.max_body_bytes);
         return unauthorized();
     };
-    let Some(mapping) = state
-        .sources
-        .iter()
-        .find(|(keys, _)| keys.iter().any(|k| same_key(k.expose(), key)))
-        .map(|(_, m)| m.clone())
-    else {
-        return unauthorized();
+    let body = match read_body(&headers, body, routes.max_body_bytes).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge(rest)) => {
+            linger(rest, routes.max_body_bytes);
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the body is larger than {} bytes (ingest.max_body_bytes); split the batch",
+                    routes.max_body_bytes
+                ),
+            );
+        }
+        Err(BodyError::Broken(e)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}"),
+            )
+        }
     };
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -115,15 +203,58 @@ async fn post_readings(
     state.received.consumed(rows.len() as u64);
     let received_time = now_ms();
     let mut readings = Vec::with_capacity(rows.len());
+    let mut positions = Vec::with_capacity(rows.len());
     let mut errors = Vec::new();
+    let mut skipped = 0usize;
     for row in rows {
         match row
             .fields
-            .and_then(|f| mapping.to_reading(&f, IngestChannel::Http, received_time))
+            .and_then(|f| mapping.read_row(&f, IngestChannel::Http, received_time))
         {
-            Ok(r) => readings.push(r),
+            Ok(RowOutcome::Reading(r)) => {
+                readings.push(r);
+                positions.push(row.position);
+            }
+            Ok(RowOutcome::Skipped) => skipped += 1,
             Err(e) => errors.push((row.position, e)),
         }
+    }
+    let mut accepted = 0;
+    if !readings.is_empty() {
+        let parent = state.tracer.extract_map(|k| {
+            headers
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        });
+        let deliveries = state.writer.send_each(&readings, Some(&parent)).await;
+        accepted = deliveries.iter().filter(|d| d.is_ok()).count();
+        if let Some(failure) = deliveries
+            .iter()
+            .find_map(|d| d.as_ref().err().filter(|e| !e.is_refused()))
+        {
+            tracing::warn!(source = mapping.name(), acknowledged = accepted, total = readings.len(), error = %failure, "batch not acknowledged; answering 503");
+            let mut response = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({
+                    "error": format!("the broker did not acknowledge the batch: {failure}"),
+                    "acknowledged": accepted,
+                    "total": readings.len(),
+                    "hint": "retry the whole request; readings carry deterministic event ids, so rows stored twice are deduplicated downstream",
+                })),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            return response;
+        }
+        for (delivery, position) in deliveries.into_iter().zip(positions) {
+            if let Err(e) = delivery {
+                errors.push((position, e.to_string()));
+            }
+        }
+        errors.sort_by_key(|(position, _)| *position);
     }
     let rejected = errors.len();
     let listed: Vec<serde_json::Value> = errors
@@ -135,55 +266,31 @@ async fn post_readings(
         })
         .collect();
     let truncated = rejected > listed.len();
-    if readings.is_empty() {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"accepted": 0, "rejected": rejected, "errors": listed, "errors_truncated": truncated})),
-        )
-            .into_response();
-    }
-    let parent = state.tracer.extract_map(|k| {
-        headers
-            .get(k)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    });
-    if let Err(e) = state.writer.send(&readings, Some(&parent)).await {
-        tracing::warn!(source = mapping.name(), acknowledged = e.acknowledged, total = e.total, error = %e.error, "batch not acknowledged; answering 503");
-        let mut response = (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({
-                "error": format!("the broker did not acknowledge the batch: {}", e.error),
-                "acknowledged": e.acknowledged,
-                "total": e.total,
-                "hint": "retry the whole request; readings carry deterministic event ids, so rows stored twice are deduplicated downstream",
-            })),
-        )
-            .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-        return response;
-    }
-    let accepted = readings.len();
     tracing::debug!(
         source = mapping.name(),
         accepted,
         rejected,
-        "batch accepted"
+        skipped,
+        "batch done"
     );
-    if rejected == 0 {
-        (
-            StatusCode::OK,
-            Json(json!({"accepted": accepted, "rejected": 0})),
-        )
-            .into_response()
+    let status = answer_status(accepted, rejected, skipped);
+    let body = if rejected == 0 {
+        json!({"accepted": accepted, "rejected": 0, "skipped": skipped})
     } else {
-        (
-            StatusCode::MULTI_STATUS,
-            Json(json!({"accepted": accepted, "rejected": rejected, "errors": listed, "errors_truncated": truncated})),
-        )
-            .into_response()
+        json!({"accepted": accepted, "rejected": rejected, "skipped": skipped, "errors": listed, "errors_truncated": truncated})
+    };
+    (status, Json(body)).into_response()
+}
+
+/// 200 when no row was bad, 207 when some were but others were stored or
+/// skipped, 400 when no row was usable.
+fn answer_status(accepted: usize, rejected: usize, skipped: usize) -> StatusCode {
+    if rejected == 0 {
+        StatusCode::OK
+    } else if accepted + skipped > 0 {
+        StatusCode::MULTI_STATUS
+    } else {
+        StatusCode::BAD_REQUEST
     }
 }
 
@@ -197,4 +304,62 @@ fn unauthorized() -> Response {
         header::HeaderValue::from_static("Bearer"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_length(n: Option<usize>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(n) = n {
+            h.insert(header::CONTENT_LENGTH, n.into());
+        }
+        h
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_up_to_the_limit() {
+        let ok = read_body(&with_length(Some(3)), Body::from("abc"), 3).await;
+        assert_eq!(ok.ok().as_deref(), Some(b"abc".as_slice()));
+        // Declared too large: refused before reading.
+        assert!(matches!(
+            read_body(&with_length(Some(4)), Body::from("abcd"), 3).await,
+            Err(BodyError::TooLarge(_))
+        ));
+        // Not declared (chunked): refused once the stream passes the limit.
+        let chunks = futures::stream::iter(
+            (0..4).map(|_| Ok::<_, std::io::Error>(Bytes::from_static(b"xx"))),
+        );
+        assert!(matches!(
+            read_body(&with_length(None), Body::from_stream(chunks), 7).await,
+            Err(BodyError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn answers_by_outcome() {
+        assert_eq!(answer_status(3, 0, 0), StatusCode::OK);
+        assert_eq!(
+            answer_status(0, 0, 2),
+            StatusCode::OK,
+            "all skipped is fine"
+        );
+        assert_eq!(answer_status(1, 1, 0), StatusCode::MULTI_STATUS);
+        assert_eq!(answer_status(0, 1, 1), StatusCode::MULTI_STATUS);
+        assert_eq!(answer_status(0, 2, 0), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn keys_compare_whole() {
+        assert!(same_key("abcdefgh", "abcdefgh"));
+        assert!(!same_key("abcdefgh", "abcdefg"));
+        assert!(!same_key("abcdefgh", "abcdefgx"));
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Bearer  k1 ".parse().unwrap());
+        assert_eq!(presented_key(&h), Some("k1"));
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "k2".parse().unwrap());
+        assert_eq!(presented_key(&h), Some("k2"));
+    }
 }

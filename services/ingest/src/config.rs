@@ -136,6 +136,8 @@ impl Config {
             ));
         }
         for (i, drop) in self.ingest.file_drops.iter().enumerate() {
+            drop.check(&format!("ingest.file_drops[{i}]"))
+                .map_err(IngestError::Config)?;
             if !names.contains(&drop.source) {
                 return Err(IngestError::Config(format!(
                     "key `ingest.file_drops[{i}].source`: no source named {:?} in ingest.sources",

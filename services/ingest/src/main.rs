@@ -8,6 +8,7 @@ use gale_ingest::api::{self, ApiState};
 use gale_ingest::config::Config;
 use gale_ingest::filedrop::FileDrop;
 use gale_ingest::writer::RawWriter;
+use gale_runtime::retry::Backoff;
 use gale_runtime::schema::RAW_READING;
 use gale_runtime::{config, http, storage, Service};
 
@@ -79,6 +80,10 @@ async fn main() -> anyhow::Result<()> {
                 mapping,
                 writer: writer.clone(),
                 health: service.health.clone(),
+                backoff: Backoff::new(
+                    cfg.processing.outage_backoff_initial,
+                    cfg.processing.outage_backoff_max,
+                ),
                 token: service.shutdown.clone(),
             }
             .run(),

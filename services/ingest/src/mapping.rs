@@ -6,11 +6,16 @@
 //! which columns are which canonical metric in which unit, so an export can be
 //! ingested as it is. Columns named like the canonical metrics (`power`,
 //! `power_unit`, `power_kw`, ...) are understood without any mapping.
-//! Empty fields and `NaN` are missing values, not errors.
+//!
+//! Missing values (empty cells, JSON null, `NaN` and the source's
+//! `missing_values` tokens) are not errors: the metric is left out, and a row
+//! whose metrics are all missing is skipped ([`RowOutcome::Skipped`]). Event
+//! times must be finite and between 1970 and 2200, so `inf` or a number in the
+//! wrong unit is a line error rather than a reading at the end of time.
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use gale_runtime::config::Secret;
 use gale_runtime::schema::{AssetKind, IngestChannel, Measurement, Metric, MetricName, RawReading};
 use serde::{Deserialize, Deserializer};
@@ -110,6 +115,11 @@ pub struct SourceConfig {
     /// Keep columns that map to no metric as reading attributes.
     #[serde(default = "yes")]
     pub keep_unmapped: bool,
+    /// Cell values that mean "no value", compared with the trimmed cell
+    /// (case-sensitive). Empty cells, JSON null and values that read as NaN
+    /// are always missing.
+    #[serde(default = "default_missing_values")]
+    pub missing_values: Vec<String>,
 }
 
 fn default_asset_column() -> String {
@@ -130,6 +140,12 @@ fn default_offset() -> String {
 fn yes() -> bool {
     true
 }
+/// The default `missing_values`.
+pub fn default_missing_values() -> Vec<String> {
+    ["", "NaN", "nan", "NULL", "null", "N/A", "#N/A", "NA", "-"]
+        .map(String::from)
+        .to_vec()
+}
 
 impl SourceConfig {
     /// A source with canonical columns only.
@@ -146,6 +162,7 @@ impl SourceConfig {
             columns: BTreeMap::new(),
             canonical_columns: true,
             keep_unmapped: true,
+            missing_values: default_missing_values(),
         }
     }
 }
@@ -158,6 +175,16 @@ pub struct SourceMapping {
     offset: FixedOffset,
     /// Column name → (metric, fixed unit, unit column).
     metric_columns: BTreeMap<String, (Metric, Option<String>, Option<String>)>,
+}
+
+/// What became of one row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowOutcome {
+    /// A reading to send.
+    Reading(RawReading),
+    /// The row names metrics, but every one of their values is missing: there
+    /// is nothing to send, and nothing wrong with the row either.
+    Skipped,
 }
 
 impl SourceMapping {
@@ -218,47 +245,77 @@ impl SourceMapping {
         &self.config
     }
 
-    /// Turns one row into a raw reading, or says what is wrong with it.
+    /// True when `text` is a missing value for this source.
+    pub fn is_missing(&self, text: &str) -> bool {
+        let t = text.trim();
+        t.is_empty() || self.config.missing_values.iter().any(|m| m.trim() == t)
+    }
+
+    /// A text field that holds a value, trimmed; `None` when absent or missing.
+    fn text<'r>(&self, field: Option<&'r Field>) -> Option<&'r str> {
+        match field {
+            Some(Field::Text(s)) if !self.is_missing(s) => Some(s.trim()),
+            _ => None,
+        }
+    }
+
+    /// Turns one row into a raw reading, or says what is wrong with it. A row
+    /// whose metric values are all missing is an error here; see
+    /// [`SourceMapping::read_row`] to tell it apart.
     pub fn to_reading(
         &self,
         row: &Row,
         channel: IngestChannel,
         received_time: i64,
     ) -> Result<RawReading, String> {
+        match self.read_row(row, channel, received_time)? {
+            RowOutcome::Reading(r) => Ok(r),
+            RowOutcome::Skipped => Err("every metric value of the row is missing".into()),
+        }
+    }
+
+    /// Turns one row into a raw reading, skips it when all its metric values
+    /// are missing, or says what is wrong with it.
+    pub fn read_row(
+        &self,
+        row: &Row,
+        channel: IngestChannel,
+        received_time: i64,
+    ) -> Result<RowOutcome, String> {
         let get = |name: &str| row.iter().find(|(c, _)| c == name).map(|(_, f)| f);
         let asset_id = match get(&self.config.asset_column) {
-            Some(Field::Text(s)) if !s.trim().is_empty() => s.trim().to_string(),
             Some(Field::Number(n)) => n.to_string(),
-            _ => {
-                return Err(format!(
-                    "missing asset id (column `{}`)",
-                    self.config.asset_column
-                ))
-            }
+            f => match self.text(f) {
+                Some(s) => s.to_string(),
+                None => {
+                    return Err(format!(
+                        "missing asset id (column `{}`)",
+                        self.config.asset_column
+                    ))
+                }
+            },
         };
         let event_time = match get(&self.config.timestamp_column) {
-            None | Some(Field::Null) => {
+            Some(Field::Number(n)) => Some(Field::Number(*n)),
+            f => self.text(f).map(|s| Field::Text(s.to_string())),
+        };
+        let event_time = match event_time {
+            None => {
                 return Err(format!(
                     "missing timestamp (column `{}`)",
                     self.config.timestamp_column
                 ))
             }
-            Some(Field::Text(s)) if s.trim().is_empty() => {
-                return Err(format!(
-                    "missing timestamp (column `{}`)",
-                    self.config.timestamp_column
-                ))
-            }
-            Some(f) => parse_timestamp(f, &self.config.timestamp_format, self.offset)
+            Some(f) => parse_timestamp(&f, &self.config.timestamp_format, self.offset)
                 .map_err(|e| format!("column `{}`: {e}", self.config.timestamp_column))?,
         };
-        let asset_kind = match (self.kind, get(&self.config.asset_kind_column)) {
+        let asset_kind = match (self.kind, self.text(get(&self.config.asset_kind_column))) {
             (Some(k), _) => Some(k),
-            (None, Some(Field::Text(s))) if !s.trim().is_empty() => Some(
+            (None, Some(s)) => Some(
                 s.parse::<AssetKind>()
                     .map_err(|e| format!("column `{}`: {e}", self.config.asset_kind_column))?,
             ),
-            _ => None,
+            (None, None) => None,
         };
         let unit_columns: Vec<&str> = self
             .metric_columns
@@ -266,6 +323,9 @@ impl SourceMapping {
             .filter_map(|(_, _, uc)| uc.as_deref())
             .collect();
         let mut measurements = Vec::new();
+        // Which column gave each measurement, to name both of a duplicate.
+        let mut given_by: Vec<&str> = Vec::new();
+        let mut metric_columns = 0;
         let mut attributes = BTreeMap::new();
         for (column, field) in row {
             if column == &self.config.asset_column
@@ -275,17 +335,26 @@ impl SourceMapping {
                 continue;
             }
             if let Some((metric, unit, unit_column)) = self.metric_columns.get(column) {
-                let Some(value) =
-                    parse_value(field).map_err(|e| format!("column `{column}`: {e}"))?
+                metric_columns += 1;
+                let Some(value) = self
+                    .parse_value(field)
+                    .map_err(|e| format!("column `{column}`: {e}"))?
                 else {
                     continue;
                 };
+                if let Some(i) = measurements
+                    .iter()
+                    .position(|m: &Measurement| m.metric == *metric)
+                {
+                    return Err(format!(
+                        "columns `{}` and `{column}` both hold {}; send each metric once per row",
+                        given_by[i],
+                        metric.name()
+                    ));
+                }
                 let unit = match (unit, unit_column) {
                     (Some(u), _) => Some(u.clone()),
-                    (None, Some(uc)) => match get(uc) {
-                        Some(Field::Text(u)) if !u.trim().is_empty() => Some(u.trim().to_string()),
-                        _ => None,
-                    },
+                    (None, Some(uc)) => self.text(get(uc)).map(str::to_string),
                     (None, None) => None,
                 };
                 measurements.push(Measurement {
@@ -293,11 +362,12 @@ impl SourceMapping {
                     value,
                     unit,
                 });
+                given_by.push(column);
             } else if unit_columns.contains(&column.as_str()) {
                 continue;
             } else if self.config.keep_unmapped {
                 match field {
-                    Field::Text(s) if !s.is_empty() => {
+                    Field::Text(s) if !self.is_missing(s) => {
                         attributes.insert(column.clone(), s.clone());
                     }
                     Field::Number(n) => {
@@ -308,13 +378,16 @@ impl SourceMapping {
             }
         }
         if measurements.is_empty() {
+            if metric_columns > 0 {
+                return Ok(RowOutcome::Skipped);
+            }
             return Err(format!(
-                "no metric values in row for {asset_id}; known columns are canonical metric names ({}) or the source's mapped columns",
+                "no metric columns in row for {asset_id}; known columns are canonical metric names ({}) or the source's mapped columns",
                 Metric::ALL.map(Metric::name).join(", ")
             ));
         }
         let event_id = event_id(&self.config.name, &asset_id, event_time, &measurements);
-        Ok(RawReading {
+        Ok(RowOutcome::Reading(RawReading {
             event_id,
             asset_id,
             asset_kind,
@@ -324,7 +397,30 @@ impl SourceMapping {
             channel,
             measurements,
             attributes,
-        })
+        }))
+    }
+
+    /// A metric value: `None` when missing, an error when not a finite number.
+    fn parse_value(&self, field: &Field) -> Result<Option<f64>, String> {
+        let v = match field {
+            Field::Null => return Ok(None),
+            Field::Number(n) => *n,
+            Field::Text(s) => {
+                if self.is_missing(s) {
+                    return Ok(None);
+                }
+                let t = s.trim();
+                t.parse::<f64>()
+                    .map_err(|_| format!("{t:?} is not a number"))?
+            }
+        };
+        if v.is_nan() {
+            return Ok(None);
+        }
+        if !v.is_finite() {
+            return Err(format!("{v} is not a finite number"));
+        }
+        Ok(Some(v))
     }
 }
 
@@ -355,33 +451,22 @@ pub fn event_id(
 const EVENT_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x6761_6c65_2d72_6561_6469_6e67_2d76_3101);
 
-fn parse_value(field: &Field) -> Result<Option<f64>, String> {
-    let v = match field {
-        Field::Null => return Ok(None),
-        Field::Number(n) => *n,
-        Field::Text(s) => {
-            let t = s.trim();
-            if t.is_empty()
-                || t.eq_ignore_ascii_case("nan")
-                || t.eq_ignore_ascii_case("null")
-                || t.eq_ignore_ascii_case("na")
-            {
-                return Ok(None);
-            }
-            t.parse::<f64>()
-                .map_err(|_| format!("{t:?} is not a number"))?
-        }
-    };
-    if v.is_nan() {
-        return Ok(None);
-    }
-    if !v.is_finite() {
-        return Err(format!("{v} is not a finite number"));
-    }
-    Ok(Some(v))
+/// Earliest event time accepted, ms: 1970-01-01T00:00:00Z.
+pub const EARLIEST_EVENT_MS: i64 = 0;
+/// First event time no longer accepted, ms: 2200-01-01T00:00:00Z.
+pub const LATEST_EVENT_MS: i64 = 7_258_118_400_000;
+
+/// How a number in a timestamp column counts time.
+#[derive(Debug, Clone, Copy)]
+enum Epoch {
+    Seconds,
+    Millis,
+    /// Seconds below 1e11 (the year 5138), milliseconds above.
+    ByMagnitude,
 }
 
-/// Parses a timestamp field into ms since the epoch.
+/// Parses a timestamp field into ms since the epoch; rejects times that are
+/// not finite or not between [`EARLIEST_EVENT_MS`] and [`LATEST_EVENT_MS`].
 pub fn parse_timestamp(
     field: &Field,
     format: &TimestampFormat,
@@ -390,27 +475,30 @@ pub fn parse_timestamp(
     let text = match field {
         Field::Text(s) => s.trim().to_string(),
         Field::Number(n) => {
-            return match format {
-                TimestampFormat::EpochMillis => Ok(*n as i64),
-                TimestampFormat::EpochSeconds => Ok((*n * 1000.0).round() as i64),
-                TimestampFormat::Auto => Ok(epoch_by_magnitude(*n)),
-                _ => Err(format!("{n} is a number, expected a {format:?} timestamp")),
-            }
+            let epoch = match format {
+                TimestampFormat::EpochMillis => Epoch::Millis,
+                TimestampFormat::EpochSeconds => Epoch::Seconds,
+                TimestampFormat::Auto => Epoch::ByMagnitude,
+                _ => return Err(format!("{n} is a number, expected a {format:?} timestamp")),
+            };
+            return epoch_ms(*n, epoch, &n.to_string());
         }
         Field::Null => return Err("missing".into()),
     };
     let numeric = text.parse::<f64>().ok();
-    match format {
-        TimestampFormat::EpochMillis => numeric
-            .map(|n| n as i64)
-            .ok_or_else(|| format!("{text:?} is not epoch milliseconds")),
-        TimestampFormat::EpochSeconds => numeric
-            .map(|n| (n * 1000.0).round() as i64)
-            .ok_or_else(|| format!("{text:?} is not epoch seconds")),
-        TimestampFormat::Rfc3339 => rfc3339(&text),
+    let ms = match format {
+        TimestampFormat::EpochMillis => match numeric {
+            Some(n) => return epoch_ms(n, Epoch::Millis, &text),
+            None => return Err(format!("{text:?} is not epoch milliseconds")),
+        },
+        TimestampFormat::EpochSeconds => match numeric {
+            Some(n) => return epoch_ms(n, Epoch::Seconds, &text),
+            None => return Err(format!("{text:?} is not epoch seconds")),
+        },
+        TimestampFormat::Rfc3339 => rfc3339(&text)?,
         TimestampFormat::Auto => match numeric {
-            Some(n) => Ok(epoch_by_magnitude(n)),
-            None => rfc3339(&text),
+            Some(n) => return epoch_ms(n, Epoch::ByMagnitude, &text),
+            None => rfc3339(&text)?,
         },
         TimestampFormat::Pattern(p) => NaiveDateTime::parse_from_str(&text, p)
             .map_err(|e| format!("{text:?} does not match {p:?}: {e}"))
@@ -420,8 +508,45 @@ pub fn parse_timestamp(
                     .single()
                     .map(|t| t.timestamp_millis())
                     .ok_or_else(|| format!("{text:?} is not a valid local time"))
-            }),
+            })?,
+    };
+    plausible(ms, &text)
+}
+
+fn epoch_ms(n: f64, epoch: Epoch, text: &str) -> Result<i64, String> {
+    if !n.is_finite() {
+        return Err(format!(
+            "{text:?} is not a finite number of epoch seconds or milliseconds"
+        ));
     }
+    let ms = match epoch {
+        Epoch::Seconds => n * 1000.0,
+        Epoch::Millis => n,
+        Epoch::ByMagnitude if n.abs() < 1e11 => n * 1000.0,
+        Epoch::ByMagnitude => n,
+    }
+    .round();
+    // Compared as floats first: casting an out-of-range float saturates.
+    if !(EARLIEST_EVENT_MS as f64..LATEST_EVENT_MS as f64).contains(&ms) {
+        return Err(implausible(text, None));
+    }
+    plausible(ms as i64, text)
+}
+
+fn plausible(ms: i64, text: &str) -> Result<i64, String> {
+    if (EARLIEST_EVENT_MS..LATEST_EVENT_MS).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(implausible(text, Some(ms)))
+    }
+}
+
+fn implausible(text: &str, ms: Option<i64>) -> String {
+    let when = ms
+        .and_then(DateTime::from_timestamp_millis)
+        .map(|t| format!(" ({})", t.to_rfc3339_opts(SecondsFormat::Secs, true)))
+        .unwrap_or_default();
+    format!("{text:?}{when} is not a plausible event time; accepted are 1970-01-01T00:00:00Z up to 2200-01-01T00:00:00Z")
 }
 
 fn rfc3339(text: &str) -> Result<i64, String> {
@@ -444,15 +569,6 @@ fn rfc3339(text: &str) -> Result<i64, String> {
     Err(format!(
         "{text:?} is not an ISO 8601 timestamp with an offset (e.g. 2024-03-15T14:00:00Z); configure `timestamp_format` and `utc_offset` for local times"
     ))
-}
-
-fn epoch_by_magnitude(n: f64) -> i64 {
-    // Seconds until the year 5138; anything larger is milliseconds.
-    if n.abs() < 1e11 {
-        (n * 1000.0).round() as i64
-    } else {
-        n as i64
-    }
 }
 
 /// Milliseconds now, UTC.
@@ -591,16 +707,218 @@ mod tests {
         assert!(e.contains("`power`") && e.contains("abc"), "{e}");
         let e = m
             .to_reading(
+                &row(&[("asset_id", "A"), ("timestamp", "1710511200"), ("pwr", "1")]),
+                IngestChannel::Http,
+                0,
+            )
+            .unwrap_err();
+        assert!(e.contains("no metric columns"), "{e}");
+        let e = m
+            .to_reading(
+                &row(&[("asset_id", "A"), ("timestamp", "-"), ("power", "1")]),
+                IngestChannel::Http,
+                0,
+            )
+            .unwrap_err();
+        assert!(e.contains("missing timestamp"), "{e}");
+    }
+
+    #[test]
+    fn non_finite_and_implausible_timestamps_are_line_errors() {
+        let utc = FixedOffset::east_opt(0).unwrap();
+        let text = |s: &str, fmt: TimestampFormat| {
+            parse_timestamp(&Field::Text(s.into()), &fmt, utc).unwrap_err()
+        };
+        for t in ["inf", "-inf", "nan", "NaN", "infinity"] {
+            for fmt in [
+                TimestampFormat::Auto,
+                TimestampFormat::EpochSeconds,
+                TimestampFormat::EpochMillis,
+            ] {
+                let e = text(t, fmt);
+                assert!(e.contains("not a finite number"), "{t}: {e}");
+            }
+        }
+        for n in [f64::INFINITY, f64::NEG_INFINITY, f64::NAN] {
+            let e = parse_timestamp(&Field::Number(n), &TimestampFormat::Auto, utc).unwrap_err();
+            assert!(e.contains("not a finite number"), "{n}: {e}");
+        }
+        // Far out of range in every unit, including values a cast would saturate.
+        for (t, fmt) in [
+            ("1e300", TimestampFormat::Auto),
+            ("-1", TimestampFormat::Auto),
+            ("-1", TimestampFormat::EpochMillis),
+            ("9e18", TimestampFormat::EpochMillis),
+            ("1e12", TimestampFormat::EpochSeconds),
+            ("9999999999999", TimestampFormat::Auto),
+            ("1969-12-31T23:59:59Z", TimestampFormat::Auto),
+            ("2200-01-01T00:00:00Z", TimestampFormat::Rfc3339),
+            ("0001-01-01T00:00:00+00:00", TimestampFormat::Auto),
+        ] {
+            let e = text(t, fmt.clone());
+            assert!(e.contains("not a plausible event time"), "{t} {fmt:?}: {e}");
+            assert!(e.contains("1970") && e.contains("2200"), "{e}");
+        }
+        let e = text(
+            "01/01/2500 00:00",
+            TimestampFormat::Pattern("%d/%m/%Y %H:%M".into()),
+        );
+        assert!(e.contains("2500-01-01T00:00:00Z"), "says when: {e}");
+        let ok = |s: &str, fmt: TimestampFormat| {
+            parse_timestamp(&Field::Text(s.into()), &fmt, utc).unwrap()
+        };
+        assert_eq!(ok("0", TimestampFormat::Auto), 0);
+        assert_eq!(
+            ok("2199-12-31T23:59:59.999Z", TimestampFormat::Auto),
+            LATEST_EVENT_MS - 1
+        );
+        assert_eq!(
+            DateTime::from_timestamp_millis(LATEST_EVENT_MS)
+                .unwrap()
+                .to_rfc3339_opts(SecondsFormat::Secs, true),
+            "2200-01-01T00:00:00Z"
+        );
+        // And the row says which column.
+        let m = SourceMapping::new(SourceConfig::canonical("s"), "k").unwrap();
+        let e = m
+            .to_reading(
+                &row(&[("asset_id", "A"), ("timestamp", "inf"), ("power", "1")]),
+                IngestChannel::Http,
+                0,
+            )
+            .unwrap_err();
+        assert!(e.starts_with("column `timestamp`"), "{e}");
+    }
+
+    #[test]
+    fn rows_with_only_missing_values_are_skipped() {
+        let m = SourceMapping::new(SourceConfig::canonical("s"), "k").unwrap();
+        for token in default_missing_values() {
+            let r = row(&[
+                ("asset_id", "A"),
+                ("timestamp", "1710511200"),
+                ("power", &token),
+                ("energy", " NaN "),
+            ]);
+            assert_eq!(
+                m.read_row(&r, IngestChannel::File, 0),
+                Ok(RowOutcome::Skipped),
+                "{token:?}"
+            );
+            assert!(m.to_reading(&r, IngestChannel::File, 0).is_err());
+        }
+        let json_null = vec![
+            ("asset_id".to_string(), Field::Text("A".into())),
+            ("timestamp".to_string(), Field::Number(1_710_511_200.0)),
+            ("power".to_string(), Field::Null),
+        ];
+        assert_eq!(
+            m.read_row(&json_null, IngestChannel::Http, 0),
+            Ok(RowOutcome::Skipped)
+        );
+        // A missing unit or attribute is left out, not recorded as "N/A".
+        let Ok(RowOutcome::Reading(r)) = m.read_row(
+            &row(&[
+                ("asset_id", "A"),
+                ("timestamp", "1710511200"),
+                ("power", "2"),
+                ("power_unit", "N/A"),
+                ("site", "#N/A"),
+            ]),
+            IngestChannel::Http,
+            0,
+        ) else {
+            panic!("a reading")
+        };
+        assert_eq!(r.measurements[0].unit, None);
+        assert!(r.attributes.is_empty());
+    }
+
+    #[test]
+    fn missing_value_tokens_are_configurable() {
+        let mut cfg = SourceConfig::canonical("s");
+        cfg.missing_values = vec!["-999".into(), "?".into()];
+        let m = SourceMapping::new(cfg, "k").unwrap();
+        let r = |v: &str| {
+            m.read_row(
+                &row(&[("asset_id", "A"), ("timestamp", "1710511200"), ("power", v)]),
+                IngestChannel::Http,
+                0,
+            )
+        };
+        assert_eq!(r("-999"), Ok(RowOutcome::Skipped));
+        assert_eq!(r(" ? "), Ok(RowOutcome::Skipped));
+        assert_eq!(r(""), Ok(RowOutcome::Skipped), "empty is always missing");
+        assert_eq!(r("nan"), Ok(RowOutcome::Skipped), "NaN is always missing");
+        let e = r("N/A").unwrap_err();
+        assert!(e.contains("\"N/A\" is not a number"), "{e}");
+        let cfg: SourceConfig = toml_from(
+            r#"
+            name = "s"
+            missing_values = ["--"]
+            "#,
+        );
+        assert_eq!(cfg.missing_values, vec!["--".to_string()]);
+        let cfg: SourceConfig = toml_from("name = \"s\"");
+        assert_eq!(cfg.missing_values, default_missing_values());
+    }
+
+    #[test]
+    fn one_metric_from_two_columns_is_a_line_error() {
+        let m = SourceMapping::new(SourceConfig::canonical("s"), "k").unwrap();
+        let e = m
+            .to_reading(
                 &row(&[
                     ("asset_id", "A"),
                     ("timestamp", "1710511200"),
-                    ("power", ""),
+                    ("power", "1250"),
+                    ("power_unit", "W"),
+                    ("power_kw", "1.25"),
                 ]),
                 IngestChannel::Http,
                 0,
             )
             .unwrap_err();
-        assert!(e.contains("no metric values"), "{e}");
+        assert!(
+            e.contains("`power`") && e.contains("`power_kw`") && e.contains("once"),
+            "{e}"
+        );
+        // One of the two empty: no conflict.
+        let r = m
+            .to_reading(
+                &row(&[
+                    ("asset_id", "A"),
+                    ("timestamp", "1710511200"),
+                    ("power", ""),
+                    ("power_kw", "1.25"),
+                ]),
+                IngestChannel::Http,
+                0,
+            )
+            .unwrap();
+        assert_eq!(r.measurements.len(), 1);
+        // A mapped column and a canonical one.
+        let mut cfg = SourceConfig::canonical("s");
+        cfg.columns
+            .insert("ActivePower".into(), toml_from_spec(r#"metric = "power""#));
+        let m = SourceMapping::new(cfg, "k").unwrap();
+        let e = m
+            .to_reading(
+                &row(&[
+                    ("asset_id", "A"),
+                    ("timestamp", "1710511200"),
+                    ("ActivePower", "3"),
+                    ("power", "3"),
+                ]),
+                IngestChannel::Http,
+                0,
+            )
+            .unwrap_err();
+        assert!(e.contains("`ActivePower`") && e.contains("`power`"), "{e}");
+    }
+
+    fn toml_from_spec(text: &str) -> ColumnSpec {
+        gale_runtime::config::load_str::<ColumnSpec>(text).unwrap()
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Request bodies and dropped files to rows: JSON (an object or an array of
-//! objects), NDJSON, and CSV with a header row.
+//! objects), NDJSON, and CSV with a header row. A JSON body or `.json` file
+//! that is really NDJSON is read as NDJSON.
 //!
 //! Every row keeps where it came from (line or array index) and its original
 //! bytes, so a bad row can be reported to the sender by line, or
@@ -7,6 +8,7 @@
 
 use std::ops::Range;
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::mapping::{Field, Row};
@@ -14,7 +16,8 @@ use crate::mapping::{Field, Row};
 /// Input formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// One JSON object or an array of objects.
+    /// One JSON object or an array of objects (NDJSON sent as JSON is
+    /// read as NDJSON).
     Json,
     /// One JSON object per line.
     Ndjson,
@@ -67,20 +70,17 @@ fn sniff(body: &[u8]) -> Option<Format> {
         return Some(Format::Json);
     }
     if text.starts_with('{') {
-        let first_line = text.lines().next().unwrap_or("");
-        return Some(
-            if serde_json::from_str::<Value>(first_line).is_ok() && text.lines().count() > 1 {
-                Format::Ndjson
-            } else {
-                Format::Json
-            },
-        );
+        return Some(if looks_like_ndjson(text) {
+            Format::Ndjson
+        } else {
+            Format::Json
+        });
     }
     Some(Format::Csv)
 }
 
 /// Where a row was in its input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub enum Position {
     /// 1-based line (CSV, NDJSON).
     #[serde(rename = "line")]
@@ -143,28 +143,58 @@ fn kind(v: &Value) -> &'static str {
 }
 
 fn json_rows(text: &str) -> Result<Vec<ParsedRow>, String> {
-    let value: Value =
+    if looks_like_ndjson(text) {
+        return Ok(ndjson_rows(text));
+    }
+    let value: &RawValue =
         serde_json::from_str(text).map_err(|e| format!("body is not valid JSON: {e}"))?;
-    match value {
-        Value::Array(items) => Ok(items
+    let trimmed = value.get();
+    if trimmed.starts_with('[') {
+        let items: Vec<&RawValue> =
+            serde_json::from_str(trimmed).map_err(|e| format!("body is not valid JSON: {e}"))?;
+        return Ok(items
             .into_iter()
             .enumerate()
             .map(|(i, item)| ParsedRow {
                 position: Position::Index(i),
-                bytes: 0..text.len(),
-                fields: object_fields(item),
+                bytes: span(text, item.get()),
+                fields: serde_json::from_str::<Value>(item.get())
+                    .map_err(|e| format!("not valid JSON: {e}"))
+                    .and_then(object_fields),
             })
-            .collect()),
-        Value::Object(_) => Ok(vec![ParsedRow {
+            .collect());
+    }
+    match serde_json::from_str::<Value>(trimmed) {
+        Ok(value @ Value::Object(_)) => Ok(vec![ParsedRow {
             position: Position::Index(0),
-            bytes: 0..text.len(),
+            bytes: span(text, trimmed),
             fields: object_fields(value),
         }]),
-        other => Err(format!(
+        Ok(other) => Err(format!(
             "expected a JSON object or array, found {}",
             kind(&other)
         )),
+        Err(e) => Err(format!("body is not valid JSON: {e}")),
     }
+}
+
+/// Where `part` (a slice of `text`) lies in `text`.
+fn span(text: &str, part: &str) -> Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+    let start = start.min(text.len());
+    start..(start + part.len()).min(text.len())
+}
+
+/// NDJSON sent as JSON: the first non-empty line is a whole JSON object and
+/// more follows it. A pretty-printed object's first line (`{`) is not whole.
+fn looks_like_ndjson(text: &str) -> bool {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let Some(first) = lines.next() else {
+        return false;
+    };
+    first.starts_with('{')
+        && lines.next().is_some()
+        && serde_json::from_str::<&RawValue>(first).is_ok()
 }
 
 fn ndjson_rows(text: &str) -> Vec<ParsedRow> {
@@ -280,6 +310,54 @@ mod tests {
         assert_eq!(&nd[r[1].bytes.clone()], "{oops\n");
         assert!(rows(Format::Json, b"{not json").is_err());
         assert!(rows(Format::Csv, &[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn json_array_elements_keep_their_own_bytes() {
+        let body =
+            "[\n  {\"asset_id\": \"A\", \"power\": 1},\n  5 ,{\"b\": [1, {\"c\": 2}]},\"x\"\n]\n";
+        let r = rows(Format::Json, body.as_bytes()).unwrap();
+        assert_eq!(r.len(), 4);
+        assert_eq!(
+            &body[r[0].bytes.clone()],
+            "{\"asset_id\": \"A\", \"power\": 1}"
+        );
+        assert_eq!(&body[r[1].bytes.clone()], "5");
+        assert_eq!(&body[r[2].bytes.clone()], "{\"b\": [1, {\"c\": 2}]}");
+        assert_eq!(&body[r[3].bytes.clone()], "\"x\"");
+        assert_eq!(r[2].position, Position::Index(2));
+        assert!(r[1].fields.is_err() && r[3].fields.is_err());
+        let single = " {\"a\": 1}\n";
+        let r = rows(Format::Json, single.as_bytes()).unwrap();
+        assert_eq!(&single[r[0].bytes.clone()], "{\"a\": 1}");
+        let e = rows(Format::Json, b"[{\"a\":1},").unwrap_err();
+        assert!(e.contains("not valid JSON"), "{e}");
+        let e = rows(Format::Json, b"42").unwrap_err();
+        assert!(e.contains("a number"), "{e}");
+    }
+
+    #[test]
+    fn ndjson_sent_as_json_is_read_as_ndjson() {
+        let body = "{\"a\": 1}\n{\"a\": 2}\n\n{broken\n";
+        let r = rows(Format::Json, body.as_bytes()).unwrap();
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[1].position, Position::Line(2));
+        assert!(r[1].fields.is_ok());
+        assert_eq!(&body[r[2].bytes.clone()], "{broken\n");
+        // A pretty-printed object is one JSON object.
+        let pretty = "{\n  \"a\": 1\n}\n";
+        let r = rows(Format::Json, pretty.as_bytes()).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].position, Position::Index(0));
+        // One object on one line is JSON too.
+        assert_eq!(
+            rows(Format::Json, b"{\"a\": 1}\n").unwrap()[0].position,
+            Position::Index(0)
+        );
+        assert_eq!(
+            Format::from_content_type(Some("application/json"), body.as_bytes()),
+            Some(Format::Json)
+        );
     }
 
     #[test]

@@ -1,16 +1,21 @@
 //! Writes accepted readings to the raw topic and unusable input to the
 //! dead-letter topic, and reports success only once the broker has
-//! acknowledged every record.
+//! acknowledged every record. A record the broker will never take as it is
+//! (too large) is told apart from one that was not acknowledged this time,
+//! so callers report the first with its row and retry only the second.
 
 use std::time::Duration;
 
+use futures::channel::oneshot::Canceled;
 use gale_runtime::avro::Encoder;
 use gale_runtime::dlq;
-use gale_runtime::kafka::{Producer, SendError};
+use gale_runtime::kafka::{is_retriable, Producer, SendError};
 use gale_runtime::metrics::TopicMetrics;
 use gale_runtime::schema::RawReading;
 use gale_runtime::telemetry::{MessagingTracer, RecordSpan};
 use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
+use tokio::time::error::Elapsed;
 
 /// Why a batch was not (completely) acknowledged.
 #[derive(Debug, Clone)]
@@ -68,12 +73,32 @@ impl RawWriter {
     }
 
     /// Sends `readings` (each a `send` span under `parent`, or a new trace)
-    /// and waits for every acknowledgement.
+    /// and waits for every acknowledgement; `Err` unless all were stored.
     pub async fn send(
         &self,
         readings: &[RawReading],
         parent: Option<&RecordSpan>,
     ) -> Result<(), NotAcknowledged> {
+        let deliveries = self.send_each(readings, parent).await;
+        let acknowledged = deliveries.iter().filter(|d| d.is_ok()).count();
+        match deliveries.into_iter().find_map(Result::err) {
+            None => Ok(()),
+            Some(e) => Err(NotAcknowledged {
+                acknowledged,
+                total: readings.len(),
+                error: e.to_string(),
+            }),
+        }
+    }
+
+    /// Sends `readings` like [`RawWriter::send`] and says what became of
+    /// each one, in order: a refused reading will never be stored as it is, a
+    /// failed one may be on a later attempt.
+    pub async fn send_each(
+        &self,
+        readings: &[RawReading],
+        parent: Option<&RecordSpan>,
+    ) -> Vec<Delivery> {
         let root;
         let parent = match parent {
             Some(p) => p,
@@ -82,18 +107,16 @@ impl RawWriter {
                 &root
             }
         };
-        let total = readings.len();
-        let mut futures = Vec::with_capacity(total);
-        let mut spans = Vec::with_capacity(total);
-        let mut first_error: Option<String> = None;
-        for reading in readings {
+        let mut out: Vec<Delivery> = Vec::with_capacity(readings.len());
+        let mut pending = Vec::with_capacity(readings.len());
+        for (i, reading) in readings.iter().enumerate() {
             let cx = self.tracer.send(&self.topic, parent);
             let headers = cx.inject(OwnedHeaders::new(), &self.tracer);
             let payload = match self.encoder.encode(reading) {
                 Ok(p) => p,
                 Err(e) => {
                     cx.end(Some(&e));
-                    first_error.get_or_insert(e);
+                    out.push(Err(DeliveryError::Refused(format!("cannot encode: {e}"))));
                     continue;
                 }
             };
@@ -108,50 +131,50 @@ impl RawWriter {
                 .await
             {
                 Ok(f) => {
-                    futures.push(f);
-                    spans.push(cx);
+                    out.push(Ok(()));
+                    pending.push((i, f, cx));
                 }
-                Err(SendError::Permanent(e)) | Err(SendError::Transient(e)) => {
+                Err(e) => {
+                    let e = DeliveryError::from_send(e);
                     cx.end(Some(&e.to_string()));
-                    first_error.get_or_insert(e.to_string());
+                    out.push(Err(e));
                 }
             }
         }
-        let results =
-            tokio::time::timeout(self.ack_timeout, futures::future::join_all(futures)).await;
+        let deadline = tokio::time::Instant::now() + self.ack_timeout;
+        let acks =
+            futures::future::join_all(pending.into_iter().map(|(i, f, cx)| async move {
+                (i, tokio::time::timeout_at(deadline, f).await, cx)
+            }))
+            .await;
         let mut acknowledged = 0;
-        match results {
-            Ok(results) => {
-                for (result, cx) in results.into_iter().zip(spans) {
-                    match result {
-                        Ok(Ok(_)) => {
-                            acknowledged += 1;
-                            cx.end(None);
-                        }
-                        Ok(Err((e, _))) => {
-                            cx.end(Some(&e.to_string()));
-                            first_error.get_or_insert(e.to_string());
-                        }
-                        Err(_) => {
-                            cx.end(Some("delivery cancelled"));
-                            first_error.get_or_insert("delivery cancelled".into());
-                        }
-                    }
+        for (i, ack, cx) in acks {
+            let result = self.ack_result(ack);
+            match &result {
+                Ok(()) => {
+                    acknowledged += 1;
+                    cx.end(None);
                 }
+                Err(e) => cx.end(Some(&e.to_string())),
             }
-            Err(_) => {
-                first_error
-                    .get_or_insert(format!("no acknowledgement within {:?}", self.ack_timeout));
-            }
+            out[i] = result;
         }
-        self.raw_metrics.produced(acknowledged as u64);
-        match first_error {
-            None if acknowledged == total => Ok(()),
-            error => Err(NotAcknowledged {
-                acknowledged,
-                total,
-                error: error.unwrap_or_else(|| "not all records acknowledged".into()),
-            }),
+        self.raw_metrics.produced(acknowledged);
+        out
+    }
+
+    fn ack_result(&self, ack: Ack) -> Delivery {
+        match ack {
+            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err((e, _)))) if !is_retriable(&e) => Err(DeliveryError::Refused(format!(
+                "refused by the broker: {e}"
+            ))),
+            Ok(Ok(Err((e, _)))) => Err(DeliveryError::Failed(e.to_string())),
+            Ok(Err(_)) => Err(DeliveryError::Failed("delivery cancelled".into())),
+            Err(_) => Err(DeliveryError::Failed(format!(
+                "no acknowledgement within {:?}",
+                self.ack_timeout
+            ))),
         }
     }
 
@@ -163,7 +186,7 @@ impl RawWriter {
         origin: &str,
         class: &'static str,
         message: &str,
-    ) -> Result<(), String> {
+    ) -> Delivery {
         let headers = dlq::headers(
             None,
             &dlq::Origin {
@@ -188,15 +211,46 @@ impl RawWriter {
                 headers,
             )
             .await
-            .map_err(|e| format!("{e:?}"))?;
-        match tokio::time::timeout(self.ack_timeout, future).await {
-            Ok(Ok(Ok(_))) => {
-                self.dlq_metrics.produced(1);
-                Ok(())
-            }
-            Ok(Ok(Err((e, _)))) => Err(e.to_string()),
-            Ok(Err(_)) => Err("delivery cancelled".into()),
-            Err(_) => Err(format!("no acknowledgement within {:?}", self.ack_timeout)),
+            .map_err(DeliveryError::from_send)?;
+        let result = self.ack_result(tokio::time::timeout(self.ack_timeout, future).await);
+        if result.is_ok() {
+            self.dlq_metrics.produced(1);
         }
+        result
+    }
+}
+
+/// An acknowledgement awaited with a timeout.
+type Ack = Result<Result<OwnedDeliveryResult, Canceled>, Elapsed>;
+
+/// What became of one record.
+pub type Delivery = Result<(), DeliveryError>;
+
+/// Why one record was not stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// It will never be stored as it is (larger than the broker takes, not
+    /// encodable): a problem of the record, reported with it, not retried.
+    #[error("{0}")]
+    Refused(String),
+    /// Not acknowledged this time (broker unreachable, timeout); a later
+    /// attempt may succeed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl DeliveryError {
+    fn from_send(e: SendError) -> Self {
+        match e {
+            SendError::Permanent(e) => {
+                DeliveryError::Refused(format!("refused by the client: {e}"))
+            }
+            SendError::Transient(e) => DeliveryError::Failed(e.to_string()),
+        }
+    }
+
+    /// True for a record that will never be stored as it is.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, DeliveryError::Refused(_))
     }
 }
