@@ -1,5 +1,10 @@
 //! Sends simulated rows through the ingest HTTP API or straight to the raw
 //! topic, paced to a rate or as fast as possible, with a progress bar.
+//!
+//! Event times come from the schedule, never from the clock at generation:
+//! tick `k` happens at `start + k × interval`, so every asset's readings are
+//! exactly one interval apart and no two share a millisecond, however fast
+//! they are sent. See [`Schedule`] for how start and interval are chosen.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,7 +26,110 @@ use gale_runtime::telemetry::Telemetry;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
-use crate::simulate::{Fleet, Generator, SimRow};
+use crate::simulate::{Fleet, Generator, Scenario, SimRow, METER_GAP_RATE};
+
+/// `--rate`: readings per second, a positive finite number.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of readings per second"))?;
+    if rate.is_finite() && rate > 0.0 {
+        Ok(rate)
+    } else {
+        Err(format!(
+            "{text:?}: the rate must be more than 0 readings per second (omit --rate to send as fast as possible)"
+        ))
+    }
+}
+
+/// `--interval`: a duration of at least one millisecond (event times have
+/// millisecond precision, so a shorter spacing would collide).
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if d < Duration::from_millis(1) {
+        return Err(format!("{text:?}: the interval must be at least 1ms"));
+    }
+    Ok(d)
+}
+
+/// When ticks happen in event time.
+///
+/// * `--start` given: from there, every `--interval` (replays, backfills).
+/// * live with `--rate`: from now, one tick per fleet-worth of readings at
+///   that rate, so event times keep pace with the clock as the rows are sent.
+/// * live as fast as possible: every `--interval`, ending about now when the
+///   run's size is known (`--count`), so the burst is recent history rather
+///   than readings from the future; starting now otherwise.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Schedule {
+    /// Event time of tick 0.
+    pub start: DateTime<Utc>,
+    /// Event-time distance between ticks, in whole milliseconds (at least 1).
+    pub interval_ms: i64,
+}
+
+impl Schedule {
+    /// The schedule of `run` over `fleet`, with `now` as the clock.
+    pub fn new(run: &Run, fleet: &Fleet, now: DateTime<Utc>) -> Schedule {
+        let interval_ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1);
+        // Expected rows per tick: meters skip some intervals.
+        let per_tick = (fleet.turbines.len() as f64
+            + fleet.meters.len() as f64 * (1.0 - METER_GAP_RATE))
+            .max(1.0);
+        match (run.start, run.rate) {
+            (Some(start), _) => Schedule {
+                start,
+                interval_ms: interval_ms(run.interval),
+            },
+            (None, Some(rate)) => Schedule {
+                start: now,
+                interval_ms: ((per_tick / rate * 1000.0).round() as i64).max(1),
+            },
+            (None, None) => {
+                let interval_ms = interval_ms(run.interval);
+                let ticks = run.count.map_or(0, |n| (n as f64 / per_tick).ceil() as i64);
+                let span = chrono::Duration::milliseconds(interval_ms.saturating_mul(ticks));
+                Schedule {
+                    start: now.checked_sub_signed(span).unwrap_or(now),
+                    interval_ms,
+                }
+            }
+        }
+    }
+
+    /// Event time of tick `tick`, if it is representable.
+    pub fn at(&self, tick: u64) -> Option<DateTime<Utc>> {
+        let offset = i64::try_from(tick).ok()?.checked_mul(self.interval_ms)?;
+        self.start
+            .checked_add_signed(chrono::TimeDelta::try_milliseconds(offset)?)
+    }
+}
+
+/// Why a batch was not accepted.
+#[derive(Debug)]
+struct SendError {
+    /// Another attempt may succeed (broker or server busy, connection lost).
+    retryable: bool,
+    error: anyhow::Error,
+}
+
+impl SendError {
+    fn retry(error: anyhow::Error) -> Self {
+        SendError {
+            retryable: true,
+            error,
+        }
+    }
+}
+
+/// Whether an HTTP status may go away by itself: timeouts, throttling and
+/// server errors. A refused key (401), a body too large (413), a wrong
+/// content type (415) or a batch without a usable row (400) come back the
+/// same on every attempt.
+fn retryable_status(status: u16) -> bool {
+    matches!(status, 408 | 429) || status >= 500
+}
 
 /// Where rows go.
 pub enum Target {
@@ -57,9 +165,10 @@ pub struct Run {
     pub duration: Option<Duration>,
     /// Stop after this many readings.
     pub count: Option<u64>,
-    /// Event time of the first tick; `None` = wall clock.
+    /// Event time of the first tick; `None` = live (see [`Schedule`]).
     pub start: Option<DateTime<Utc>>,
-    /// Event-time spacing of ticks when `start` is given.
+    /// Event-time spacing of ticks when `start` is given, or when sending
+    /// live as fast as possible; with a rate, live ticks follow the rate.
     pub interval: Duration,
     /// Rows per request / batch.
     pub batch: usize,
@@ -80,7 +189,7 @@ pub struct Summary {
     pub rejected: u64,
     /// Batches retried after a 503 or a broker error.
     pub retries: u64,
-    /// Injected scenarios.
+    /// Injected scenarios, and the LOW_POWER_OUTPUT condition of the spec.
     pub scenarios: BTreeMap<&'static str, u64>,
     /// Intervals a meter skipped.
     pub gaps: u64,
@@ -94,7 +203,8 @@ enum Sink {
     },
     Kafka {
         writer: Arc<RawWriter>,
-        mapping: SourceMapping,
+        /// Boxed: a mapping is much larger than the HTTP variant.
+        mapping: Box<SourceMapping>,
     },
 }
 
@@ -139,14 +249,17 @@ impl Sink {
                 );
                 Sink::Kafka {
                     writer: Arc::new(writer),
-                    mapping: SourceMapping::new(SourceConfig::canonical("simulator"), "simulate")
-                        .map_err(anyhow::Error::msg)?,
+                    mapping: Box::new(
+                        SourceMapping::new(SourceConfig::canonical("simulator"), "simulate")
+                            .map_err(anyhow::Error::msg)?,
+                    ),
                 }
             }
         })
     }
 
-    /// Sends one batch; retries on 503 / broker errors.
+    /// Sends one batch; retries what may pass (503, broker errors), fails
+    /// at once on what will not.
     async fn send(&self, rows: &[SimRow], summary: &mut Summary) -> anyhow::Result<()> {
         let mut attempt = 0;
         loop {
@@ -157,17 +270,17 @@ impl Sink {
                     summary.rejected += rejected;
                     return Ok(());
                 }
-                Err(e) if attempt < 20 => {
+                Err(e) if e.retryable && attempt < 20 => {
                     summary.retries += 1;
-                    tracing::warn!(error = %e, attempt, "batch not accepted; retrying");
+                    tracing::warn!(error = %e.error, attempt, "batch not accepted; retrying");
                     tokio::time::sleep(Duration::from_millis(500 * attempt.min(10))).await;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.error),
             }
         }
     }
 
-    async fn try_send(&self, rows: &[SimRow]) -> anyhow::Result<(u64, u64)> {
+    async fn try_send(&self, rows: &[SimRow]) -> Result<(u64, u64), SendError> {
         match self {
             Sink::Http {
                 client,
@@ -182,19 +295,32 @@ impl Sink {
                     .json(&body)
                     .send()
                     .await
-                    .with_context(|| format!("POST {url}"))?;
+                    .with_context(|| format!("POST {url}"))
+                    .map_err(SendError::retry)?;
                 let status = resp.status();
-                let answer: Value = resp.json().await.unwrap_or(Value::Null);
-                match status.as_u16() {
-                    200 | 207 | 400 if answer.get("accepted").is_some() => Ok((
+                let text = resp.text().await.unwrap_or_default();
+                let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                let code = status.as_u16();
+                if matches!(code, 200 | 207) && answer.get("accepted").is_some() {
+                    return Ok((
                         answer["accepted"].as_u64().unwrap_or(0),
                         answer["rejected"].as_u64().unwrap_or(0),
-                    )),
-                    401 => bail!(
-                        "ingest refused the API key (401); pass the source's key with --api-key"
-                    ),
-                    _ => bail!("ingest answered {status}: {answer}"),
+                    ));
                 }
+                let message = if answer.is_null() {
+                    text.trim().to_string()
+                } else {
+                    answer.to_string()
+                };
+                let hint = match code {
+                    401 => "; pass the source's key with --api-key",
+                    413 => "; send smaller batches with --batch",
+                    _ => "",
+                };
+                Err(SendError {
+                    retryable: retryable_status(code),
+                    error: anyhow::anyhow!("ingest answered {status}: {message}{hint}"),
+                })
             }
             Sink::Kafka { writer, mapping } => {
                 let now = Utc::now().timestamp_millis();
@@ -209,12 +335,12 @@ impl Sink {
                     }
                 }
                 writer.send(&readings, None).await.map_err(|e| {
-                    anyhow::anyhow!(
+                    SendError::retry(anyhow::anyhow!(
                         "{} of {} acknowledged: {}",
                         e.acknowledged,
                         e.total,
                         e.error
-                    )
+                    ))
                 })?;
                 Ok((readings.len() as u64, rejected))
             }
@@ -224,10 +350,17 @@ impl Sink {
 
 /// Runs the simulation.
 pub async fn run(run: Run, target: Target) -> anyhow::Result<Summary> {
+    if let Some(rate) = run.rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
+        bail!("--rate must be more than 0 readings per second, not {rate}");
+    }
+    if run.interval < Duration::from_millis(1) {
+        bail!("--interval must be at least 1ms");
+    }
     let fleet = Fleet::generate(run.turbines, run.meters, run.seed);
     if fleet.is_empty() {
         bail!("the fleet is empty: give --turbines and/or --meters");
     }
+    let schedule = Schedule::new(&run, &fleet, Utc::now());
     if let Some(path) = &run.write_assets {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).ok();
@@ -259,6 +392,13 @@ pub async fn run(run: Run, target: Target) -> anyhow::Result<Summary> {
     } else {
         ProgressBar::hidden()
     };
+    // Paced runs send about a second's worth at a time, so a low rate does
+    // not hold rows back for long.
+    let batch_size = match run.rate {
+        Some(rate) => run.batch.min((rate.ceil() as usize).max(1)),
+        None => run.batch,
+    }
+    .max(1);
     let mut pending: Vec<SimRow> = Vec::new();
     let mut tick = 0u64;
     loop {
@@ -268,13 +408,10 @@ pub async fn run(run: Run, target: Target) -> anyhow::Result<Summary> {
         if remaining == 0 || run.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
-        let want = run.batch.min(remaining as usize);
+        let want = batch_size.min(remaining as usize);
         while pending.len() < want {
-            let at = match run.start {
-                Some(s) => {
-                    s + chrono::Duration::from_std(run.interval * tick as u32).unwrap_or_default()
-                }
-                None => Utc::now(),
+            let Some(at) = schedule.at(tick) else {
+                bail!("tick {tick} lies beyond the last representable event time");
             };
             for row in generator.tick(tick, at) {
                 if row.gap {
@@ -286,21 +423,245 @@ pub async fn run(run: Run, target: Target) -> anyhow::Result<Summary> {
             tick += 1;
         }
         let batch: Vec<SimRow> = pending.drain(..want).collect();
+        // Paced before sending, so a row never leaves before the rate allows
+        // (and, live, before its event time).
+        if let Some(rate) = run.rate {
+            let due =
+                Duration::try_from_secs_f64((summary.sent + batch.len() as u64) as f64 / rate)
+                    .unwrap_or(Duration::MAX);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
         sink.send(&batch, &mut summary).await?;
         for r in &batch {
             if let Some(s) = r.scenario {
                 *summary.scenarios.entry(s.name()).or_default() += 1;
             }
+            if r.low_power_output {
+                *summary
+                    .scenarios
+                    .entry(Scenario::LowPowerOutput.name())
+                    .or_default() += 1;
+            }
         }
         summary.sent += batch.len() as u64;
         bar.set_position(summary.sent);
-        if let Some(rate) = run.rate {
-            let due = Duration::from_secs_f64(summary.sent as f64 / rate);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
-        }
     }
     bar.finish_and_clear();
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn run_of(count: u64) -> Run {
+        Run {
+            turbines: 4,
+            meters: 6,
+            seed: 3,
+            rate: None,
+            duration: None,
+            count: Some(count),
+            start: None,
+            interval: Duration::from_secs(10),
+            batch: 25,
+            write_assets: None,
+            progress: false,
+        }
+    }
+
+    #[test]
+    fn rates_must_be_positive_numbers() {
+        for bad in ["0", "-1", "-0.5", "NaN", "inf", "fast", ""] {
+            let err = parse_rate(bad).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+        assert_eq!(parse_rate("2.5"), Ok(2.5));
+        assert!(parse_interval("0s").is_err());
+        assert!(parse_interval("500us").is_err());
+        assert_eq!(parse_interval("1ms"), Ok(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn the_schedule_decides_event_times() {
+        let now = Utc::now();
+        let fleet = Fleet::generate(4, 6, 3);
+        // A given start: start + k x interval.
+        let start = DateTime::parse_from_rfc3339("2024-03-15T14:00:00Z")
+            .unwrap()
+            .to_utc();
+        let mut run = run_of(100);
+        run.start = Some(start);
+        let s = Schedule::new(&run, &fleet, now);
+        assert_eq!(s.at(0), Some(start));
+        assert_eq!(s.at(6), Some(start + chrono::Duration::seconds(60)));
+        // Live at a rate: ticks keep pace with the clock (9.7 rows per tick at 97/s).
+        run.start = None;
+        run.rate = Some(97.0);
+        let s = Schedule::new(&run, &fleet, now);
+        assert_eq!((s.start, s.interval_ms), (now, 100));
+        // However high the rate, an asset's readings are a millisecond apart.
+        run.rate = Some(1e12);
+        assert_eq!(Schedule::new(&run, &fleet, now).interval_ms, 1);
+        // Live as fast as possible: a burst of recent history ending about now.
+        run.rate = None;
+        let s = Schedule::new(&run, &fleet, now);
+        let ticks = (100.0f64 / 9.7).ceil() as u64;
+        assert_eq!(s.interval_ms, 10_000);
+        assert_eq!(s.at(ticks), Some(now));
+        // Far ticks do not overflow.
+        assert_eq!(s.at(u64::MAX), None);
+    }
+
+    /// A stand-in for ingest: answers every request with `status` and
+    /// `answer` (or counts the rows as accepted when `answer` is empty),
+    /// keeping the rows it was sent.
+    async fn fake_ingest(
+        status: u16,
+        answer: &'static str,
+    ) -> (
+        String,
+        Arc<Mutex<Vec<serde_json::Map<String, Value>>>>,
+        Arc<Mutex<u32>>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let rows = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(Mutex::new(0u32));
+        let (rows_seen, requests_seen) = (rows.clone(), requests.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let body = loop {
+                    let n = conn.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break None;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length: usize = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + length {
+                        break Some(buf[end + 4..end + 4 + length].to_vec());
+                    }
+                };
+                let Some(body) = body else { continue };
+                *requests_seen.lock().unwrap() += 1;
+                let batch: Vec<serde_json::Map<String, Value>> =
+                    serde_json::from_slice(&body).unwrap_or_default();
+                let reply = if answer.is_empty() {
+                    format!("{{\"accepted\":{},\"rejected\":0}}", batch.len())
+                } else {
+                    answer.to_string()
+                };
+                rows_seen.lock().unwrap().extend(batch);
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                    reply.len()
+                );
+                let _ = conn.write_all(response.as_bytes()).await;
+            }
+        });
+        (url, rows, requests)
+    }
+
+    #[tokio::test]
+    async fn event_times_follow_the_schedule_not_the_clock() {
+        let (url, rows, _) = fake_ingest(200, "").await;
+        let before = Utc::now();
+        let summary = run(
+            run_of(400),
+            Target::Http {
+                url,
+                api_key: "k".into(),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!((summary.sent, summary.accepted), (400, 400));
+        let rows = rows.lock().unwrap();
+        let mut per_asset: HashMap<String, Vec<DateTime<Utc>>> = HashMap::new();
+        for r in rows.iter() {
+            if r.get("sim_scenario").and_then(Value::as_str) == Some("FUTURE_TIMESTAMP") {
+                continue;
+            }
+            let at = DateTime::parse_from_rfc3339(r["timestamp"].as_str().unwrap())
+                .unwrap()
+                .to_utc();
+            assert!(
+                at <= Utc::now(),
+                "a burst is recent history, not the future"
+            );
+            assert!(at > before - chrono::Duration::hours(1));
+            per_asset
+                .entry(r["asset_id"].as_str().unwrap().to_string())
+                .or_default()
+                .push(at);
+        }
+        for (asset, times) in per_asset {
+            for pair in times.windows(2) {
+                let step = (pair[1] - pair[0]).num_milliseconds();
+                assert!(
+                    step >= 10_000 && step % 10_000 == 0,
+                    "{asset}: readings {step} ms apart"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn permanent_http_errors_fail_at_once_with_the_servers_message() {
+        for (status, answer) in [
+            (401, r#"{"error":"missing or unknown API key"}"#),
+            (413, r#"{"error":"body larger than 1048576 bytes"}"#),
+            (415, r#"{"error":"unsupported content type"}"#),
+            (
+                400,
+                r#"{"accepted":0,"rejected":25,"errors":[{"line":1,"error":"no metric values"}]}"#,
+            ),
+        ] {
+            let (url, _, requests) = fake_ingest(status, answer).await;
+            let started = Instant::now();
+            let err = run(
+                run_of(50),
+                Target::Http {
+                    url,
+                    api_key: "k".into(),
+                },
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(&status.to_string()), "{err}");
+            let quoted = serde_json::from_str::<Value>(answer).unwrap();
+            let first = quoted
+                .get("error")
+                .or_else(|| quoted["errors"][0].get("error"))
+                .and_then(Value::as_str)
+                .unwrap();
+            assert!(err.contains(first), "{err}");
+            assert_eq!(*requests.lock().unwrap(), 1, "{status} is not retried");
+            assert!(started.elapsed() < Duration::from_secs(5));
+        }
+        assert!(retryable_status(503) && retryable_status(429) && retryable_status(500));
+        assert!(!retryable_status(404));
+    }
 }

@@ -2,9 +2,10 @@
 //! of `windmill-iot-fault-simulation.md`, and smart meters with the unit
 //! variety, gaps, stuck and zero values of real head-end exports.
 //!
-//! Everything here is a pure function of the seed and the tick number, so
-//! two runs with the same seed produce the same readings; the sending side
-//! (HTTP or Kafka) is in `send.rs`.
+//! Everything here is a function of the seed and the ticks (called in
+//! order, with their event times), so two runs with the same seed and
+//! schedule produce the same readings; the schedule and the sending side
+//! (HTTP or Kafka) are in `send.rs`.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::{Rng, SeedableRng};
@@ -36,6 +37,9 @@ pub enum Scenario {
     FutureTimestamp,
     /// An id missing from the asset registry (1 %): rejected.
     UnknownAsset,
+    /// Turbine running (wind between cut-in and cut-out) but below 100 kW:
+    /// the spec's INFO condition. Not injected; it follows from the wind.
+    LowPowerOutput,
 }
 
 impl Scenario {
@@ -53,6 +57,7 @@ impl Scenario {
             Scenario::Spike => "SPIKE",
             Scenario::FutureTimestamp => "FUTURE_TIMESTAMP",
             Scenario::UnknownAsset => "UNKNOWN_ASSET",
+            Scenario::LowPowerOutput => "LOW_POWER_OUTPUT",
         }
     }
 }
@@ -85,7 +90,8 @@ pub struct Meter {
     pub stuck: bool,
     /// Reports zero (vacant property or dead sensor).
     pub zero: bool,
-    /// The unit spelling its head-end uses (`kW`, `W`, `watts`, or none).
+    /// The power unit its head-end uses (`kW`, `W`, `watts`, `kWh` for
+    /// interval consumption, or none).
     pub unit: Option<&'static str>,
 }
 
@@ -130,8 +136,14 @@ impl Fleet {
                     base_kw: rng.random_range(0.3..6.0),
                     stuck: roll < 0.05,
                     zero: (0.05..0.10).contains(&roll),
-                    unit: [Some("kW"), Some("kW"), Some("W"), Some("watts"), None]
-                        [rng.random_range(0..5)],
+                    unit: [
+                        Some("kW"),
+                        Some("kW"),
+                        Some("W"),
+                        Some("watts"),
+                        Some("kWh"),
+                        None,
+                    ][rng.random_range(0..6)],
                 }
             })
             .collect();
@@ -164,6 +176,12 @@ impl Fleet {
     }
 }
 
+/// Share of meter intervals with no reading.
+pub const METER_GAP_RATE: f64 = 0.05;
+
+/// Turbines below this output while running meet the spec's LOW_POWER_OUTPUT condition.
+pub const LOW_POWER_KW: f64 = 100.0;
+
 /// One generated row plus what the simulator meant by it.
 #[derive(Debug, Clone)]
 pub struct SimRow {
@@ -171,8 +189,18 @@ pub struct SimRow {
     pub row: Map<String, Value>,
     /// Injected scenario, if any.
     pub scenario: Option<Scenario>,
+    /// The turbine was running below [`LOW_POWER_KW`] (the spec's
+    /// LOW_POWER_OUTPUT); independent of any injected scenario.
+    pub low_power_output: bool,
     /// Missing interval: nothing is sent for this asset this tick.
     pub gap: bool,
+}
+
+/// The id a reading of `real_id` carries in the UNKNOWN_ASSET scenario.
+/// Real ids start with `TURBINE_` or `MTR-`, so however large the fleet,
+/// this never names a registered asset.
+pub fn unknown_id(real_id: &str) -> String {
+    format!("GHOST-{real_id}")
 }
 
 /// Produces readings tick by tick.
@@ -181,15 +209,27 @@ pub struct Generator {
     seed: u64,
     wind: Vec<f64>,
     direction: Vec<f64>,
+    /// Each meter's energy register, kWh.
+    registers: Vec<f64>,
+    /// Event time of the previous tick: the register advances by the
+    /// consumption between ticks, so it follows the tick interval.
+    last_tick: Option<DateTime<Utc>>,
 }
 
 impl Generator {
     /// A generator over `fleet`.
     pub fn new(fleet: Fleet, seed: u64) -> Self {
         let n = fleet.turbines.len();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x656e_6572_6779);
         Generator {
             wind: vec![9.0; n],
             direction: (0..n).map(|i| (i as f64 * 37.0) % 360.0).collect(),
+            registers: fleet
+                .meters
+                .iter()
+                .map(|_| rng.random_range(1_000.0..40_000.0))
+                .collect(),
+            last_tick: None,
             fleet,
             seed,
         }
@@ -200,17 +240,22 @@ impl Generator {
         &self.fleet
     }
 
-    /// Readings of every asset at `tick` (event time `at`). Call ticks in order.
+    /// Readings of every asset at `tick` (event time `at`). Call ticks in
+    /// order, with increasing event times.
     pub fn tick(&mut self, tick: u64, at: DateTime<Utc>) -> Vec<SimRow> {
         let mut rng =
             ChaCha8Rng::seed_from_u64(self.seed ^ tick.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let hours = self.last_tick.map_or(0.0, |last| {
+            (at - last).num_milliseconds().max(0) as f64 / 3_600_000.0
+        });
+        self.last_tick = Some(at);
         let mut out = Vec::with_capacity(self.fleet.len());
         for i in 0..self.fleet.turbines.len() {
             let row = self.turbine(i, &mut rng, at);
             out.push(row);
         }
         for i in 0..self.fleet.meters.len() {
-            let row = self.meter(i, tick, &mut rng, at);
+            let row = self.meter(i, hours, &mut rng, at);
             out.push(row);
         }
         out
@@ -262,10 +307,11 @@ impl Generator {
             _ => {}
         }
         let id = if scenario == Some(Scenario::UnknownAsset) {
-            format!("TURBINE_9{:04}", i + 1)
+            unknown_id(&t.id)
         } else {
             t.id.clone()
         };
+        let low_power_output = running && power < LOW_POWER_KW;
         let mut row = Map::new();
         row.insert("asset_id".into(), json!(id));
         row.insert("asset_kind".into(), json!("turbine"));
@@ -303,16 +349,24 @@ impl Generator {
         if let Some(s) = scenario {
             row.insert("sim_scenario".into(), json!(s.name()));
         }
+        if low_power_output {
+            row.insert(
+                "sim_condition".into(),
+                json!(Scenario::LowPowerOutput.name()),
+            );
+        }
         SimRow {
             row,
             scenario,
+            low_power_output,
             gap: false,
         }
     }
 
-    fn meter(&mut self, i: usize, tick: u64, rng: &mut ChaCha8Rng, at: DateTime<Utc>) -> SimRow {
+    /// One meter reading; `hours` since the previous tick advance its register.
+    fn meter(&mut self, i: usize, hours: f64, rng: &mut ChaCha8Rng, at: DateTime<Utc>) -> SimRow {
         let m = &self.fleet.meters[i];
-        let gap = rng.random::<f64>() < 0.05;
+        let gap = rng.random::<f64>() < METER_GAP_RATE;
         // Daily demand profile around the meter's base load.
         let hour = (at.timestamp() / 3600 % 24) as f64;
         let profile = 1.0 + 0.6 * ((hour - 7.0) / 24.0 * std::f64::consts::TAU).sin();
@@ -323,6 +377,12 @@ impl Generator {
         } else {
             (m.base_kw * profile * rng.random_range(0.85..1.15)).max(0.05)
         };
+        // The register counts what was consumed, glitches aside; a stuck
+        // meter's register is stuck too.
+        if !m.stuck {
+            self.registers[i] += kw * hours;
+        }
+        let register_kwh = self.registers[i];
         let roll: f64 = rng.random();
         let scenario = match roll {
             r if r < 0.01 => Some(Scenario::MeterOverload),
@@ -341,7 +401,7 @@ impl Generator {
             _ => {}
         }
         let id = if scenario == Some(Scenario::UnknownAsset) {
-            format!("MTR-9{:04}", i + 1)
+            unknown_id(&m.id)
         } else {
             m.id.clone()
         };
@@ -351,6 +411,11 @@ impl Generator {
             Some(u) => (kw, Some(u)),
             // Head-ends without units send W for big values, kW for small ones.
             None => (if kw > 10.0 { kw * 1000.0 } else { kw }, None),
+        };
+        // Head-ends that speak W report the register in Wh, the rest in kWh.
+        let (energy, energy_unit) = match m.unit {
+            Some("W") | Some("watts") => (register_kwh * 1000.0, "Wh"),
+            _ => (register_kwh, "kWh"),
         };
         let mut row = Map::new();
         row.insert("asset_id".into(), json!(id));
@@ -362,14 +427,17 @@ impl Generator {
         if let Some(u) = unit {
             row.insert("power_unit".into(), json!(u));
         }
-        row.insert(
-            "energy_kwh".into(),
-            json!(r2(m.base_kw * tick as f64 / 60.0)),
-        );
+        row.insert("energy".into(), json!(r2(energy)));
+        row.insert("energy_unit".into(), json!(energy_unit));
         if let Some(s) = scenario {
             row.insert("sim_scenario".into(), json!(s.name()));
         }
-        SimRow { row, scenario, gap }
+        SimRow {
+            row,
+            scenario,
+            low_power_output: false,
+            gap,
+        }
     }
 }
 
@@ -449,12 +517,120 @@ mod tests {
                     Some(Scenario::LowOilPressure) => assert!(f("oil_pressure_bar") < 35.0),
                     Some(Scenario::NegativePower) => assert!(f("power") < 0.0),
                     Some(Scenario::UnknownAsset) => {
-                        assert!(r.row["asset_id"].as_str().unwrap().contains('9'))
+                        assert!(r.row["asset_id"].as_str().unwrap().starts_with("GHOST-"))
                     }
                     _ => {}
                 }
             }
         }
+    }
+
+    #[test]
+    fn unknown_ids_never_name_a_real_asset_however_large_the_fleet() {
+        let fleet = Fleet::generate(100_000, 100_000, 5);
+        let ids: std::collections::HashSet<&str> = fleet
+            .turbines
+            .iter()
+            .map(|t| t.id.as_str())
+            .chain(fleet.meters.iter().map(|m| m.id.as_str()))
+            .collect();
+        assert_eq!(ids.len(), 200_000);
+        for id in &ids {
+            assert!(!ids.contains(unknown_id(id).as_str()), "{id}");
+        }
+        let mut g = Generator::new(Fleet::generate(30, 30, 5), 5);
+        let mut unknown = 0;
+        for t in 0..100 {
+            for r in g.tick(t, Utc::now()) {
+                if r.scenario == Some(Scenario::UnknownAsset) {
+                    unknown += 1;
+                    let id = r.row["asset_id"].as_str().unwrap();
+                    assert!(!g.fleet().assets_csv().contains(&format!("\n{id},")));
+                }
+            }
+        }
+        assert!(unknown > 0);
+    }
+
+    fn energy_of(r: &SimRow) -> f64 {
+        let v = r.row["energy"].as_f64().unwrap();
+        match r.row["energy_unit"].as_str().unwrap() {
+            "kWh" => v,
+            "Wh" => v / 1000.0,
+            u => panic!("energy unit {u}"),
+        }
+    }
+
+    fn meter_rows(g: &mut Generator, tick: u64, at: DateTime<Utc>) -> Vec<SimRow> {
+        let turbines = g.fleet().turbines.len();
+        g.tick(tick, at).into_iter().skip(turbines).collect()
+    }
+
+    #[test]
+    fn energy_registers_follow_the_interval_and_stick_with_stuck_meters() {
+        let fleet = Fleet::generate(0, 200, 9);
+        let t0 = DateTime::parse_from_rfc3339("2024-03-15T14:00:00Z")
+            .unwrap()
+            .to_utc();
+        let advance = |interval_s: i64| {
+            let mut g = Generator::new(fleet.clone(), 9);
+            let first = meter_rows(&mut g, 0, t0);
+            let second = meter_rows(&mut g, 1, t0 + chrono::Duration::seconds(interval_s));
+            first
+                .iter()
+                .zip(&second)
+                .map(|(a, b)| energy_of(b) - energy_of(a))
+                .collect::<Vec<_>>()
+        };
+        let ten = advance(10);
+        let hour = advance(3600);
+        for (i, m) in fleet.meters.iter().enumerate() {
+            assert!(
+                ten[i] >= -0.01 && hour[i] >= -0.01,
+                "registers never run back"
+            );
+            if m.stuck || m.zero {
+                assert!(hour[i].abs() < 0.01, "{} is stuck or empty", m.id);
+            } else {
+                // An hour at 0.3-10 kW is hundreds of times ten seconds.
+                assert!(hour[i] > 0.1 && hour[i] > ten[i] * 50.0, "{}", m.id);
+            }
+        }
+        assert!(fleet.meters.iter().any(|m| m.stuck));
+    }
+
+    #[test]
+    fn meters_use_the_units_of_real_head_ends() {
+        let fleet = Fleet::generate(0, 300, 4);
+        let units: std::collections::BTreeSet<_> = fleet.meters.iter().map(|m| m.unit).collect();
+        for u in [Some("kW"), Some("W"), Some("watts"), Some("kWh"), None] {
+            assert!(units.contains(&u), "{u:?}");
+        }
+        let mut g = Generator::new(fleet, 4);
+        let rows = meter_rows(&mut g, 0, Utc::now());
+        let energy_units: std::collections::BTreeSet<&str> = rows
+            .iter()
+            .map(|r| r.row["energy_unit"].as_str().unwrap())
+            .collect();
+        assert_eq!(energy_units, ["Wh", "kWh"].into());
+    }
+
+    #[test]
+    fn low_power_output_is_counted_where_the_spec_defines_it() {
+        let mut g = Generator::new(Fleet::generate(100, 0, 2), 2);
+        let mut low = 0;
+        for t in 0..200 {
+            for r in g.tick(t, Utc::now()) {
+                let power = r.row["power_kw"].as_f64().unwrap();
+                let rpm = r.row["rotor_speed_rpm"].as_f64().unwrap();
+                assert_eq!(r.low_power_output, rpm > 0.0 && power < LOW_POWER_KW);
+                if r.low_power_output {
+                    low += 1;
+                    assert_eq!(r.row["sim_condition"], "LOW_POWER_OUTPUT");
+                }
+            }
+        }
+        assert!(low > 0, "light winds happen");
     }
 
     #[test]

@@ -73,7 +73,8 @@ impl Default for Topics {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// `live` flags future and backdated readings; `backfill` accepts historical data.
+    /// `live` flags future and backdated readings; `backfill` accepts
+    /// historical data (future readings are still flagged).
     pub mode: Mode,
     /// Rules file (see `services/validate/rules/default.toml`); the built-in
     /// presets when unset.

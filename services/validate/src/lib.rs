@@ -5,10 +5,12 @@
 //! change, quality score) to every raw reading. Readings scoring 70 or more go
 //! to the validated topic, lower ones (or ones a quarantining rule caught) to
 //! the quarantine topic, and rejected ones to the dead-letter topic with the
-//! reason. The rules are in [`rules`] as data plus a pure function; this
-//! crate's [`processor`] only adapts them to the shared runtime loop.
+//! reason. The rules are in [`rules`] as data plus a pure function, the
+//! per-asset rate-of-change state in [`baselines`]; this crate's
+//! [`processor`] only adapts them to the shared runtime loop.
 
 pub mod assets;
+pub mod baselines;
 pub mod config;
 pub mod processor;
 pub mod rules;
@@ -23,6 +25,9 @@ pub enum ValidateError {
     /// The asset registry could not be loaded.
     #[error("asset registry: {0}")]
     Assets(String),
+    /// Shutdown was requested before start-up finished.
+    #[error("shut down during start-up")]
+    Shutdown,
     /// The rules file is invalid.
     #[error("rules file {path}: {message}")]
     Rules {

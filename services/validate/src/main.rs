@@ -9,6 +9,7 @@ use gale_runtime::{config, Service};
 use gale_validate::assets::AssetDirectory;
 use gale_validate::config::Config;
 use gale_validate::processor::{ValidateProcessor, QUARANTINE, VALIDATED};
+use gale_validate::ValidateError;
 
 /// Validates raw readings and scores their quality.
 #[derive(Parser)]
@@ -25,7 +26,20 @@ async fn main() -> anyhow::Result<()> {
     let cfg: Config = config::load(args.config.as_deref())?;
     let rules = cfg.validate.rules()?;
     let service = Service::start("validate", cfg.runtime()).await?;
-    let assets = AssetDirectory::open(&cfg.validate.assets).await?;
+    let assets = match AssetDirectory::open(
+        &cfg.validate.assets,
+        &service.health,
+        &service.shutdown,
+    )
+    .await
+    {
+        Ok(assets) => assets,
+        Err(ValidateError::Shutdown) => {
+            service.finish().await;
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let pipeline = PipelineBuilder::new(&service)
         .input(&cfg.topics.input, RAW_READING)
         .output(VALIDATED, &cfg.topics.validated, VALIDATED_READING)

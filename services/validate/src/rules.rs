@@ -2,10 +2,13 @@
 //! as data plus one pure function.
 //!
 //! A [`RuleSet`] is loaded from a TOML file with one preset per asset kind
-//! (`rules/default.toml` ships turbine and meter presets); [`evaluate`] turns a
-//! raw reading, its asset and the asset's previous values into a scored
-//! reading or a rejection. Nothing here knows about Kafka, so every rule is
-//! unit-tested directly.
+//! (`rules/default.toml` ships turbine and meter presets) and checked as a
+//! whole when it loads, so a bad file stops the service at start with the
+//! key's name instead of scoring readings with nonsense. [`evaluate`] turns a
+//! raw reading, its asset and the asset's rate-of-change baseline into a
+//! scored reading or a rejection; [`baseline`] says whether a scored reading
+//! may serve as the next baseline. Nothing here knows about Kafka, so every
+//! rule is unit-tested directly.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,16 +24,21 @@ use crate::units::{self, Conversion};
 /// The built-in rules file.
 pub const DEFAULT_RULES: &str = include_str!("../rules/default.toml");
 
-/// Points and tiers of the quality score.
+/// Points and tiers of the quality score: every deduction of section 6 of
+/// the rules, including those later stages apply.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scoring {
     /// Deducted once when any value was converted or its unit inferred.
     pub unit_conversion: i32,
+    /// Deducted per hour of interpolated data (applied by the gap-filling stage).
+    pub interpolation_per_hour: i32,
     /// Deducted per validation warning (timestamp, out of range).
     pub validation_warning: i32,
     /// Deducted per rate-of-change flag.
     pub rate_of_change: i32,
+    /// Deducted per detected fault (applied by detect-faults).
+    pub fault: i32,
     /// Lowest score of the PREMIUM tier.
     pub premium_min: i32,
     /// Lowest score of the STANDARD tier; below it a reading is quarantined.
@@ -51,19 +59,34 @@ pub struct Limit {
     pub max: Option<f64>,
 }
 
-/// How to read a value that came without a unit.
+/// How to read a value of one metric that came without a unit, by magnitude.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnitInference {
-    /// Values below this are taken as canonical without a flag.
-    pub canonical_below: f64,
-    /// Values above this are taken to be in `large_unit` and converted.
-    pub large_above: f64,
-    /// The unit assumed for large values, e.g. `W`.
-    pub large_unit: String,
+    /// Magnitudes below this are taken as canonical without a flag. Unset:
+    /// no magnitude is unambiguous, every unitless value is flagged.
+    pub canonical_below: Option<f64>,
+    /// Magnitudes above this are taken to be in `large_unit` and converted.
+    pub large_above: Option<f64>,
+    /// The unit assumed above `large_above`, e.g. `W`.
+    pub large_unit: Option<String>,
 }
 
-/// Spike and drop detection against the asset's previous value.
+/// What happens to a value without a unit when its metric has no
+/// [`UnitInference`] in the preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Unitless {
+    /// Taken as canonical and flagged `UNIT_INFERRED` (the unit-conversion deduction).
+    #[default]
+    Flag,
+    /// Taken as canonical without a flag.
+    Accept,
+    /// The reading is rejected.
+    Reject,
+}
+
+/// Spike and drop detection against the asset's baseline (its last clean reading).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateOfChange {
@@ -75,6 +98,10 @@ pub struct RateOfChange {
     pub drop_decrease: f64,
     /// Previous values at or below this magnitude are not a usable base.
     pub min_base: f64,
+    /// A baseline more than this far (in event time) before the reading is
+    /// not compared with: the change spans a gap, not one interval.
+    #[serde(with = "humantime_serde")]
+    pub baseline_max_age: Duration,
 }
 
 /// Rules for one asset kind.
@@ -84,6 +111,9 @@ pub struct Preset {
     /// Unit inference per metric, for values without a unit.
     #[serde(default)]
     pub infer_units: BTreeMap<MetricName, UnitInference>,
+    /// Values without a unit of metrics missing from `infer_units`.
+    #[serde(default)]
+    pub unitless: Unitless,
     /// Physical limits per metric.
     #[serde(default)]
     pub limits: BTreeMap<MetricName, Limit>,
@@ -108,9 +138,11 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
-    /// Parses a rules file; errors name the key.
+    /// Parses and checks a rules file; errors name the key.
     pub fn from_toml(text: &str) -> Result<RuleSet, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let rules: RuleSet = toml::from_str(text).map_err(|e| e.to_string())?;
+        rules.check()?;
+        Ok(rules)
     }
 
     /// The built-in presets.
@@ -125,6 +157,143 @@ impl RuleSet {
             AssetKind::Meter => &self.meter,
         }
     }
+
+    /// The longest baseline age of any preset: per-asset state older than
+    /// this (in wall-clock time since it was last updated) can be dropped.
+    pub fn longest_baseline_age(&self) -> Duration {
+        [&self.turbine, &self.meter]
+            .iter()
+            .filter_map(|p| p.rate_of_change.as_ref().map(|r| r.baseline_max_age))
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Checks what the types cannot: ranges, orderings and units.
+    fn check(&self) -> Result<(), String> {
+        let s = &self.scoring;
+        for (key, v) in [
+            ("unit_conversion", s.unit_conversion),
+            ("interpolation_per_hour", s.interpolation_per_hour),
+            ("validation_warning", s.validation_warning),
+            ("rate_of_change", s.rate_of_change),
+            ("fault", s.fault),
+        ] {
+            if !(0..=100).contains(&v) {
+                return Err(format!(
+                    "key `scoring.{key}`: {v} is not a deduction between 0 and 100"
+                ));
+            }
+        }
+        for (key, v) in [
+            ("premium_min", s.premium_min),
+            ("standard_min", s.standard_min),
+        ] {
+            if !(1..=100).contains(&v) {
+                return Err(format!(
+                    "key `scoring.{key}`: {v} is not a score between 1 and 100"
+                ));
+            }
+        }
+        if s.premium_min <= s.standard_min {
+            return Err(format!(
+                "key `scoring.premium_min`: {} must be greater than `scoring.standard_min` ({})",
+                s.premium_min, s.standard_min
+            ));
+        }
+        if self.timestamp_tolerance.is_zero() {
+            return Err("key `timestamp_tolerance`: must be more than 0s".into());
+        }
+        self.turbine.check("turbine")?;
+        self.meter.check("meter")
+    }
+}
+
+impl Preset {
+    fn check(&self, kind: &str) -> Result<(), String> {
+        for (name, inf) in &self.infer_units {
+            let key = format!("{kind}.infer_units.{}", name.0);
+            match (&inf.large_above, &inf.large_unit) {
+                (Some(_), None) | (None, Some(_)) => {
+                    return Err(format!(
+                        "key `{key}`: give both `large_above` and `large_unit`, or neither"
+                    ))
+                }
+                (Some(above), Some(unit)) => {
+                    units::to_canonical(name.0, 1.0, unit)
+                        .map_err(|e| format!("key `{key}.large_unit`: {e}"))?;
+                    if let Some(below) = inf.canonical_below {
+                        if below > *above {
+                            return Err(format!(
+                                "key `{key}.canonical_below`: {below} is above `large_above` ({above})"
+                            ));
+                        }
+                    }
+                }
+                (None, None) => {}
+            }
+            for (field, v) in [
+                ("canonical_below", inf.canonical_below),
+                ("large_above", inf.large_above),
+            ] {
+                if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                    return Err(format!(
+                        "key `{key}.{field}`: must be a magnitude (finite, 0 or more)"
+                    ));
+                }
+            }
+        }
+        for (name, limit) in &self.limits {
+            let key = format!("{kind}.limits.{}", name.0);
+            let ordered = [
+                ("reject_below", limit.reject_below),
+                ("min", limit.min),
+                ("max", limit.max),
+                ("reject_above", limit.reject_above),
+            ];
+            let mut lower: Option<(&str, f64)> = None;
+            for (field, v) in ordered {
+                let Some(v) = v else { continue };
+                if v.is_nan() {
+                    return Err(format!("key `{key}.{field}`: is not a number"));
+                }
+                if let Some((lower_field, lower_v)) = lower {
+                    if v < lower_v {
+                        return Err(format!(
+                            "key `{key}.{field}`: {v} is below `{lower_field}` ({lower_v})"
+                        ));
+                    }
+                }
+                lower = Some((field, v));
+            }
+        }
+        if let Some(roc) = &self.rate_of_change {
+            let key = format!("{kind}.rate_of_change");
+            if !(roc.spike_increase.is_finite() && roc.spike_increase > 0.0) {
+                return Err(format!(
+                    "key `{key}.spike_increase`: {} is not a positive fraction (5.0 = 500 %)",
+                    roc.spike_increase
+                ));
+            }
+            if !(roc.drop_decrease > 0.0 && roc.drop_decrease <= 1.0) {
+                return Err(format!(
+                    "key `{key}.drop_decrease`: {} is not a fraction in (0, 1] (0.9 = 90 %)",
+                    roc.drop_decrease
+                ));
+            }
+            if !(roc.min_base.is_finite() && roc.min_base >= 0.0) {
+                return Err(format!(
+                    "key `{key}.min_base`: {} must be 0 or more",
+                    roc.min_base
+                ));
+            }
+            if roc.baseline_max_age.is_zero() {
+                return Err(format!(
+                    "key `{key}.baseline_max_age`: must be more than 0s"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Whether timestamps are checked against reception time.
@@ -134,7 +303,8 @@ pub enum Mode {
     /// Live data: future and backdated readings are flagged.
     #[default]
     Live,
-    /// Replay or backfill of historical data: timestamp checks are skipped.
+    /// Replay or backfill of historical data: backdated readings are
+    /// expected and not flagged; future ones still are.
     Backfill,
 }
 
@@ -151,7 +321,7 @@ fn reject(class: &'static str, message: String) -> Rejection {
     Rejection { class, message }
 }
 
-/// The last accepted values of an asset, for rate-of-change checks.
+/// An asset's rate-of-change baseline: the values of its last clean reading.
 #[derive(Debug, Clone, Default)]
 pub struct Previous {
     /// Event time of the reading the values came from.
@@ -177,9 +347,32 @@ impl Previous {
         }
         p
     }
+
+    /// Whether this baseline may be compared with `raw`: it is older than
+    /// the reading, not newer than the reading's reception (a clock ahead
+    /// must not hide every later reading), and at most `max_age` before it.
+    pub fn usable_for(&self, raw: &RawReading, max_age: Duration) -> bool {
+        let max_age = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        self.event_time < raw.event_time
+            && self.event_time <= raw.received_time
+            && raw.event_time.saturating_sub(self.event_time) <= max_age
+    }
 }
 
-/// Scores `raw` for `asset`, or says why it must be rejected.
+/// Earliest event time accepted: 0001-01-01T00:00:00Z.
+const MIN_EVENT_TIME: i64 = -62_135_596_800_000;
+/// Latest event time accepted: 9999-12-31T23:59:59.999Z.
+const MAX_EVENT_TIME: i64 = 253_402_300_799_999;
+
+/// True for event times between the years 1 and 9999: what downstream
+/// stores and the runtime's clock arithmetic can hold.
+pub fn plausible_event_time(event_time: i64) -> bool {
+    (MIN_EVENT_TIME..=MAX_EVENT_TIME).contains(&event_time)
+}
+
+/// Scores `raw` for `asset`, or says why it must be rejected. `previous` is
+/// the asset's baseline; it is only compared with when
+/// [`Previous::usable_for`] says so.
 pub fn evaluate(
     raw: &RawReading,
     asset: &Asset,
@@ -203,6 +396,15 @@ pub fn evaluate(
         return Err(reject(
             "no_measurements",
             format!("reading {} of {} has no values", raw.event_id, raw.asset_id),
+        ));
+    }
+    if !plausible_event_time(raw.event_time) {
+        return Err(reject(
+            "invalid_timestamp",
+            format!(
+                "event time {} ms of reading {} is outside the years 1 to 9999",
+                raw.event_time, raw.event_id
+            ),
         ));
     }
     let preset = rules.preset(asset.kind);
@@ -242,32 +444,8 @@ pub fn evaluate(
                 }
                 v
             }
-            None => match preset.infer_units.get(&MetricName(m.metric)) {
-                Some(inf) if m.value.abs() < inf.canonical_below => m.value,
-                Some(inf) if m.value.abs() > inf.large_above => {
-                    let (v, _) = units::to_canonical(m.metric, m.value, &inf.large_unit)
-                        .map_err(|e| reject("unit", format!("rules file: {e}")))?;
-                    inferred.push(format!(
-                        "{} {} without unit taken as {} -> {} {}",
-                        m.metric,
-                        m.value,
-                        inf.large_unit,
-                        round(v),
-                        m.metric.canonical_unit()
-                    ));
-                    v
-                }
-                Some(_) => {
-                    inferred.push(format!(
-                        "{} {} without unit is ambiguous; taken as {}",
-                        m.metric,
-                        m.value,
-                        m.metric.canonical_unit()
-                    ));
-                    m.value
-                }
-                None => m.value,
-            },
+            None => infer_unit(m.metric, m.value, preset, &mut inferred)
+                .map_err(|e| reject("unit", format!("{}: {e}", raw.asset_id)))?,
         };
         scored.set_metric(m.metric, value);
     }
@@ -337,40 +515,42 @@ pub fn evaluate(
         }
     }
 
-    // 2. Timestamp sanity against reception time.
-    if mode == Mode::Live {
-        let tolerance = rules.timestamp_tolerance.as_millis() as i64;
-        let skew = raw.event_time - raw.received_time;
-        if skew > tolerance {
-            flags.push(QualityFlag {
-                code: FlagCode::FutureTimestamp,
-                metric: None,
-                deduction: scoring.validation_warning,
-                quarantine: false,
-                detail: format!(
-                    "event time is {} ahead of reception (tolerance {})",
-                    human_ms(skew),
-                    human_ms(tolerance)
-                ),
-            });
-        } else if -skew > tolerance {
-            flags.push(QualityFlag {
-                code: FlagCode::BackdatedTimestamp,
-                metric: None,
-                deduction: scoring.validation_warning,
-                quarantine: false,
-                detail: format!(
-                    "event time is {} behind reception (tolerance {})",
-                    human_ms(-skew),
-                    human_ms(tolerance)
-                ),
-            });
-        }
+    // 2. Timestamp sanity against reception time. Saturating: an absurd
+    // timestamp is a flag, never an overflow. Backfill expects old data, so
+    // only the backdated check is relaxed; a reading from the future is
+    // wrong in any mode.
+    let tolerance = i64::try_from(rules.timestamp_tolerance.as_millis()).unwrap_or(i64::MAX);
+    let ahead = raw.event_time.saturating_sub(raw.received_time);
+    let behind = raw.received_time.saturating_sub(raw.event_time);
+    if ahead > tolerance {
+        flags.push(QualityFlag {
+            code: FlagCode::FutureTimestamp,
+            metric: None,
+            deduction: scoring.validation_warning,
+            quarantine: false,
+            detail: format!(
+                "event time is {} ahead of reception (tolerance {})",
+                human_ms(ahead),
+                human_ms(tolerance)
+            ),
+        });
+    } else if mode == Mode::Live && behind > tolerance {
+        flags.push(QualityFlag {
+            code: FlagCode::BackdatedTimestamp,
+            metric: None,
+            deduction: scoring.validation_warning,
+            quarantine: false,
+            detail: format!(
+                "event time is {} behind reception (tolerance {})",
+                human_ms(behind),
+                human_ms(tolerance)
+            ),
+        });
     }
 
-    // 4. Rate of change against the previous reading.
+    // 4. Rate of change against the baseline.
     if let (Some(roc), Some(prev)) = (&preset.rate_of_change, previous) {
-        if prev.event_time < raw.event_time {
+        if prev.usable_for(raw, roc.baseline_max_age) {
             for name in &roc.metrics {
                 let (Some(now), Some(before)) = (scored.metric(name.0), prev.get(name.0)) else {
                     continue;
@@ -422,12 +602,70 @@ pub fn evaluate(
     Ok(scored)
 }
 
+/// The canonical value of `value` of `metric` that came without a unit;
+/// notes what was assumed in `inferred` when the result is flagged.
+fn infer_unit(
+    metric: Metric,
+    value: f64,
+    preset: &Preset,
+    inferred: &mut Vec<String>,
+) -> Result<f64, String> {
+    let canonical = metric.canonical_unit();
+    let Some(inf) = preset.infer_units.get(&MetricName(metric)) else {
+        return match preset.unitless {
+            Unitless::Accept => Ok(value),
+            Unitless::Flag => {
+                inferred.push(format!(
+                    "{metric} {value} without unit taken as {canonical}"
+                ));
+                Ok(value)
+            }
+            Unitless::Reject => Err(format!(
+                "{metric} {value} has no unit and the rules infer none for it"
+            )),
+        };
+    };
+    let magnitude = value.abs();
+    if inf.canonical_below.is_some_and(|below| magnitude < below) {
+        return Ok(value);
+    }
+    if let (Some(above), Some(unit)) = (inf.large_above, &inf.large_unit) {
+        if magnitude > above {
+            let (v, _) = units::to_canonical(metric, value, unit)?;
+            inferred.push(format!(
+                "{metric} {value} without unit taken as {unit} -> {} {canonical}",
+                round(v)
+            ));
+            return Ok(v);
+        }
+    }
+    inferred.push(format!(
+        "{metric} {value} without unit is ambiguous; taken as {canonical}"
+    ));
+    Ok(value)
+}
+
 /// The values of `scored` that rate-of-change rules compare next time.
 pub fn remember(scored: &ScoredReading) -> Previous {
     Previous {
         event_time: scored.event_time,
         values: Metric::ALL.map(|m| scored.metric(m)),
     }
+}
+
+/// The baseline `scored` makes for its asset's next readings, if it may
+/// make one: only readings that passed (not quarantined) with a sound
+/// timestamp and every value in range. A reading from the future or a
+/// sensor glitch would otherwise hide or falsely flag the readings after it.
+pub fn baseline(scored: &ScoredReading) -> Option<Previous> {
+    let clean = scored.quality_tier != QualityTier::Quarantine
+        && !scored.flags.iter().any(|f| {
+            matches!(
+                f.code,
+                FlagCode::FutureTimestamp | FlagCode::BackdatedTimestamp | FlagCode::OutOfRange
+            )
+        });
+    clean.then(|| remember(scored))
 }
 
 fn empty_scored(raw: &RawReading, asset: &Asset, validated_time: i64) -> ScoredReading {
@@ -610,7 +848,7 @@ mod tests {
     }
 
     #[test]
-    fn future_and_backdated_timestamps_are_flagged_unless_backfilling() {
+    fn future_and_backdated_timestamps_are_flagged_backfill_only_relaxes_backdated() {
         let mut r = reading("M", &[(Metric::Power, 1.0, Some("kW"))]);
         r.event_time = r.received_time + 2 * 3_600_000;
         let s = eval(&r, &meter(), None).unwrap();
@@ -619,21 +857,63 @@ mod tests {
             (s.quality_score, s.quality_tier),
             (85, QualityTier::Standard)
         );
+        let backfill = |r: &RawReading| {
+            evaluate(
+                r,
+                &meter(),
+                None,
+                &RuleSet::default_rules(),
+                Mode::Backfill,
+                0,
+            )
+            .unwrap()
+        };
+        // Backfill still catches a reading from the future.
+        assert_eq!(backfill(&r).flags[0].code, FlagCode::FutureTimestamp);
         r.event_time = r.received_time - 3 * 3_600_000;
         assert_eq!(
             eval(&r, &meter(), None).unwrap().flags[0].code,
             FlagCode::BackdatedTimestamp
         );
-        let s = evaluate(
-            &r,
-            &meter(),
-            None,
-            &RuleSet::default_rules(),
-            Mode::Backfill,
-            0,
-        )
-        .unwrap();
+        assert!(backfill(&r).flags.is_empty());
+    }
+
+    #[test]
+    fn extreme_timestamps_saturate_instead_of_overflowing() {
+        let mut r = reading("M", &[(Metric::Power, 1.0, Some("kW"))]);
+        // Both plausible event times, received at the ends of the range.
+        r.event_time = MAX_EVENT_TIME;
+        r.received_time = i64::MIN;
+        assert_eq!(
+            eval(&r, &meter(), None).unwrap().flags[0].code,
+            FlagCode::FutureTimestamp
+        );
+        r.event_time = MIN_EVENT_TIME;
+        r.received_time = i64::MAX;
+        assert_eq!(
+            eval(&r, &meter(), None).unwrap().flags[0].code,
+            FlagCode::BackdatedTimestamp
+        );
+        for t in [i64::MAX, i64::MIN, MAX_EVENT_TIME + 1, MIN_EVENT_TIME - 1] {
+            r.event_time = t;
+            for received in [i64::MIN, 0, i64::MAX] {
+                r.received_time = received;
+                let err = eval(&r, &meter(), None).unwrap_err();
+                assert_eq!(err.class, "invalid_timestamp");
+            }
+        }
+        // A huge tolerance does not overflow either.
+        let mut rules = RuleSet::default_rules();
+        rules.timestamp_tolerance = Duration::MAX;
+        r.event_time = T0;
+        r.received_time = i64::MIN;
+        let s = evaluate(&r, &meter(), None, &rules, Mode::Live, 0).unwrap();
         assert!(s.flags.is_empty());
+        // Nor does an ancient baseline.
+        let prev = Previous::with(MIN_EVENT_TIME, &[(Metric::Power, 1.0)]);
+        r.event_time = MAX_EVENT_TIME;
+        r.received_time = MAX_EVENT_TIME;
+        assert!(eval(&r, &meter(), Some(&prev)).unwrap().flags.is_empty());
     }
 
     #[test]
@@ -671,7 +951,7 @@ mod tests {
     fn several_warnings_push_below_70() {
         let prev = Previous::with(T0 - 60_000, &[(Metric::Power, 0.5)]);
         let mut r = reading("M", &[(Metric::Power, 9000.0, Some("W"))]);
-        r.event_time = r.received_time + 2 * 3_600_000;
+        r.event_time = r.received_time + 90 * 60_000;
         let s = eval(&r, &meter(), Some(&prev)).unwrap();
         // -5 unit, -15 future, -20 spike = 60.
         assert_eq!(s.quality_score, 60);
@@ -690,7 +970,7 @@ mod tests {
             ],
         );
         let s = eval(&r, &turbine(), None).unwrap();
-        assert_eq!(s.power_kw, Some(2100.0), "no W inference for turbines");
+        assert_eq!(s.power_kw, Some(2100.0), "kW given, nothing inferred");
         assert_eq!(s.quality_score, 100);
         let mut bad = r.clone();
         bad.measurements.push(Measurement {
@@ -732,5 +1012,248 @@ mod tests {
         assert!(err.contains("spike_increse"), "{err}");
         let err = RuleSet::from_toml("[scoring]\nunit_conversion = 'x'").unwrap_err();
         assert!(err.contains("unit_conversion"), "{err}");
+        let without_fault: String = DEFAULT_RULES
+            .lines()
+            .filter(|l| !l.starts_with("fault ="))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let err = RuleSet::from_toml(&without_fault).unwrap_err();
+        assert!(err.contains("fault"), "{err}");
+    }
+
+    #[test]
+    fn every_deduction_of_the_rules_is_in_the_file() {
+        let s = RuleSet::default_rules().scoring;
+        assert_eq!(
+            (
+                s.unit_conversion,
+                s.interpolation_per_hour,
+                s.validation_warning,
+                s.rate_of_change,
+                s.fault
+            ),
+            (5, 10, 15, 20, 30)
+        );
+        assert_eq!((s.premium_min, s.standard_min), (90, 70));
+    }
+
+    fn bad(from: &str, to: &str) -> String {
+        assert!(DEFAULT_RULES.contains(from), "{from}");
+        RuleSet::from_toml(&DEFAULT_RULES.replacen(from, to, 1)).unwrap_err()
+    }
+
+    #[test]
+    fn inconsistent_rules_are_refused_naming_the_key() {
+        for (from, to, key) in [
+            (
+                "premium_min = 90",
+                "premium_min = 70",
+                "scoring.premium_min",
+            ),
+            (
+                "premium_min = 90",
+                "premium_min = 60",
+                "scoring.premium_min",
+            ),
+            (
+                "standard_min = 70",
+                "standard_min = 0",
+                "scoring.standard_min",
+            ),
+            ("fault = 30", "fault = -30", "scoring.fault"),
+            (
+                "interpolation_per_hour = 10",
+                "interpolation_per_hour = 101",
+                "scoring.interpolation_per_hour",
+            ),
+            (
+                "timestamp_tolerance = \"1h\"",
+                "timestamp_tolerance = \"0s\"",
+                "timestamp_tolerance",
+            ),
+            (
+                "large_unit = \"W\"",
+                "large_unit = \"degC\"",
+                "meter.infer_units.power.large_unit",
+            ),
+            (
+                "canonical_below = 10.0",
+                "canonical_below = 5000.0",
+                "meter.infer_units.power.canonical_below",
+            ),
+            (
+                "large_above = 10000.0\nlarge_unit = \"W\"",
+                "large_above = 10000.0",
+                "turbine.infer_units.power",
+            ),
+            (
+                "power = { min = -200.0, max = 4000.0 }",
+                "power = { min = 200.0, max = 40.0 }",
+                "turbine.limits.power.max",
+            ),
+            (
+                "power = { reject_below = 0.0, min = 0.0, max = 20.0 }",
+                "power = { reject_below = 1.0, min = 0.0, max = 20.0 }",
+                "meter.limits.power.min",
+            ),
+            (
+                "drop_decrease = 0.9 ",
+                "drop_decrease = 1.5 ",
+                "meter.rate_of_change.drop_decrease",
+            ),
+            (
+                "spike_increase = 5.0\ndrop_decrease = 0.9\nmin_base = 50.0",
+                "spike_increase = 0.0\ndrop_decrease = 0.9\nmin_base = 50.0",
+                "turbine.rate_of_change.spike_increase",
+            ),
+            (
+                "baseline_max_age = \"1h\"",
+                "baseline_max_age = \"0s\"",
+                "turbine.rate_of_change.baseline_max_age",
+            ),
+            ("unitless = \"flag\"", "unitless = \"guess\"", "unitless"),
+        ] {
+            let err = bad(from, to);
+            assert!(err.contains(key), "{from} -> {to}: {err}");
+        }
+    }
+
+    #[test]
+    fn turbine_power_without_unit_is_inferred_from_rated_power() {
+        // 2.1 MW sent in W without a unit.
+        let w = eval(
+            &reading("T", &[(Metric::Power, 2_100_000.0, None)]),
+            &turbine(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(w.power_kw, Some(2100.0));
+        assert_eq!(w.flags[0].code, FlagCode::UnitInferred);
+        assert_eq!(w.quality_score, 95);
+        assert!(
+            w.flags[0].detail.contains("taken as W"),
+            "{}",
+            w.flags[0].detail
+        );
+        // Any other magnitude is kW, but flagged: it might have been MW.
+        for v in [2.1, 1500.0, 0.0] {
+            let s = eval(&reading("T", &[(Metric::Power, v, None)]), &turbine(), None).unwrap();
+            assert_eq!(s.power_kw, Some(v));
+            assert_eq!(s.flags[0].code, FlagCode::UnitInferred, "{v}");
+            assert!(
+                s.flags[0].detail.contains("ambiguous"),
+                "{}",
+                s.flags[0].detail
+            );
+        }
+    }
+
+    #[test]
+    fn other_metrics_without_unit_are_flagged_once() {
+        let s = eval(
+            &reading(
+                "T",
+                &[
+                    (Metric::WindSpeed, 8.0, None),
+                    (Metric::GearboxTemperature, 60.0, None),
+                    (Metric::Power, 1500.0, Some("kW")),
+                ],
+            ),
+            &turbine(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.wind_speed_ms, Some(8.0));
+        assert_eq!(s.flags.len(), 1);
+        assert_eq!(s.flags[0].code, FlagCode::UnitInferred);
+        assert_eq!(s.quality_score, 95);
+        assert!(
+            s.flags[0].detail.contains("wind_speed") && s.flags[0].detail.contains("gearbox"),
+            "{}",
+            s.flags[0].detail
+        );
+        let energy = eval(
+            &reading("M", &[(Metric::Energy, 1234.5, None)]),
+            &meter(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(energy.flags[0].code, FlagCode::UnitInferred);
+        // The policy is data.
+        let accept = RuleSet::from_toml(&DEFAULT_RULES.replacen(
+            "[turbine]\nunitless = \"flag\"",
+            "[turbine]\nunitless = \"accept\"",
+            1,
+        ))
+        .unwrap();
+        let r = reading("T", &[(Metric::WindSpeed, 8.0, None)]);
+        let s = evaluate(&r, &turbine(), None, &accept, Mode::Live, 0).unwrap();
+        assert!(s.flags.is_empty());
+        let refuse = RuleSet::from_toml(&DEFAULT_RULES.replacen(
+            "[turbine]\nunitless = \"flag\"",
+            "[turbine]\nunitless = \"reject\"",
+            1,
+        ))
+        .unwrap();
+        assert_eq!(
+            evaluate(&r, &turbine(), None, &refuse, Mode::Live, 0)
+                .unwrap_err()
+                .class,
+            "unit"
+        );
+    }
+
+    #[test]
+    fn baselines_are_used_only_when_usable() {
+        let spike = reading("M", &[(Metric::Power, 9.0, Some("kW"))]);
+        let flagged = |prev: &Previous| {
+            eval(&spike, &meter(), Some(prev))
+                .unwrap()
+                .flags
+                .iter()
+                .any(|f| f.code == FlagCode::Spike)
+        };
+        assert!(flagged(&Previous::with(
+            T0 - 60_000,
+            &[(Metric::Power, 1.0)]
+        )));
+        // Newer than the reading's reception: a clock ahead, ignored.
+        assert!(!flagged(&Previous::with(
+            spike.received_time + 1,
+            &[(Metric::Power, 1.0)]
+        )));
+        // Older than baseline_max_age (2 h for meters).
+        assert!(!flagged(&Previous::with(
+            T0 - 2 * 3_600_000 - 1,
+            &[(Metric::Power, 1.0)]
+        )));
+        assert!(flagged(&Previous::with(
+            T0 - 2 * 3_600_000,
+            &[(Metric::Power, 1.0)]
+        )));
+    }
+
+    #[test]
+    fn only_clean_readings_make_a_baseline() {
+        let ok = eval(
+            &reading("M", &[(Metric::Power, 1.0, Some("kW"))]),
+            &meter(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(baseline(&ok).unwrap().get(Metric::Power), Some(1.0));
+        let mut future = reading("M", &[(Metric::Power, 1.0, Some("kW"))]);
+        future.event_time = future.received_time + 2 * 3_600_000;
+        assert!(baseline(&eval(&future, &meter(), None).unwrap()).is_none());
+        let mut old = reading("M", &[(Metric::Power, 1.0, Some("kW"))]);
+        old.event_time = old.received_time - 2 * 3_600_000;
+        assert!(baseline(&eval(&old, &meter(), None).unwrap()).is_none());
+        let glitch = eval(
+            &reading("M", &[(Metric::Power, 42.0, Some("kW"))]),
+            &meter(),
+            None,
+        )
+        .unwrap();
+        assert!(baseline(&glitch).is_none());
     }
 }
