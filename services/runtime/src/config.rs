@@ -195,10 +195,9 @@ impl Default for KafkaConfig {
 
 /// librdkafka properties the runtime sets itself because delivery guarantees
 /// depend on them; a pass-through value for one of these is a config error.
-pub const RESERVED_KAFKA_PROPERTIES: [&str; 7] = [
+pub const RESERVED_KAFKA_PROPERTIES: [&str; 6] = [
     "enable.auto.offset.store",
     "enable.auto.commit",
-    "enable.idempotence",
     "acks",
     "request.required.acks",
     "group.id",
@@ -209,7 +208,7 @@ impl KafkaConfig {
     /// Checks the pass-through properties: none may switch off what
     /// at-least-once delivery relies on.
     pub fn check(&self) -> Result<(), Error> {
-        for (key, _) in self.librdkafka_properties() {
+        for (key, value) in self.librdkafka_properties() {
             if RESERVED_KAFKA_PROPERTIES.contains(&key.as_str()) {
                 let hint = match key.as_str() {
                     "group.id" => "; use `kafka.group_id`",
@@ -219,6 +218,12 @@ impl KafkaConfig {
                 return Err(Error::Config(format!(
                     "key `kafka.properties.{key}` cannot be overridden{hint}"
                 )));
+            }
+            if key == "enable.idempotence" && value.trim() != "true" {
+                // Still at-least-once (offsets follow acknowledgements); a
+                // retried send may now store a record twice, which the
+                // sinks' event ids absorb.
+                tracing::warn!("kafka.properties.enable.idempotence is off: retried sends may duplicate records");
             }
         }
         if self.bootstrap_servers.trim().is_empty() {

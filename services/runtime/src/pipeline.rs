@@ -111,6 +111,11 @@ pub trait Processor: Send {
         meta: &RecordMeta<'_>,
     ) -> Result<Vec<Emit<Self::Output>>, ProcessError>;
 
+    /// This instance no longer owns `partitions` (topic, partition): state
+    /// kept for their keys is someone else's now. Called before the next
+    /// batch after a rebalance.
+    fn partitions_revoked(&mut self, _partitions: &[(String, i32)]) {}
+
     /// Event time of a record in ms, for the event-time latency histogram.
     fn event_time_ms(&self, _input: &Self::Input) -> Option<i64> {
         None
@@ -211,8 +216,12 @@ impl<'s> Pipeline<'s> {
     pub async fn run<P: Processor>(mut self, mut processor: P) -> Result<(), Error> {
         let service = self.service;
         let group = kafka::group_id(&service.config.kafka, service.name());
-        let consumer: StreamConsumer<GaleContext> =
-            kafka::consumer(&service.config.kafka, &group, service.kafka_context())?;
+        let revoked: kafka::Revocations = Default::default();
+        let consumer: StreamConsumer<GaleContext> = kafka::consumer(
+            &service.config.kafka,
+            &group,
+            service.kafka_context().with_revocations(revoked.clone()),
+        )?;
         consumer
             .subscribe(&[&self.input_topic])
             .map_err(|e| Error::kafka("subscribing", e))?;
@@ -229,6 +238,10 @@ impl<'s> Pipeline<'s> {
 
         let mut batches = outbox::Batches::new(&consumer, service);
         while let Some(batch) = batches.next().await {
+            let gone = std::mem::take(&mut *revoked.lock().unwrap_or_else(|p| p.into_inner()));
+            if !gone.is_empty() {
+                processor.partitions_revoked(&gone);
+            }
             let done = self
                 .handle_batch(&batch, &mut processor, &mut decoder, &group, &keepalive)
                 .await;

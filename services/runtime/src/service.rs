@@ -48,8 +48,8 @@ pub struct Service {
 impl Service {
     /// Starts the shared parts of service `name`.
     pub async fn start(name: &str, config: RuntimeConfig) -> Result<Service, Error> {
-        config.kafka.check()?;
         let telemetry = Telemetry::init(&format!("gale-{name}"), &config.telemetry)?;
+        config.kafka.check()?;
         let prometheus = metrics::install();
         let metrics = StageMetrics::new(name);
         let health = Health::new();

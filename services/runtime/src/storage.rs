@@ -40,6 +40,8 @@ pub struct Location {
     pub prefix: Path,
     /// The configured URL, for logs (never holds credentials).
     pub url: String,
+    /// The directory, when the store is a local one.
+    pub local_root: Option<std::path::PathBuf>,
 }
 
 impl Location {
@@ -94,6 +96,7 @@ pub fn open(config: &StoreConfig, key: &str) -> Result<Location, Error> {
             store: Arc::new(store),
             prefix,
             url: url.to_string(),
+            local_root: None,
         });
     }
     let dir = url.strip_prefix("file://").unwrap_or(url);
@@ -104,13 +107,57 @@ pub fn open(config: &StoreConfig, key: &str) -> Result<Location, Error> {
     }
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::Config(format!("key `{key}.url`: cannot create {dir}: {e}")))?;
+    // Writes are synced before they return: callers commit Kafka offsets
+    // right after, so "written" must survive a power loss, not just a crash.
     let store = LocalFileSystem::new_with_prefix(dir)
         .map_err(|e| Error::Config(format!("key `{key}.url`: {e}")))?
-        .with_automatic_cleanup(true);
+        .with_automatic_cleanup(true)
+        .with_fsync(true);
     Ok(Location {
         store: Arc::new(store),
         prefix: Path::default(),
         url: url.to_string(),
+        local_root: Some(std::path::PathBuf::from(dir)),
+    })
+}
+
+impl Location {
+    /// Removes the half-written staging files (`name#N`) a killed process
+    /// can leave beside its objects in a local directory under `relative`.
+    /// The store itself never lists them, but tools that read the directory
+    /// directly (pyarrow, Spark) would. Returns how many were removed.
+    pub fn sweep_staging(&self, relative: &str) -> std::io::Result<usize> {
+        let Some(root) = &self.local_root else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        let mut dirs = vec![root.join(relative.trim_matches('/'))];
+        while let Some(dir) = dirs.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let path = entry.path();
+                if entry.file_type()?.is_dir() {
+                    dirs.push(path);
+                } else if is_staging_name(&entry.file_name().to_string_lossy()) {
+                    std::fs::remove_file(&path)?;
+                    tracing::info!(file = %path.display(), "removed a half-written staging file");
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// `object_store`'s local staging names: `<name>#<digits>`.
+fn is_staging_name(name: &str) -> bool {
+    name.rsplit_once('#').is_some_and(|(stem, n)| {
+        !stem.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
     })
 }
 
@@ -135,6 +182,29 @@ mod tests {
         loc.store.put(&p, b"x".to_vec().into()).await.unwrap();
         assert!(root.join("date=2024-01-01/a.parquet").exists());
         assert_eq!(loc.relative(&p), "date=2024-01-01/a.parquet");
+    }
+
+    #[tokio::test]
+    async fn staging_leftovers_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = open(
+            &StoreConfig {
+                url: dir.path().display().to_string(),
+                options: Default::default(),
+            },
+            "archive.store",
+        )
+        .unwrap();
+        let part = dir.path().join("t/date=2024-01-01/hour=00");
+        std::fs::create_dir_all(&part).unwrap();
+        std::fs::write(part.join("part-a.parquet#3"), b"half").unwrap();
+        std::fs::write(part.join("part-a.parquet"), b"whole").unwrap();
+        std::fs::write(part.join("odd#name.parquet"), b"kept").unwrap();
+        assert_eq!(loc.sweep_staging("t").unwrap(), 1);
+        assert!(!part.join("part-a.parquet#3").exists());
+        assert!(part.join("part-a.parquet").exists());
+        assert!(part.join("odd#name.parquet").exists());
+        assert_eq!(loc.sweep_staging("missing").unwrap(), 0);
     }
 
     #[test]
