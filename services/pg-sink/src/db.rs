@@ -58,6 +58,9 @@ pub async fn migrate(pool: &PgPool) -> Result<(), PgSinkError> {
 pub enum WriteFailure {
     /// Postgres refused the data (SQLSTATE classes 22 and 23).
     Data(String),
+    /// A row's day has no partition (dropped behind pg-sink's back, say):
+    /// create it and try again rather than refuse good rows.
+    MissingPartition(String),
     /// The database is unreachable or failing; retry later.
     Outage(String),
 }
@@ -66,6 +69,9 @@ impl From<sqlx::Error> for WriteFailure {
     fn from(e: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &e {
             if let Some(code) = db.code() {
+                if code == "23514" && db.message().contains("no partition of relation") {
+                    return WriteFailure::MissingPartition(db.message().to_string());
+                }
                 if code.starts_with("22") || code.starts_with("23") {
                     return WriteFailure::Data(format!("{} (SQLSTATE {code})", db.message()));
                 }
@@ -88,6 +94,9 @@ pub struct Table {
     pub time_column: String,
     /// `(table, key)` of the newest-row table, if any.
     pub latest: Option<(String, String)>,
+    /// Primary-key columns: the conflict target that makes a redelivered
+    /// record a no-op.
+    pub key: Vec<String>,
     known_days: HashSet<NaiveDate>,
 }
 
@@ -130,6 +139,21 @@ pub async fn describe(pool: &PgPool, mapping: &TableMapping) -> Result<Table, Wr
     .bind(&mapping.table)
     .fetch_optional(pool)
     .await?;
+    let key: Vec<(String,)> = sqlx::query_as(
+        "SELECT a.attname::text FROM pg_index i \
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+         WHERE i.indrelid = to_regclass($1) AND i.indisprimary \
+         ORDER BY array_position(i.indkey::int2[], a.attnum)",
+    )
+    .bind(&mapping.table)
+    .fetch_all(pool)
+    .await?;
+    if key.is_empty() {
+        return Err(WriteFailure::Data(format!(
+            "table {} has no primary key; pg-sink needs one (e.g. event_id, event_time) so that a redelivered record is not stored twice",
+            mapping.table
+        )));
+    }
     if !columns.iter().any(|c| c.name == mapping.time_column) {
         return Err(WriteFailure::Data(format!(
             "table {} has no column {} (sink.tables time_column)",
@@ -145,6 +169,7 @@ pub async fn describe(pool: &PgPool, mapping: &TableMapping) -> Result<Table, Wr
             .latest
             .as_ref()
             .map(|l| (l.table.clone(), l.key.clone())),
+        key: key.into_iter().map(|(k,)| k).collect(),
         known_days: HashSet::new(),
     })
 }
@@ -156,6 +181,11 @@ impl Table {
             .map(|c| c.name.as_str())
             .collect::<Vec<_>>()
             .join(", ")
+    }
+
+    /// Forgets which partitions exist, so the next `ensure_partitions` checks again.
+    pub fn forget_partitions(&mut self) {
+        self.known_days.clear();
     }
 
     /// Creates the daily partitions `days` that are not known to exist yet.
@@ -207,8 +237,9 @@ impl Table {
         copy.send(rows.as_bytes()).await?;
         copy.finish().await?;
         let inserted = sqlx::query(&format!(
-            "INSERT INTO {} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT DO NOTHING",
-            self.name
+            "INSERT INTO {} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({}) DO NOTHING",
+            self.name,
+            self.key.join(", ")
         ))
         .execute(&mut *tx)
         .await?

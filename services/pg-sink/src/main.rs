@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         };
         match attempt.await {
             Ok(t) => break t,
-            Err(WriteFailure::Data(e)) => {
+            Err(WriteFailure::Data(e) | WriteFailure::MissingPartition(e)) => {
                 return Err(PgSinkError::Table {
                     table: "sink.tables".into(),
                     message: e,
@@ -78,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
     let topics: Vec<String> = cfg.sink.tables.iter().map(|t| t.topic.clone()).collect();
     let writer = PgWriter::new(
         pool,
+        url.clone(),
         tables,
         service.registry.value_decoder(),
         cfg.database.partitions_ahead_days,

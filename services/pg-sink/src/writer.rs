@@ -10,6 +10,7 @@ use apache_avro::types::Value;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use gale_runtime::avro::{DecodeError, ValueDecoder};
+use gale_runtime::config::Secret;
 use gale_runtime::sink::{Outage, Refusal, Sink, SinkRecord};
 use sqlx::PgPool;
 
@@ -19,6 +20,8 @@ use crate::rows::{self, Position};
 /// Writes topics into their tables.
 pub struct PgWriter {
     pool: PgPool,
+    /// The connection URL, only to remove its password from messages.
+    url: Secret,
     tables: HashMap<String, Table>,
     decoder: ValueDecoder,
     durable: BTreeMap<(String, i32), i64>,
@@ -35,17 +38,31 @@ impl PgWriter {
     /// A writer for `tables` (keyed by topic).
     pub fn new(
         pool: PgPool,
+        url: Secret,
         tables: HashMap<String, Table>,
         decoder: ValueDecoder,
         partitions_ahead: u32,
     ) -> Self {
         PgWriter {
             pool,
+            url,
             tables,
             decoder,
             durable: BTreeMap::new(),
             partitions_ahead,
             ahead_done_for: None,
+        }
+    }
+
+    fn outage(&self, failure: WriteFailure) -> Outage {
+        let message = match failure {
+            WriteFailure::Outage(m) | WriteFailure::Data(m) | WriteFailure::MissingPartition(m) => {
+                m
+            }
+        };
+        Outage {
+            dependency: "database",
+            message: db::redact(&message, &self.url),
         }
     }
 
@@ -65,13 +82,6 @@ impl PgWriter {
     }
 }
 
-fn outage(message: String) -> Outage {
-    Outage {
-        dependency: "database",
-        message,
-    }
-}
-
 fn time_of(record: &Value, column: &str) -> Option<NaiveDate> {
     let Value::Record(fields) = record else {
         return None;
@@ -82,20 +92,35 @@ fn time_of(record: &Value, column: &str) -> Option<NaiveDate> {
         v => v,
     };
     let micros = match v {
-        Value::TimestampMillis(ms) | Value::Long(ms) => ms.checked_mul(1000)?,
-        Value::TimestampMicros(us) => *us,
+        Value::TimestampMillis(ms) | Value::LocalTimestampMillis(ms) | Value::Long(ms) => {
+            ms.checked_mul(1000)?
+        }
+        Value::TimestampMicros(us) | Value::LocalTimestampMicros(us) => *us,
+        Value::TimestampNanos(ns) | Value::LocalTimestampNanos(ns) => ns / 1000,
+        Value::Date(days) => i64::from(*days).checked_mul(86_400_000_000)?,
         _ => return None,
     };
     DateTime::from_timestamp_micros(micros).map(|t| t.date_naive())
 }
 
+/// Why rows could not be written as a whole.
+enum RowsFailure {
+    /// The database is down; retry the batch.
+    Outage(WriteFailure),
+    /// A day's partition is missing; create it and retry.
+    MissingPartition,
+}
+
 /// Writes `rows` into `table`; on a data error splits the rows in halves
-/// until the refused ones stand alone. Returns the refused rows.
+/// until the refused ones stand alone. Returns the refused rows. A missing
+/// partition is reported (to be created) unless `missing_is_data`, when the
+/// rows that still have none are refused like bad data.
 fn write_rows<'a>(
     pool: &'a PgPool,
     table: &'a Table,
     rows: &'a [Row],
-) -> Pin<Box<dyn Future<Output = Result<Vec<Refusal>, Outage>> + Send + 'a>> {
+    missing_is_data: bool,
+) -> Pin<Box<dyn Future<Output = Result<Vec<Refusal>, RowsFailure>> + Send + 'a>> {
     Box::pin(async move {
         if rows.is_empty() {
             return Ok(Vec::new());
@@ -109,16 +134,21 @@ fn write_rows<'a>(
                     .increment(rows.len() as u64 - inserted);
                 Ok(Vec::new())
             }
-            Err(WriteFailure::Outage(e)) => Err(outage(e)),
-            Err(WriteFailure::Data(e)) if rows.len() == 1 => Ok(vec![Refusal {
-                index: rows[0].index,
-                class: "rejected_by_database",
-                message: format!("table {}: {e}", table.name),
-            }]),
-            Err(WriteFailure::Data(_)) => {
+            Err(e @ WriteFailure::Outage(_)) => Err(RowsFailure::Outage(e)),
+            Err(WriteFailure::MissingPartition(_)) if !missing_is_data => {
+                Err(RowsFailure::MissingPartition)
+            }
+            Err(WriteFailure::Data(e) | WriteFailure::MissingPartition(e)) if rows.len() == 1 => {
+                Ok(vec![Refusal {
+                    index: rows[0].index,
+                    class: "rejected_by_database",
+                    message: format!("table {}: {e}", table.name),
+                }])
+            }
+            Err(WriteFailure::Data(_) | WriteFailure::MissingPartition(_)) => {
                 let (left, right) = rows.split_at(rows.len() / 2);
-                let mut refused = write_rows(pool, table, left).await?;
-                refused.extend(write_rows(pool, table, right).await?);
+                let mut refused = write_rows(pool, table, left, missing_is_data).await?;
+                refused.extend(write_rows(pool, table, right, missing_is_data).await?);
                 Ok(refused)
             }
         }
@@ -128,9 +158,7 @@ fn write_rows<'a>(
 #[async_trait]
 impl Sink for PgWriter {
     async fn write(&mut self, batch: &[SinkRecord<'_>]) -> Result<Vec<Refusal>, Outage> {
-        self.ensure_ahead().await.map_err(|e| match e {
-            WriteFailure::Outage(m) | WriteFailure::Data(m) => outage(m),
-        })?;
+        self.ensure_ahead().await.map_err(|e| self.outage(e))?;
         let mut refused = Vec::new();
         let mut per_table: BTreeMap<&str, (Vec<Row>, BTreeSet<NaiveDate>)> = BTreeMap::new();
         for (index, record) in batch.iter().enumerate() {
@@ -175,15 +203,29 @@ impl Sink for PgWriter {
             }
         }
         for (topic, (rows, days)) in per_table {
-            let table = self.tables.get_mut(topic).expect("grouped by known topics");
-            table
-                .ensure_partitions(&self.pool, days)
-                .await
-                .map_err(|e| match e {
-                    WriteFailure::Outage(m) | WriteFailure::Data(m) => outage(m),
-                })?;
-            let table = &self.tables[topic];
-            refused.extend(write_rows(&self.pool, table, &rows).await?);
+            let mut missing_is_data = false;
+            loop {
+                let table = self.tables.get_mut(topic).expect("grouped by known topics");
+                if let Err(e) = table.ensure_partitions(&self.pool, days.clone()).await {
+                    return Err(self.outage(e));
+                }
+                let table = &self.tables[topic];
+                match write_rows(&self.pool, table, &rows, missing_is_data).await {
+                    Ok(r) => {
+                        refused.extend(r);
+                        break;
+                    }
+                    Err(RowsFailure::Outage(e)) => return Err(self.outage(e)),
+                    Err(RowsFailure::MissingPartition) => {
+                        tracing::warn!(table = %table.name, "a partition is missing; creating it again");
+                        self.tables
+                            .get_mut(topic)
+                            .expect("known")
+                            .forget_partitions();
+                        missing_is_data = true;
+                    }
+                }
+            }
         }
         for r in batch {
             let next = self
@@ -193,6 +235,12 @@ impl Sink for PgWriter {
             *next = (*next).max(r.offset + 1);
         }
         Ok(refused)
+    }
+
+    /// Nothing is buffered; keeps the partitions ahead of today even while
+    /// no records arrive.
+    async fn flush(&mut self, _force: bool) -> Result<(), Outage> {
+        self.ensure_ahead().await.map_err(|e| self.outage(e))
     }
 
     fn durable_offsets(&mut self) -> Vec<(String, i32, i64)> {
