@@ -65,18 +65,23 @@ fn store_err(e: impl std::fmt::Display) -> ArchiveError {
     ArchiveError::Store(e.to_string())
 }
 
-/// Compacts the closed partitions of one table. `local_root` is the lake's
-/// directory when the store is local (enables the atomic exchange).
+/// Compacts the closed partitions of one table; atomically for readers on a
+/// local directory (see the module docs).
 pub async fn compact(
     location: &Location,
-    local_root: Option<&Path>,
     options: &CompactOptions,
 ) -> Result<Vec<Merged>, ArchiveError> {
+    let local_root = location.local_root.as_deref();
     let table = options.table.trim_matches('/').to_string();
     let table_prefix = location.child(&table);
     if let Some(root) = local_root {
-        // Leftovers of an interrupted run are never visible to readers; clear them.
-        let _ = std::fs::remove_dir_all(staging_root(root, &table));
+        // An interrupted run may have left a staging directory: either the
+        // merged file that never went in, or, after the exchange, the old
+        // files plus any late file that was still to be moved back.
+        recover_staging(root, &table)?;
+        location
+            .sweep_staging(&table)
+            .map_err(|e| store_err(format!("sweeping {table}: {e}")))?;
     }
     let objects: Vec<ObjectMeta> = location
         .store
@@ -206,6 +211,7 @@ pub async fn compact(
         }
         let mut schema = None;
         let mut batches = Vec::new();
+        let mut mixed = None;
         for f in &data {
             let bytes = location
                 .store
@@ -222,16 +228,18 @@ pub async fn compact(
             match &schema {
                 None => schema = Some(s),
                 Some(existing) if existing.fields() != s.fields() => {
-                    return Err(ArchiveError::File {
-                        path: f.location.to_string(),
-                        message:
-                            "schema differs from the other files of its partition; not merging"
-                                .into(),
-                    })
+                    mixed = Some(f.location.to_string());
+                    break;
                 }
                 Some(_) => {}
             }
             batches.extend(b);
+        }
+        if let Some(file) = mixed {
+            // Files written before and after a schema change: merging them
+            // would need a schema decision; leave the partition as it is.
+            tracing::warn!(partition = %dir, file, "schema differs from the other files of its partition; not merging it");
+            continue;
         }
         let schema = schema.expect("at least two files");
         let all = concat_batches(&schema, &batches).map_err(store_err)?;
@@ -292,6 +300,14 @@ pub async fn compact(
             file: format!("{stem}.parquet"),
         });
     }
+    if let Some(root) = local_root {
+        // Each swap emptied its own staging directory; drop the tree.
+        match std::fs::remove_dir_all(staging_root(root, &table)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(store_err(format!("removing compaction staging: {e}"))),
+        }
+    }
     Ok(merged)
 }
 
@@ -307,7 +323,100 @@ fn fnv(s: &str) -> u64 {
 }
 
 fn staging_root(root: &Path, table: &str) -> PathBuf {
-    root.join("_gale_compaction").join(table.replace('/', "__"))
+    root.join("_gale_compaction").join(table)
+}
+
+/// Leaf directories (those holding files) under `dir`, relative to it.
+fn leaf_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        let mut has_files = false;
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => has_files = true,
+                Err(_) => {}
+            }
+        }
+        if has_files {
+            if let Ok(rel) = d.strip_prefix(dir) {
+                out.push(rel.to_path_buf());
+            }
+        }
+    }
+    out
+}
+
+fn names_in(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn manifests_in(dir: &Path) -> Vec<Manifest> {
+    names_in(dir)
+        .into_iter()
+        .filter(|n| n.starts_with('_') && n.ends_with(".json"))
+        .filter_map(|n| std::fs::read(dir.join(n)).ok())
+        .filter_map(|b| serde_json::from_slice::<Manifest>(&b).ok())
+        .collect()
+}
+
+/// Finishes or undoes what an interrupted local compaction left in staging.
+fn recover_staging(root: &Path, table: &str) -> Result<(), ArchiveError> {
+    let io = |what: &Path, e: std::io::Error| ArchiveError::File {
+        path: what.display().to_string(),
+        message: e.to_string(),
+    };
+    let staging = staging_root(root, table);
+    for rel in leaf_dirs(&staging) {
+        let left = staging.join(&rel);
+        let partition = root.join(table).join(&rel);
+        let present = names_in(&partition);
+        // The exchange did not happen if staging still holds a merged file
+        // whose inputs are all still in the partition: drop it.
+        let not_exchanged = manifests_in(&left).iter().any(|m| {
+            !m.compacted_from.is_empty()
+                && !present.contains(&m.file)
+                && m.compacted_from.iter().all(|f| present.contains(f))
+        });
+        if !not_exchanged {
+            // The exchange happened: staging holds the replaced files, which
+            // go, and late files written meanwhile, which go back.
+            let replaced: BTreeSet<String> = manifests_in(&partition)
+                .into_iter()
+                .flat_map(|m| m.compacted_from)
+                .collect();
+            for name in names_in(&left) {
+                let data_name = name
+                    .strip_prefix('_')
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .map(|n| format!("{n}.parquet"))
+                    .unwrap_or_else(|| name.clone());
+                if replaced.contains(&data_name) || present.contains(&name) {
+                    continue;
+                }
+                std::fs::create_dir_all(&partition).map_err(|e| io(&partition, e))?;
+                std::fs::rename(left.join(&name), partition.join(&name))
+                    .map_err(|e| io(&left.join(&name), e))?;
+                tracing::info!(file = %partition.join(&name).display(), "moved a late file back after an interrupted compaction");
+            }
+        }
+    }
+    match std::fs::remove_dir_all(&staging) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(&staging, e)),
+    }
 }
 
 fn swap_local(
@@ -324,7 +433,7 @@ fn swap_local(
         message: e.to_string(),
     };
     let partition_dir = root.join(table).join(dir);
-    let staging = staging_root(root, table).join(dir.replace('/', "__"));
+    let staging = staging_root(root, table).join(dir);
     std::fs::create_dir_all(&staging).map_err(|e| io(&staging.display().to_string(), e))?;
     for (name, bytes) in [
         (format!("{stem}.parquet"), data),
@@ -416,6 +525,77 @@ async fn swap_remote(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn manifest(file: &str, from: &[&str]) -> Vec<u8> {
+        serde_json::to_vec(&Manifest {
+            file: file.into(),
+            records: 1,
+            min_event_time: String::new(),
+            max_event_time: String::new(),
+            topic: "t".into(),
+            partition: 0,
+            first_offset: 0,
+            last_offset: 0,
+            writer_schema_ids: vec![],
+            schema_id: 1,
+            compression: "snappy".into(),
+            written_at: String::new(),
+            compacted_from: from.iter().map(|s| s.to_string()).collect(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn interrupted_compaction_keeps_late_files() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let dir = "date=2024-01-01/hour=00/asset_kind=__HIVE_DEFAULT_PARTITION__";
+        let part = root.join("t").join(dir);
+        let left = staging_root(root, "t").join(dir);
+        std::fs::create_dir_all(&part).unwrap();
+        std::fs::create_dir_all(&left).unwrap();
+        // After the exchange: the partition holds the merged file; staging
+        // the two inputs and one late file written meanwhile.
+        std::fs::write(part.join("m.parquet"), "m").unwrap();
+        std::fs::write(
+            part.join("_m.json"),
+            manifest("m.parquet", &["a.parquet", "b.parquet"]),
+        )
+        .unwrap();
+        for n in [
+            "a.parquet",
+            "_a.json",
+            "b.parquet",
+            "_b.json",
+            "late.parquet",
+            "_late.json",
+        ] {
+            std::fs::write(left.join(n), n).unwrap();
+        }
+        recover_staging(root, "t").unwrap();
+        let names = names_in(&part);
+        assert!(
+            names.contains("late.parquet") && names.contains("_late.json"),
+            "{names:?}"
+        );
+        assert!(
+            !names.contains("a.parquet") && !names.contains("b.parquet"),
+            "{names:?}"
+        );
+        assert!(!staging_root(root, "t").exists());
+
+        // Before the exchange: staging holds only the merged file; it goes.
+        std::fs::create_dir_all(&left).unwrap();
+        std::fs::write(left.join("n.parquet"), "n").unwrap();
+        std::fs::write(
+            left.join("_n.json"),
+            manifest("n.parquet", &["m.parquet", "late.parquet"]),
+        )
+        .unwrap();
+        recover_staging(root, "t").unwrap();
+        let after = names_in(&part);
+        assert_eq!(after, names, "partition untouched");
+    }
 
     #[test]
     fn exchange_swaps_directories() {

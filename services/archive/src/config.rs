@@ -75,7 +75,9 @@ pub struct Settings {
     pub compression: Codec,
     /// Most rows per Parquet row group.
     pub row_group_rows: usize,
-    /// A partition's buffer is written once its in-memory size reaches this.
+    /// A Kafka partition's buffer is written once its in-memory (Arrow) size
+    /// reaches this many bytes; compressed Parquet is typically 5-10 times
+    /// smaller.
     pub max_file_bytes: usize,
     /// ...or once its oldest row waited this long, whichever comes first.
     #[serde(with = "humantime_serde")]
@@ -120,6 +122,8 @@ pub struct TableConfig {
     #[serde(default = "default_time_field")]
     pub time_field: String,
     /// More Hive partition levels from record fields, e.g. `["asset_kind"]`.
+    /// As Hive does, such a field is kept out of the files: readers with Hive
+    /// partitioning get it back from the path.
     #[serde(default)]
     pub partition_by: Vec<String>,
 }

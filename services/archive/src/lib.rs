@@ -5,13 +5,15 @@
 //! (`date=YYYY-MM-DD/hour=HH`, plus configured columns). The Arrow schema
 //! comes from the topic's Avro schema through `arrow-avro`, so a new topic
 //! needs a config entry, not code. Files are written effectively once:
-//! see [`writer`] for the protocol, [`layout`] for the names, and
-//! [`compact`] for merging the small files of closed partitions.
+//! see [`writer`] for the protocol, [`layout`] for the names,
+//! [`compact`] for merging the small files of closed partitions, and
+//! [`snapshot`] for a consistent list of a table's files on any store.
 
 pub mod compact;
 pub mod config;
 pub mod layout;
 pub mod parquet_io;
+pub mod snapshot;
 pub mod writer;
 
 /// Errors of the archive.

@@ -23,6 +23,12 @@ async fn main() -> anyhow::Result<()> {
     let cfg: Config = config::load(args.config.as_deref())?;
     cfg.archive.check()?;
     let location = storage::open(&cfg.archive.store, "archive.store")?;
+    // A killed predecessor may have left half-written files in a local lake;
+    // they are not the lake's (no manifest, no checkpoint), so remove them
+    // before directory readers trip over them.
+    for table in &cfg.archive.tables {
+        location.sweep_staging(&table.path)?;
+    }
     let service = Service::start("archive", cfg.runtime()).await?;
     tracing::info!(store = %location.url, tables = cfg.archive.tables.len(), "archiving");
     let topics: Vec<String> = cfg.archive.tables.iter().map(|t| t.topic.clone()).collect();

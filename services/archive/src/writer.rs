@@ -367,6 +367,22 @@ fn texts(batch: &RecordBatch, field: &str) -> Vec<String> {
     }
 }
 
+/// `batch` without the columns named in `drop`.
+fn without_columns(batch: RecordBatch, drop: &[String]) -> Result<RecordBatch, String> {
+    if drop.is_empty() {
+        return Ok(batch);
+    }
+    let keep: Vec<usize> = batch
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !drop.iter().any(|d| d == f.name()))
+        .map(|(i, _)| i)
+        .collect();
+    batch.project(&keep).map_err(|e| e.to_string())
+}
+
 /// Appends the Kafka partition and offset of each row as columns.
 fn with_position(
     batch: RecordBatch,
@@ -689,8 +705,11 @@ impl Archive {
             };
             let schema = first.schema();
             let merged = concat_batches(&schema, &group.batches).map_err(store_outage)?;
+            // Hive convention: a partition column lives in the path, not in
+            // the file, or readers see it twice with two types.
+            let merged = without_columns(merged, &config.partition_by).map_err(store_outage)?;
             let bytes = parquet_io::encode(
-                schema,
+                merged.schema(),
                 &[merged],
                 self.settings.compression,
                 self.settings.row_group_rows,

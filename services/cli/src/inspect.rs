@@ -52,12 +52,12 @@ pub fn status(
         .collect();
     topics.sort_by_key(|t| t.name().to_string());
     for t in topics {
+        let partitions: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
         let mut records = 0;
         let mut highs = BTreeMap::new();
-        for p in t.partitions() {
-            let (low, high) = admin.fetch_watermarks(t.name(), p.id(), TIMEOUT)?;
-            records += high - low;
-            highs.insert(p.id(), high);
+        for (p, (low, end)) in end_offsets(bootstrap, t.name(), &partitions)? {
+            records += end - low;
+            highs.insert(p, end);
         }
         let mut lag = BTreeMap::new();
         for g in groups {
@@ -91,6 +91,55 @@ pub fn status(
     Ok(out)
 }
 
+/// Low watermark and end offset (one past the last record) of each of
+/// `partitions` of `topic`.
+///
+/// The end offset is the high watermark, checked by reading the record
+/// before it: some Kafka-compatible brokers (Tansu 0.6) report the base
+/// offset of the last batch plus one as the high watermark, which
+/// undercounts by the rest of that batch. Reading from there to the end
+/// gives the true end on any broker.
+pub fn end_offsets(
+    bootstrap: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "gale-cli-end-offsets")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let mut out = BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for &p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, TIMEOUT)?;
+        out.insert(p, (low, high));
+        if high > low {
+            tpl.add_partition_offset(topic, p, Offset::Offset(high - 1))?;
+        }
+    }
+    if tpl.count() == 0 {
+        return Ok(out);
+    }
+    let mut open = tpl.count();
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + TIMEOUT;
+    while open > 0 && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                if let Some((_, end)) = out.get_mut(&m.partition()) {
+                    *end = (*end).max(m.offset() + 1);
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => open -= 1,
+            Some(Err(e)) => return Err(e.into()),
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
 /// Up to `count` records of `topic` from the beginning, as JSON: key,
 /// partition, offset, headers and the value decoded through the registry
 /// (or as text when it is not Avro in the Confluent wire format).
@@ -106,11 +155,13 @@ pub async fn peek(
         anyhow::bail!("topic {topic} does not exist");
     };
     let mut tpl = TopicPartitionList::new();
-    let mut remaining = 0;
-    for p in t.partitions() {
-        let (low, high) = consumer.fetch_watermarks(topic, p.id(), TIMEOUT)?;
-        remaining += high - low;
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+    let partitions: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+    let remaining: i64 = end_offsets(bootstrap, topic, &partitions)?
+        .values()
+        .map(|(low, end)| end - low)
+        .sum();
+    for p in &partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
     let decoder = AvroDecoder::new(SrSettings::new(registry_url.to_string()));

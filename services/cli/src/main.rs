@@ -93,16 +93,44 @@ enum LakeCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print the live data files of a table, one URL per line: a consistent
+    /// view (from the manifests) even while compaction runs on S3.
+    Files {
+        /// The lake: a directory or s3://bucket/prefix (AWS_* variables and --option apply).
+        #[arg(long, env = "GALE_LAKE")]
+        store: String,
+        /// S3 options as key=value (aws_endpoint=http://..., aws_allow_http=true, ...).
+        #[arg(long = "option", value_parser = parse_kv)]
+        options: Vec<(String, String)>,
+        /// Table prefix, e.g. silver/validated_readings.
+        #[arg(long)]
+        table: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum DbCommand {
     /// Apply pg-sink's migrations (the sink does this at start too).
     Migrate {
-        /// Database URL.
-        #[arg(long, env = "DATABASE_URL")]
+        /// Database URL (its password is never printed, `--help` included).
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
     },
+}
+
+/// The lake named by `--store` and `--option`s.
+fn open_lake(
+    store: &str,
+    options: Vec<(String, String)>,
+) -> anyhow::Result<gale_runtime::storage::Location> {
+    let config = gale_runtime::storage::StoreConfig {
+        url: store.to_string(),
+        options: options
+            .into_iter()
+            .map(|(k, v)| (k, gale_runtime::config::Secret::new(v)))
+            .collect(),
+    };
+    Ok(gale_runtime::storage::open(&config, "--store")?)
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -133,8 +161,8 @@ struct SimulateArgs {
     /// Number of smart meters.
     #[arg(long, default_value_t = 40)]
     meters: usize,
-    /// Readings per second over the whole fleet; omit to send as fast as possible.
-    #[arg(long)]
+    /// Readings per second over the whole fleet (more than 0); omit to send as fast as possible.
+    #[arg(long, value_parser = send::parse_rate, allow_negative_numbers = true)]
     rate: Option<f64>,
     /// Stop after this long (e.g. `60s`, `5m`).
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -148,8 +176,9 @@ struct SimulateArgs {
     /// Event time of the first tick (RFC 3339); default: the wall clock.
     #[arg(long)]
     start: Option<chrono::DateTime<chrono::Utc>>,
-    /// Event-time spacing of ticks when --start is given.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    /// Event-time spacing of ticks with --start, or live without --rate
+    /// (live with --rate, ticks keep pace with the clock); at least 1ms.
+    #[arg(long, default_value = "10s", value_parser = send::parse_interval)]
     interval: Duration,
     /// Rows per request or batch.
     #[arg(long, default_value_t = 200)]
@@ -221,6 +250,28 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Lake(LakeCommand::Files {
+            store,
+            options,
+            table,
+        }) => {
+            let location = open_lake(&store, options)?;
+            let files = gale_archive::snapshot::live_files(&location, &table).await?;
+            let base = format!(
+                "{}/{}",
+                location.url.trim_end_matches('/'),
+                table.trim_matches('/')
+            );
+            for f in &files {
+                println!("{base}/{}", f.path);
+            }
+            eprintln!(
+                "{} file(s), {} row(s)",
+                files.len(),
+                files.iter().map(|f| f.records).sum::<usize>()
+            );
+            Ok(())
+        }
         Command::Lake(LakeCommand::Compact {
             store,
             options,
@@ -234,19 +285,9 @@ async fn main() -> anyhow::Result<()> {
                 serde_json::from_value(serde_json::Value::String(codec.clone())).map_err(|_| {
                     anyhow::anyhow!("--codec {codec:?}: expected snappy, zstd or none")
                 })?;
-            let config = gale_runtime::storage::StoreConfig {
-                url: store.clone(),
-                options: options
-                    .into_iter()
-                    .map(|(k, v)| (k, gale_runtime::config::Secret::new(v)))
-                    .collect(),
-            };
-            let location = gale_runtime::storage::open(&config, "--store")?;
-            let local = (!store.starts_with("s3"))
-                .then(|| PathBuf::from(store.trim_start_matches("file://")));
+            let location = open_lake(&store, options)?;
             let merged = gale_archive::compact::compact(
                 &location,
-                local.as_deref(),
                 &gale_archive::compact::CompactOptions {
                     table,
                     older_than,
@@ -275,8 +316,16 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Db(DbCommand::Migrate { database_url }) => {
-            let pool = sqlx::PgPool::connect(&database_url).await?;
-            gale_pg_sink::db::migrate(&pool).await?;
+            let url = gale_runtime::config::Secret::new(database_url);
+            let redact = |e: &dyn std::fmt::Display| {
+                anyhow::anyhow!(gale_pg_sink::db::redact(&e.to_string(), &url))
+            };
+            let pool = sqlx::PgPool::connect(url.expose())
+                .await
+                .map_err(|e| redact(&e))?;
+            gale_pg_sink::db::migrate(&pool)
+                .await
+                .map_err(|e| redact(&e))?;
             println!("migrations applied");
             Ok(())
         }
