@@ -217,6 +217,16 @@ impl TopicReader {
 /// minus low). Tansu 0.6 can report a high watermark behind the log end, so
 /// tests that need exact counts read the records ([`TopicReader`]) instead.
 pub fn record_count(bootstrap: &str, topic: &str) -> i64 {
+    end_offsets(bootstrap, topic)
+        .values()
+        .map(|(low, end)| end - low)
+        .sum()
+}
+
+/// Low watermark and true end offset per partition of `topic` (see
+/// `gale_cli::inspect::end_offsets`: it also works on brokers that report
+/// a short high watermark).
+pub fn end_offsets(bootstrap: &str, topic: &str) -> std::collections::BTreeMap<i32, (i64, i64)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "gale-tests-count")
@@ -225,18 +235,9 @@ pub fn record_count(bootstrap: &str, topic: &str) -> i64 {
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("metadata");
-    md.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| {
-            let (lo, hi) = consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                .expect("watermarks");
-            hi - lo
-        })
-        .sum()
+    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    gale_cli::inspect::end_offsets(bootstrap, topic, &partitions).expect("end offsets")
 }
-
 /// A header of `msg` as text.
 pub fn header(msg: &OwnedMessage, key: &str) -> Option<String> {
     msg.headers().and_then(|h| {
@@ -828,4 +829,122 @@ pub fn archive_config(
     let path = dir.join("archive.toml");
     std::fs::write(&path, text).expect("write config");
     path
+}
+
+/// URL of database `name` on the test Postgres server; the database need
+/// not exist yet (tests of services that wait for their database).
+pub fn database_url(stack: &Stack, name: &str) -> String {
+    replace_database(&stack.database_url, name)
+}
+
+/// Creates database `name` on the test server, dropped with the value.
+pub async fn create_database(stack: &Stack, name: &str) -> TestDatabase {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&stack.database_url)
+        .await
+        .expect("connect to Postgres");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    TestDatabase {
+        url: database_url(stack, name),
+        name: name.to_string(),
+        admin_url: stack.database_url.clone(),
+    }
+}
+
+/// The value of the series `series` (name with its labels, exactly as
+/// Prometheus prints them) in a `/metrics` text, if present.
+pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
+
+/// What `tests/interop/lake_files.py` reports about one data file.
+#[derive(Debug, serde::Deserialize)]
+pub struct LakeFile {
+    /// Path relative to the table.
+    pub path: String,
+    /// Rows.
+    pub rows: usize,
+    /// Rows per row group.
+    pub row_groups: Vec<usize>,
+    /// Compression codecs used (Parquet names).
+    pub codecs: Vec<String>,
+    /// Smallest `event_time` (ms).
+    pub min_event_time_ms: Option<i64>,
+    /// Largest `event_time` (ms).
+    pub max_event_time_ms: Option<i64>,
+    /// Arrow type of each column, as pyarrow prints it.
+    pub columns: std::collections::BTreeMap<String, String>,
+    /// The manifest beside the file.
+    pub manifest: Option<serde_json::Value>,
+}
+
+/// What `tests/interop/lake_files.py` reports about a local table.
+#[derive(Debug, serde::Deserialize)]
+pub struct LakeFiles {
+    /// Every data file.
+    pub files: Vec<LakeFile>,
+    /// Rows pyarrow.dataset reads from the directory (stray files included).
+    pub dataset_rows: usize,
+}
+
+/// Describes a local lake table file by file with pyarrow.
+pub fn lake_files(table: &Path) -> LakeFiles {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/lake_files.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(table)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "lake_files.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("lake_files.py output")
+}
+
+/// Records of `topic` not yet committed by consumer group `group`
+/// (partitions the group never committed count from the low watermark).
+pub fn committed_lag(bootstrap: &str, group: &str, topic: &str) -> Result<i64, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition(topic, p.id());
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .map_err(|e| format!("committed offsets: {e}"))?;
+    let ends = gale_cli::inspect::end_offsets(
+        bootstrap,
+        topic,
+        &md.topics()[0]
+            .partitions()
+            .iter()
+            .map(|p| p.id())
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|e| format!("end offsets: {e}"))?;
+    let mut lag = 0;
+    for e in committed.elements() {
+        let (lo, end) = ends.get(&e.partition()).copied().unwrap_or((0, 0));
+        lag += match e.offset() {
+            Offset::Offset(o) => end - o.max(lo),
+            _ => end - lo,
+        };
+    }
+    Ok(lag)
 }

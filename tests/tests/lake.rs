@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -185,10 +185,77 @@ async fn archive_to_s3_read_by_pyarrow_and_compacted() {
     );
     assert_eq!(archive.terminate(Duration::from_secs(30)), Some(0));
 
-    let output = gale(
+    // S3 has no atomic multi-object swap: readers that need a consistent view
+    // while compaction runs take it from the manifests. One such reader
+    // looks again and again during the compaction; every look has every row
+    // exactly once.
+    let location = gale_runtime::storage::open(
+        &gale_runtime::storage::StoreConfig {
+            url: format!("s3://{bucket}/lake"),
+            options: [
+                ("aws_endpoint", moto.endpoint.as_str()),
+                ("aws_allow_http", "true"),
+                ("aws_region", "us-east-1"),
+                ("aws_access_key_id", "gale-test"),
+                ("aws_secret_access_key", "gale-test-secret"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), gale_runtime::config::Secret::new(v)))
+            .collect(),
+        },
+        "test",
+    )
+    .unwrap();
+    let phase = Arc::new(AtomicU8::new(1));
+    let reader = {
+        let phase = phase.clone();
+        tokio::spawn(async move {
+            let mut during = 0;
+            while phase.load(Ordering::SeqCst) == 1 {
+                let files = gale_archive::snapshot::live_files(&location, "silver/validated")
+                    .await
+                    .unwrap();
+                let rows: usize = files.iter().map(|f| f.records).sum();
+                assert_eq!(rows as i64, total, "a manifest reader saw a torn view");
+                if phase.load(Ordering::SeqCst) == 1 {
+                    during += 1;
+                }
+            }
+            during
+        })
+    };
+    let store_url = format!("s3://{bucket}/lake");
+    let endpoint = format!("aws_endpoint={}", moto.endpoint);
+    let output = tokio::task::spawn_blocking(move || {
+        gale(
+            &[
+                "lake",
+                "compact",
+                "--store",
+                &store_url,
+                "--option",
+                &endpoint,
+                "--option",
+                "aws_allow_http=true",
+                "--table",
+                "silver/validated",
+                "--older-than",
+                "0s",
+            ],
+            &S3_ENV,
+        )
+    })
+    .await
+    .unwrap();
+    phase.store(2, Ordering::SeqCst);
+    let looks = reader.await.expect("the manifest reader saw a torn view");
+    assert!(looks > 0, "the reader looked while compaction ran");
+    assert!(output.contains("compacted"), "{output}");
+    // The CLI lists the same live files.
+    let listed = gale(
         &[
             "lake",
-            "compact",
+            "files",
             "--store",
             &format!("s3://{bucket}/lake"),
             "--option",
@@ -197,12 +264,15 @@ async fn archive_to_s3_read_by_pyarrow_and_compacted() {
             "aws_allow_http=true",
             "--table",
             "silver/validated",
-            "--older-than",
-            "0s",
         ],
         &S3_ENV,
     );
-    assert!(output.contains("compacted"), "{output}");
+    assert!(
+        listed.lines().all(|l| l
+            .starts_with(&format!("s3://{bucket}/lake/silver/validated/date="))
+            && l.ends_with(".parquet")),
+        "{listed}"
+    );
     let after = lake_stats(&table, Some(&moto.endpoint), &S3_ENV).unwrap();
     assert_eq!(
         (after.rows, after.distinct_event_ids, after.sum_power_kw),
@@ -301,30 +371,44 @@ async fn local_compaction_is_atomic_for_readers() {
             dirs.push(hour.path());
         }
     }
-    let stop = Arc::new(AtomicBool::new(false));
+    // 0: not started, 1: compaction running, 2: done.
+    let phase = Arc::new(AtomicU8::new(0));
     let readers: Vec<_> = (0..2)
         .map(|_| {
-            let stop = stop.clone();
+            let phase = phase.clone();
             let expected = expected.clone();
             std::thread::spawn(move || {
-                let mut looks = 0;
-                while !stop.load(Ordering::Relaxed) {
+                // Complete looks made while the compaction ran, and looks cut
+                // short because a file vanished between listing and reading
+                // (the directory was exchanged under the reader: no torn view).
+                let (mut during, mut vanished) = (0, 0);
+                loop {
+                    let started_in = phase.load(Ordering::SeqCst);
+                    if started_in == 2 {
+                        break;
+                    }
                     for (dir, want) in &expected {
-                        if let Some(rows) = parquet_rows(dir) {
-                            assert_eq!(
-                                rows,
-                                *want,
-                                "a reader saw {rows} rows in {} (expected {want})",
-                                dir.display()
-                            );
-                            looks += 1;
+                        match parquet_rows(dir) {
+                            Some(rows) => {
+                                assert_eq!(
+                                    rows,
+                                    *want,
+                                    "a reader saw {rows} rows in {} (expected {want})",
+                                    dir.display()
+                                );
+                                if started_in == 1 && phase.load(Ordering::SeqCst) == 1 {
+                                    during += 1;
+                                }
+                            }
+                            None => vanished += 1,
                         }
                     }
                 }
-                looks
+                (during, vanished)
             })
         })
         .collect();
+    phase.store(1, Ordering::SeqCst);
     let output = gale(
         &[
             "lake",
@@ -338,20 +422,170 @@ async fn local_compaction_is_atomic_for_readers() {
         ],
         &[],
     );
-    stop.store(true, Ordering::Relaxed);
+    phase.store(2, Ordering::SeqCst);
+    let mut during = 0;
     for r in readers {
-        assert!(r.join().expect("reader saw a torn state") > 0);
+        let (d, vanished) = r.join().expect("reader saw a torn state");
+        during += d;
+        eprintln!("reader: {d} complete looks during compaction, {vanished} cut short");
     }
+    assert!(during > 0, "readers looked while the compaction ran");
     assert!(output.contains("compacted"), "{output}");
     let after = lake_stats(table.to_str().unwrap(), None, &[]).unwrap();
     assert_eq!((after.rows, after.distinct_event_ids), (total, total));
     assert_eq!(after.files, after.partitions.len() as i64);
     assert!(
-        !lake.join("_gale_compaction/silver__validated").exists()
-            || std::fs::read_dir(lake.join("_gale_compaction/silver__validated"))
-                .unwrap()
-                .next()
-                .is_none()
+        !lake.join("_gale_compaction/silver/validated").exists(),
+        "no staging left behind"
     );
     let _ = dirs;
+}
+
+fn rfc3339_ms(text: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("{text:?} is not RFC 3339: {e}"))
+        .timestamp_millis()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_layout_follows_its_settings() {
+    let stack = stack();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let topic = unique("validated");
+    create_topics(&stack.bootstrap, &[&topic], 3).await;
+    // Size is the only roll that can fire while the archive runs (the age
+    // is an hour); ZSTD, small row groups and an extra partition level.
+    let cfg = dir.path().join("archive.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[archive]\nstore = {{ url = \"{}\" }}\ncompression = \"zstd\"\nrow_group_rows = 10\n\
+             max_file_bytes = 150000\nmax_file_age = \"1h\"\ndead_letter = \"{}\"\n\n\
+             [[archive.tables]]\ntopic = \"{topic}\"\npath = \"silver/v\"\npartition_by = [\"asset_kind\"]\n",
+            lake.display(),
+            unique("dlq")
+        ),
+    )
+    .unwrap();
+    let mut env = service_env(&stack, None);
+    env.push(("GALE_KAFKA__GROUP_ID", unique("archive")));
+    let mut archive = ServiceProcess::start(
+        "gale-archive",
+        &env,
+        &["--config", cfg.to_str().unwrap()],
+        "layout-archive",
+    );
+    archive.wait_ready(Duration::from_secs(60)).await;
+
+    let encoder = registry(&stack)
+        .register(&topic, VALIDATED_READING)
+        .await
+        .unwrap();
+    let producer = producer(&stack.bootstrap);
+    let total = 3000usize;
+    let t0 = chrono::Utc::now().timestamp_millis() - 5 * 3_600_000;
+    for i in 0..total {
+        let mut r = reading(i, t0);
+        if i % 2 == 1 {
+            r.asset_kind = AssetKind::Meter;
+            r.asset_id = format!("M-{}", i % 5);
+        }
+        r.attributes
+            .insert("firmware".into(), format!("v{}", i % 3));
+        r.flags = vec![gale_runtime::schema::QualityFlag {
+            code: gale_runtime::schema::FlagCode::UnitConverted,
+            metric: Some(gale_runtime::schema::Metric::Power),
+            deduction: 5,
+            quarantine: false,
+            detail: "W to kW".into(),
+        }];
+        send(&producer, &topic, &r.asset_id, &encoder.encode(&r).unwrap()).await;
+    }
+    let table = lake.join("silver/v");
+    // Files appear while the archive still runs: rolled on size alone.
+    let early = wait_for("files rolled on size", Duration::from_secs(60), || {
+        let table = table.clone();
+        async move {
+            if !table.exists() {
+                return None;
+            }
+            let files = lake_files(&table).files;
+            (!files.is_empty()).then_some(files.len())
+        }
+    })
+    .await;
+    assert!(early > 0);
+    assert_eq!(archive.terminate(Duration::from_secs(30)), Some(0));
+
+    let lake = lake_files(&table);
+    let rows: usize = lake.files.iter().map(|f| f.rows).sum();
+    assert_eq!(rows, total, "every reading once, after the final flush");
+    assert_eq!(lake.dataset_rows, total, "pyarrow sees no stray files");
+    let mut kinds = std::collections::BTreeSet::new();
+    for f in &lake.files {
+        let parts: Vec<&str> = f.path.split('/').collect();
+        assert_eq!(parts.len(), 4, "date/hour/asset_kind/file: {}", f.path);
+        assert!(
+            parts[0].starts_with("date=") && parts[1].starts_with("hour="),
+            "{}",
+            f.path
+        );
+        let kind = parts[2]
+            .strip_prefix("asset_kind=")
+            .expect("asset_kind level");
+        kinds.insert(kind.to_string());
+        assert_eq!(f.codecs, vec!["ZSTD".to_string()], "{}", f.path);
+        assert!(
+            f.row_groups.iter().all(|&n| n <= 10),
+            "{}: {:?}",
+            f.path,
+            f.row_groups
+        );
+        let m = f
+            .manifest
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} has no manifest", f.path));
+        assert_eq!(m["records"].as_u64(), Some(f.rows as u64), "{}", f.path);
+        assert_eq!(m["compression"], "zstd");
+        assert_eq!(
+            rfc3339_ms(m["min_event_time"].as_str().unwrap()),
+            f.min_event_time_ms.unwrap(),
+            "{}",
+            f.path
+        );
+        assert_eq!(
+            rfc3339_ms(m["max_event_time"].as_str().unwrap()),
+            f.max_event_time_ms.unwrap(),
+            "{}",
+            f.path
+        );
+        assert!(m["first_offset"].as_i64() <= m["last_offset"].as_i64());
+        assert!(m["schema_id"].as_u64().is_some_and(|id| id > 0));
+    }
+    assert_eq!(
+        kinds,
+        ["METER".to_string(), "TURBINE".to_string()]
+            .into_iter()
+            .collect()
+    );
+    assert!(
+        lake.files.iter().any(|f| f.row_groups.len() > 1),
+        "row groups are capped at 10 rows"
+    );
+    // The Arrow schema follows the Avro one: timestamps in UTC, optionals
+    // nullable, enums as dictionaries, arrays as lists, maps as maps.
+    let columns = &lake.files[0].columns;
+    assert!(
+        columns["event_time"].starts_with("timestamp[ms, tz="),
+        "{columns:?}"
+    );
+    assert!(
+        columns["quality_tier"].starts_with("dictionary<"),
+        "{columns:?}"
+    );
+    assert!(columns["flags"].starts_with("list<"), "{columns:?}");
+    assert!(columns["attributes"].starts_with("map<"), "{columns:?}");
+    assert_eq!(columns["site_id"], "string");
+    assert_eq!(columns["kafka_offset"], "int64");
 }

@@ -182,4 +182,114 @@ async fn each_event_once_latest_kept_refusals_dead_lettered() {
             .await
             .unwrap();
     assert_eq!(stored_bad, 0);
+
+    // Partitions exist ahead of today, before any reading needs them.
+    let today = chrono::Utc::now().date_naive();
+    for ahead in 0..=3u64 {
+        let day = today + chrono::Days::new(ahead);
+        let name = format!("readings_p{}", day.format("%Y%m%d"));
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(&name)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(exists, "partition {name} created ahead");
+    }
+
+    // A partition dropped behind pg-sink's back is created again for the
+    // next reading of its day; the reading is stored, not dead-lettered.
+    let day = today + chrono::Days::new(2);
+    sqlx::query(&format!("DROP TABLE readings_p{}", day.format("%Y%m%d")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let later = scored(
+        "after-drop",
+        "MTR-9",
+        day.and_hms_opt(12, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_millis(),
+        7.0,
+        95,
+    );
+    send(
+        &producer,
+        &validated,
+        &later.asset_id,
+        &encoder.encode(&later).unwrap(),
+    )
+    .await;
+    wait_for(
+        "the reading of the dropped partition's day",
+        Duration::from_secs(60),
+        || {
+            let pool = pool.clone();
+            async move {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM readings WHERE event_id = 'after-drop'",
+                )
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+                (n == 1).then_some(())
+            }
+        },
+    )
+    .await;
+    let all_dead = TopicReader::new(&stack.bootstrap, &dlq).drain(Duration::from_secs(2));
+    assert_eq!(all_dead.len(), 2, "nothing else was dead-lettered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gale_db_migrate_applies_the_schema_and_hides_the_password() {
+    let stack = stack();
+    let db = TestDatabase::create(&stack).await;
+    // Trust authentication ignores the password; it must still never show.
+    let secret = "s3cr3t-Pa55word";
+    let mut with_password = url::Url::parse(&db.url).unwrap();
+    if with_password.username().is_empty() {
+        with_password.set_username("postgres").unwrap();
+    }
+    with_password.set_password(Some(secret)).unwrap();
+    let url = with_password.to_string();
+    let run = |args: &[&str], url: &str| {
+        let out = std::process::Command::new(bin("gale"))
+            .args(args)
+            .env("DATABASE_URL", url)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, out) = run(&["db", "migrate"], &url);
+    assert!(ok, "{out}");
+    assert!(out.contains("migrations applied"), "{out}");
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let kind: String =
+        sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'readings'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(kind, "p", "readings is partitioned");
+    // Again: nothing to do, still fine.
+    let (ok, out) = run(&["db", "migrate"], &url);
+    assert!(ok, "{out}");
+
+    let (_, help) = run(&["db", "migrate", "--help"], &url);
+    assert!(!help.contains(secret), "{help}");
+    // An unreachable database: a clear error without the password.
+    let port = free_port();
+    let (ok, out) = run(
+        &["db", "migrate"],
+        &format!("postgres://postgres:{secret}@127.0.0.1:{port}/none"),
+    );
+    assert!(!ok);
+    assert!(!out.contains(secret), "{out}");
 }

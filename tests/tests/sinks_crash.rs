@@ -141,6 +141,8 @@ async fn sigkill_sinks_repeatedly_no_loss_no_duplicates() {
         tokio::spawn(async move { feed(&stack, &validated, 0..total, t0).await })
     };
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let table = lake.join("silver/validated");
+    let mut archived_at_kills = Vec::new();
     for round in 0..3 {
         let target = (round + 1) * 2_000;
         wait_for("pg-sink to make progress", Duration::from_secs(90), || {
@@ -150,6 +152,13 @@ async fn sigkill_sinks_repeatedly_no_loss_no_duplicates() {
         .await;
         pg_sink.kill9();
         archive.kill9();
+        // Mid-stream: pg-sink never had everything when it died, and the
+        // archive did not either at least once.
+        let stored = pg_totals(&pool).await.0;
+        let archived = lake_stats(table.to_str().unwrap(), None, &[]).map_or(0, |s| s.rows);
+        eprintln!("round {round}: killed with {stored} rows in Postgres, {archived} in the lake");
+        assert!(stored < total as i64);
+        archived_at_kills.push(archived);
         tokio::time::sleep(Duration::from_millis(200 + 300 * round as u64)).await;
         pg_sink.restart();
         archive.restart();
@@ -157,6 +166,10 @@ async fn sigkill_sinks_repeatedly_no_loss_no_duplicates() {
         archive.wait_ready(Duration::from_secs(60)).await;
     }
     feeder.await.unwrap();
+    assert!(
+        archived_at_kills.iter().any(|&n| n < total as i64),
+        "the archive was killed mid-stream at least once: {archived_at_kills:?}"
+    );
 
     let (rows, distinct, power) = wait_for(
         "every reading in Postgres",
@@ -177,22 +190,22 @@ async fn sigkill_sinks_repeatedly_no_loss_no_duplicates() {
     );
     assert!((power - expected_power(total)).abs() < 1e-6);
 
-    let table = lake.join("silver/validated");
-    let stats = wait_for(
+    wait_for(
         "every reading in the lake",
         Duration::from_secs(120),
         || {
             let table = table.clone();
             async move {
                 let s = lake_stats(table.to_str().unwrap(), None, &[])?;
-                (s.distinct_event_ids >= total as i64).then_some(s)
+                (s.distinct_event_ids >= total as i64).then_some(())
             }
         },
     )
     .await;
-    // Let any straggling flush finish, then look again: still no duplicates.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let stats = lake_stats(table.to_str().unwrap(), None, &[]).unwrap_or(stats);
+    // Every offset is archived once the archive has committed to the end of
+    // each partition; then look again: still no duplicates.
+    assert_eq!(archive.terminate(Duration::from_secs(30)), Some(0));
+    let stats = lake_stats(table.to_str().unwrap(), None, &[]).expect("lake readable");
     assert_eq!(
         (stats.rows, stats.distinct_event_ids),
         (total as i64, total as i64),
@@ -200,6 +213,9 @@ async fn sigkill_sinks_repeatedly_no_loss_no_duplicates() {
     );
     assert!((stats.sum_power_kw.unwrap() - expected_power(total)).abs() < 1e-6);
     assert!(stats.partitions.len() >= 3);
+    // Directory readers (pyarrow) see the same rows: no half-written file
+    // from a killed upload is left in the table.
+    assert_eq!(lake_files(&table).dataset_rows, total);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,6 +238,12 @@ async fn postgres_outage_pauses_and_recovers_without_dead_letters() {
         ("GALE_PROCESSING__BATCH_SIZE", "100".to_string()),
         ("GALE_PROCESSING__OUTAGE_BACKOFF_MAX", "2s".to_string()),
         ("GALE_DATABASE__ACQUIRE_TIMEOUT", "1s".to_string()),
+        // Shorter than the outage: a consumer that stopped polling while it
+        // waits would be expelled from its group.
+        (
+            "GALE_KAFKA__PROPERTIES__MAX_POLL_INTERVAL_MS",
+            "10000".to_string(),
+        ),
     ]);
     let pg_sink = ServiceProcess::start(
         "gale-pg-sink",
@@ -232,12 +254,9 @@ async fn postgres_outage_pauses_and_recovers_without_dead_letters() {
     pg_sink.wait_ready(Duration::from_secs(60)).await;
 
     let total = 6_000;
+    let before_outage = 3_000;
     let t0 = chrono::Utc::now().timestamp_millis() - 3_600_000;
-    let feeder = {
-        let stack = stack.clone();
-        let validated = validated.clone();
-        tokio::spawn(async move { feed(&stack, &validated, 0..total, t0).await })
-    };
+    feed(&stack, &validated, 0..before_outage, t0).await;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .acquire_timeout(Duration::from_secs(2))
         .connect(&pg.url())
@@ -252,6 +271,9 @@ async fn postgres_outage_pauses_and_recovers_without_dead_letters() {
 
     pg.stop();
     let down = Instant::now();
+    // Half the readings arrive only while the database is down: they can
+    // only be stored if pg-sink holds them through the outage.
+    feed(&stack, &validated, before_outage..total, t0).await;
     wait_for(
         "pg-sink to report not ready",
         Duration::from_secs(20),
@@ -272,7 +294,6 @@ async fn postgres_outage_pauses_and_recovers_without_dead_letters() {
         || async { (pg_sink.readiness().await == 200).then_some(()) },
     )
     .await;
-    feeder.await.unwrap();
 
     let pool = sqlx::PgPool::connect(&pg.url()).await.unwrap();
     let (rows, distinct, power) = wait_for("every reading stored", Duration::from_secs(90), || {
@@ -292,8 +313,22 @@ async fn postgres_outage_pauses_and_recovers_without_dead_letters() {
         dead.len()
     );
     let metrics = pg_sink.metrics().await;
+    let retries = metric_value(
+        &metrics,
+        "gale_record_retries_total{stage=\"pg-sink\",kind=\"outage\"}",
+    );
     assert!(
-        metrics.contains("gale_record_retries_total{stage=\"pg-sink\",kind=\"outage\"}"),
-        "outage retries counted"
+        retries.is_some_and(|n| n > 0.0),
+        "outage retries counted: {retries:?}"
+    );
+    let log = std::fs::read_to_string(&pg_sink.log).unwrap();
+    assert!(
+        !log.contains("maximum poll interval") && !log.contains("MAXPOLL"),
+        "pg-sink left its consumer group during the outage; see {}",
+        pg_sink.log.display()
+    );
+    assert!(
+        log.contains("consumption paused while waiting"),
+        "the consumer was paused during the outage"
     );
 }

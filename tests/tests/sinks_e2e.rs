@@ -3,7 +3,7 @@
 //! the validated topic are the same in number and in summed power.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gale_runtime::schema::{ScoredReading, VALIDATED_READING};
 use gale_tests::*;
@@ -18,6 +18,7 @@ async fn simulator_to_postgres_and_lake_agree() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let (raw, validated, quarantine) = (unique("raw"), unique("validated"), unique("quarantine"));
+    let validate_group = unique("validate");
     create_topics(&stack.bootstrap, &[&raw, &validated, &quarantine], 3).await;
 
     let assets = dir.path().join("assets.csv");
@@ -63,7 +64,7 @@ async fn simulator_to_postgres_and_lake_agree() {
         ("GALE_TOPICS__VALIDATED", validated.clone()),
         ("GALE_TOPICS__QUARANTINE", quarantine.clone()),
         ("GALE_TOPICS__DEAD_LETTER", unique("dlq-validate")),
-        ("GALE_KAFKA__GROUP_ID", unique("validate")),
+        ("GALE_KAFKA__GROUP_ID", validate_group.clone()),
         ("GALE_VALIDATE__ASSETS__SOURCE", "file".into()),
         ("GALE_VALIDATE__ASSETS__PATH", assets.display().to_string()),
     ]);
@@ -138,23 +139,43 @@ async fn simulator_to_postgres_and_lake_agree() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // What the validated topic holds.
+    // Validate has handled (and committed) every raw record: the validated
+    // topic is complete. Then read what it holds.
+    wait_for(
+        "validate to commit every raw record",
+        Duration::from_secs(90),
+        || {
+            let (bootstrap, group, raw) =
+                (stack.bootstrap.clone(), validate_group.clone(), raw.clone());
+            async move {
+                let lag =
+                    tokio::task::spawn_blocking(move || committed_lag(&bootstrap, &group, &raw))
+                        .await
+                        .ok()?;
+                match lag {
+                    Ok(0) => Some(()),
+                    Ok(n) => {
+                        eprintln!("validate lag {n}");
+                        None
+                    }
+                    Err(e) => {
+                        eprintln!("cannot read validate's lag: {e}");
+                        None
+                    }
+                }
+            }
+        },
+    )
+    .await;
     let registry = registry(&stack);
     let mut decoder = registry
         .decoder::<ScoredReading>(VALIDATED_READING)
         .unwrap();
+    let expected = record_count(&stack.bootstrap, &validated) as usize;
     let reader = TopicReader::new(&stack.bootstrap, &validated);
     let mut on_topic = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let got = reader.drain(Duration::from_secs(3));
-        for m in &got {
-            on_topic.push(decoder.decode(m.payload().unwrap()).await.unwrap());
-        }
-        if got.is_empty() && !on_topic.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "validated topic never settled");
+    for m in reader.read(expected, Duration::from_secs(60)) {
+        on_topic.push(decoder.decode(m.payload().unwrap()).await.unwrap());
     }
     let topic_rows = on_topic.len() as i64;
     let topic_power: f64 = on_topic.iter().filter_map(|r| r.power_kw).sum();
