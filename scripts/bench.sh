@@ -17,5 +17,6 @@ start_stack "$RUN" "$GALE_ROOT/target/release"
 log "broker $GALE_KAFKA_BOOTSTRAP, registry $GALE_REGISTRY_URL; $(nproc) cores; logs in $RUN/logs"
 
 RECORDS="${GALE_BENCH_RECORDS:-200000}"
-target/release/gale-bench validate --records "$RECORDS"
+# Sinks first, validate last: its line ends the output, as docs/performance.md expects.
 target/release/gale-bench sinks --records "$RECORDS"
+target/release/gale-bench validate --records "$RECORDS"

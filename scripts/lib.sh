@@ -63,46 +63,62 @@ start_tansu() {
   wait_for_port 127.0.0.1 "$port" 30 || die "Tansu did not start; see $dir/tansu.log"
 }
 
-# Postgres: DATABASE_URL if set; else 127.0.0.1:5432 if it answers; else a
-# private cluster under $GALE_HOME/pg (installing the server when possible).
+# Postgres: DATABASE_URL if set; else 127.0.0.1:5432 if it accepts the
+# postgres user; else a private cluster in DATA_DIR (default $GALE_HOME/pg),
+# installing the server from Debian packages when possible.
+# ensure_postgres [DATA_DIR]
 ensure_postgres() {
+  local data=${1:-$GALE_HOME/pg}
   if [ -n "${DATABASE_URL:-}" ]; then
     return
   fi
-  if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
-    export DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres"
+  local local_url="postgres://postgres@127.0.0.1:5432/postgres"
+  if command -v psql >/dev/null; then
+    if psql "$local_url" -qAtc 'SELECT 1' >/dev/null 2>&1; then
+      export DATABASE_URL="$local_url"
+      return
+    fi
+  elif wait_for_port 127.0.0.1 5432 1; then
+    export DATABASE_URL="$local_url"
     return
   fi
   local bindir
   bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
   if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
-    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    local sudo=()
+    [ "$(id -u)" = 0 ] || sudo=(sudo -n)
+    if command -v apt-get >/dev/null && { [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then
       log "installing PostgreSQL from Debian packages"
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2 || die "could not install postgresql"
+      "${sudo[@]}" apt-get update -q >&2 || true
+      DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q postgresql >&2 \
+        || die "could not install postgresql"
       bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
     else
       die "no Postgres: set DATABASE_URL, start one on 127.0.0.1:5432, or install the postgresql package"
     fi
   fi
-  local data="$GALE_HOME/pg" port
+  local port
   port=$(free_port)
   local runas=()
+  mkdir -p "$data"
   if [ "$(id -u)" = 0 ]; then
     id postgres >/dev/null 2>&1 || useradd -r -m postgres
-    mkdir -p "$data"; chown -R postgres "$data"
+    chown -R postgres "$data"
     runas=(runuser -u postgres --)
   fi
   if [ ! -f "$data/PG_VERSION" ]; then
     log "creating a private Postgres cluster in $data"
     "${runas[@]}" "$bindir/initdb" -D "$data" -U postgres --auth=trust >/dev/null
   fi
-  "${runas[@]}" "$bindir/pg_ctl" -D "$data" -o "-p $port -k /tmp -c listen_addresses=127.0.0.1" -l "$data/server.log" -w start >/dev/null
-  echo "$port" >"$GALE_HOME/pg.port"
+  "${runas[@]}" "$bindir/pg_ctl" -D "$data" -o "-p $port -k /tmp -c listen_addresses=127.0.0.1" \
+    -l "$data/server.log" -w start >/dev/null
+  echo "$port" >"$data/gale.port"
   export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
 }
 
+# stop_private_postgres [DATA_DIR]: stops a cluster ensure_postgres started there.
 stop_private_postgres() {
-  local data="$GALE_HOME/pg"
+  local data=${1:-$GALE_HOME/pg}
   [ -f "$data/postmaster.pid" ] || return 0
   local bindir; bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$bindir/pg_ctl" -D "$data" -m fast stop >/dev/null || true
@@ -146,18 +162,19 @@ start_bg() {
   echo $! >"$dir/$name.pid"
 }
 
-# start_stack RUN_DIR BIN_DIR: a private broker (unless GALE_KAFKA_BOOTSTRAP is
-# set), Postgres (see ensure_postgres) and the dev registry (unless
-# GALE_REGISTRY_URL is set); exports their addresses. stop_stack RUN_DIR ends them.
+# start_stack RUN_DIR BIN_DIR [memory|sqlite]: a private broker (unless
+# GALE_KAFKA_BOOTSTRAP is set), Postgres (see ensure_postgres; a private
+# cluster lives in RUN_DIR/pg) and the dev registry (unless GALE_REGISTRY_URL
+# is set); exports their addresses. stop_stack RUN_DIR ends what it started.
 start_stack() {
-  local run=$1 bin=$2 port
+  local run=$1 bin=$2 engine=${3:-memory} port
   mkdir -p "$run/logs"
   if [ -z "${GALE_KAFKA_BOOTSTRAP:-}" ]; then
     port=$(free_port)
-    start_tansu "$run/tansu" "$port" memory
+    start_tansu "$run/tansu" "$port" "$engine"
     export GALE_KAFKA_BOOTSTRAP="127.0.0.1:$port"
   fi
-  ensure_postgres
+  ensure_postgres "$run/pg"
   if [ -z "${GALE_REGISTRY_URL:-}" ]; then
     port=$(free_port)
     start_bg registry "$run" env GALE_SERVER__LISTEN="127.0.0.1:$port" \
@@ -171,5 +188,5 @@ stop_stack() {
   local run=$1
   kill_pidfile "$run/registry.pid"
   kill_pidfile "$run/tansu/tansu.pid"
-  stop_private_postgres
+  stop_private_postgres "$run/pg"
 }

@@ -21,5 +21,5 @@ trap 'stop_stack "$RUN"' EXIT
 start_stack "$RUN" "$GALE_ROOT/target/debug"
 log "broker $GALE_KAFKA_BOOTSTRAP, registry $GALE_REGISTRY_URL, service logs in $GALE_TEST_LOGS"
 
-cargo test --workspace --quiet -- "$@"
+cargo test --workspace --quiet --no-fail-fast -- "$@"
 log "all tests passed"
