@@ -29,7 +29,7 @@ log "broker $GALE_KAFKA_BOOTSTRAP, registry $GALE_REGISTRY_URL"
 # A database of the demo's own, fresh each time, unless one was given.
 DEMO_DB="$DATABASE_URL"
 if [ -z "$USER_DATABASE" ] && command -v psql >/dev/null; then
-  psql "$DATABASE_URL" -qAtc "DROP DATABASE IF EXISTS gale_demo WITH (FORCE)" >/dev/null
+  PGOPTIONS="--client-min-messages=warning" psql "$DATABASE_URL" -qAtc "DROP DATABASE IF EXISTS gale_demo WITH (FORCE)" >/dev/null
   psql "$DATABASE_URL" -qAtc "CREATE DATABASE gale_demo" >/dev/null
   DEMO_DB="${DATABASE_URL%/*}/gale_demo"
 fi

@@ -188,13 +188,15 @@ pub async fn peek(
             })
             .unwrap_or_default();
         let payload = msg.payload().unwrap_or(&[]);
+        // Avro when it decodes; otherwise the bytes as text (a dead letter's
+        // value is whatever arrived, and may only look like the wire format).
+        let as_text = || json!(String::from_utf8_lossy(payload));
         let value = match split_wire(payload) {
-            Ok((id, _)) => match decoder.decode(Some(payload)).await {
-                Ok(d) => serde_json::Value::try_from(d.value)
-                    .unwrap_or_else(|e| json!(format!("<schema {id}: {e}>"))),
-                Err(e) => json!(format!("<schema {id} not decodable: {}>", e.error)),
+            Ok(_) => match decoder.decode(Some(payload)).await {
+                Ok(d) => serde_json::Value::try_from(d.value).unwrap_or_else(|_| as_text()),
+                Err(_) => as_text(),
             },
-            Err(_) => json!(String::from_utf8_lossy(payload)),
+            Err(_) => as_text(),
         };
         out.push(json!({
             "partition": msg.partition(),
