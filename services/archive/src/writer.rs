@@ -367,6 +367,32 @@ fn texts(batch: &RecordBatch, field: &str) -> Vec<String> {
     }
 }
 
+/// A buffer taken out for writing.
+struct Due {
+    topic: String,
+    partition: i32,
+    /// Taken from the sealed list (else it was the open buffer).
+    sealed: bool,
+    buffer: Buffer,
+}
+
+/// One Hive partition's rows of a buffer as a Parquet file. Partition
+/// columns are left out (Hive convention: they live in the path, or readers
+/// see them twice with two types).
+fn encode_group(
+    batches: &[RecordBatch],
+    drop: &[String],
+    codec: crate::config::Codec,
+    row_group_rows: usize,
+) -> Result<Vec<u8>, String> {
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new()); // no rows, no file
+    };
+    let merged = concat_batches(&first.schema(), batches).map_err(|e| e.to_string())?;
+    let merged = without_columns(merged, drop)?;
+    parquet_io::encode(merged.schema(), &[merged], codec, row_group_rows)
+}
+
 /// `batch` without the columns named in `drop`.
 fn without_columns(batch: RecordBatch, drop: &[String]) -> Result<RecordBatch, String> {
     if drop.is_empty() {
@@ -592,57 +618,96 @@ impl Sink for Archive {
     async fn flush(&mut self, force: bool) -> Result<(), Outage> {
         let max_bytes = self.settings.max_file_bytes;
         let max_age = self.settings.max_file_age;
-        let topics: Vec<String> = self.tables.keys().cloned().collect();
-        for topic in topics {
-            let partitions: Vec<i32> = self.tables[&topic].partitions.keys().copied().collect();
-            for partition in partitions {
-                loop {
-                    let state = &self.tables[&topic];
-                    let part = &state.partitions[&partition];
-                    let next = if !part.sealed.is_empty() {
-                        Some(true)
-                    } else if let Some(open) = &part.open {
-                        let replaying = part.checkpoint.pending.is_some_and(|p| open.last < p.to);
-                        let due =
-                            force || open.bytes >= max_bytes || open.opened.elapsed() >= max_age;
-                        (due && !replaying).then_some(false)
+        // Take every buffer that is due, oldest first per partition.
+        let mut due: Vec<Due> = Vec::new();
+        for (topic, state) in self.tables.iter_mut() {
+            for (&partition, part) in state.partitions.iter_mut() {
+                for buffer in part.sealed.drain(..) {
+                    due.push(Due {
+                        topic: topic.clone(),
+                        partition,
+                        sealed: true,
+                        buffer,
+                    });
+                }
+                let open_due = part.open.as_ref().is_some_and(|open| {
+                    let replaying = part.checkpoint.pending.is_some_and(|p| open.last < p.to);
+                    let due = force || open.bytes >= max_bytes || open.opened.elapsed() >= max_age;
+                    due && !replaying
+                });
+                if open_due {
+                    due.push(Due {
+                        topic: topic.clone(),
+                        partition,
+                        sealed: false,
+                        buffer: part.open.take().expect("checked"),
+                    });
+                }
+            }
+        }
+        // Encoding is the CPU-heavy part: all files of all due buffers at
+        // once, on the blocking pool, so several cores share it.
+        let mut encodings = Vec::with_capacity(due.len());
+        for d in &due {
+            let config = &self.tables[&d.topic].config;
+            let files: Vec<_> = d
+                .buffer
+                .groups
+                .values()
+                .map(|group| {
+                    let batches = group.batches.clone();
+                    let drop = config.partition_by.clone();
+                    let (codec, rows) = (self.settings.compression, self.settings.row_group_rows);
+                    tokio::task::spawn_blocking(move || encode_group(&batches, &drop, codec, rows))
+                })
+                .collect();
+            encodings.push(files);
+        }
+        let mut encoded = Vec::with_capacity(due.len());
+        for files in encodings {
+            let mut out = Vec::with_capacity(files.len());
+            for f in files {
+                out.push(
+                    f.await
+                        .map_err(store_outage)
+                        .and_then(|r| r.map_err(store_outage)),
+                );
+            }
+            encoded.push(out);
+        }
+        // Then the writes, in order; what fails stays buffered for the next attempt.
+        let mut due = due.into_iter();
+        for files in encoded {
+            let d = due.next().expect("one encoding per buffer");
+            let result = match files.into_iter().collect::<Result<Vec<_>, _>>() {
+                Ok(files) => {
+                    self.write_files(&d.topic, d.partition, &d.buffer, files)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                let rest: Vec<Due> = std::iter::once(d).chain(due).collect();
+                for d in rest.into_iter().rev() {
+                    let part = self
+                        .tables
+                        .get_mut(&d.topic)
+                        .expect("known")
+                        .partitions
+                        .get_mut(&d.partition)
+                        .expect("known");
+                    if d.sealed {
+                        part.sealed.insert(0, d.buffer);
                     } else {
-                        None
-                    };
-                    let Some(sealed) = next else { break };
-                    let buffer = {
-                        let part = self
-                            .tables
-                            .get_mut(&topic)
-                            .expect("known")
-                            .partitions
-                            .get_mut(&partition)
-                            .expect("known");
-                        if sealed {
-                            part.sealed.remove(0)
-                        } else {
-                            part.open.take().expect("checked")
-                        }
-                    };
-                    if let Err(e) = self.write_files(&topic, partition, &buffer).await {
-                        // Keep it for the next attempt.
-                        let part = self
-                            .tables
-                            .get_mut(&topic)
-                            .expect("known")
-                            .partitions
-                            .get_mut(&partition)
-                            .expect("known");
-                        if sealed {
-                            part.sealed.insert(0, buffer)
-                        } else {
-                            part.open = Some(buffer)
-                        }
-                        return Err(e);
+                        part.open = Some(d.buffer);
                     }
                 }
-                // Nothing buffered: everything seen so far is handled.
-                let part = &self.tables[&topic].partitions[&partition];
+                return Err(e);
+            }
+        }
+        // Nothing buffered: everything seen so far is handled.
+        for (topic, state) in &self.tables {
+            for (&partition, part) in &state.partitions {
                 if part.open.is_none() && part.sealed.is_empty() {
                     let next = (part.seen + 1).max(part.checkpoint.next_offset);
                     if next > 0 {
@@ -685,6 +750,7 @@ impl Archive {
         topic: &str,
         partition: i32,
         buffer: &Buffer,
+        encoded: Vec<Vec<u8>>,
     ) -> Result<(), Outage> {
         let state = &self.tables[topic];
         let config = state.config.clone();
@@ -699,22 +765,10 @@ impl Archive {
         self.save_checkpoint(&config, partition, &intent).await?;
         let stem = layout::file_stem(topic, partition, buffer.first, buffer.last);
         let mut rows = 0;
-        for (key, group) in &buffer.groups {
-            let Some(first) = group.batches.first() else {
+        for ((key, group), bytes) in buffer.groups.iter().zip(encoded) {
+            if bytes.is_empty() {
                 continue;
-            };
-            let schema = first.schema();
-            let merged = concat_batches(&schema, &group.batches).map_err(store_outage)?;
-            // Hive convention: a partition column lives in the path, not in
-            // the file, or readers see it twice with two types.
-            let merged = without_columns(merged, &config.partition_by).map_err(store_outage)?;
-            let bytes = parquet_io::encode(
-                merged.schema(),
-                &[merged],
-                self.settings.compression,
-                self.settings.row_group_rows,
-            )
-            .map_err(store_outage)?;
+            }
             let dir = key.path();
             let data = self.table_path(&config, &format!("{dir}/{stem}.parquet"));
             let size = bytes.len();

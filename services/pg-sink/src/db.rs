@@ -218,33 +218,78 @@ impl Table {
         Ok(())
     }
 
-    /// Copies `rows` (COPY text) into a staging table and inserts them, skipping
-    /// event ids already stored, in one transaction. Returns rows inserted.
-    pub async fn write(&self, pool: &PgPool, rows: &str) -> Result<u64, WriteFailure> {
+    /// Stores `rows` (COPY text) in one transaction, skipping event ids
+    /// already stored, and returns how many rows were new. `latest` holds the
+    /// newest row per key among them (COPY text), for the newest-row table.
+    ///
+    /// New rows, the usual case, are copied straight into the table. A
+    /// redelivered batch makes that copy fail on the primary key; it is then
+    /// rolled back to a savepoint and the rows go through a staging table
+    /// and `INSERT … ON CONFLICT DO NOTHING`, which skips the stored ones.
+    pub async fn write(
+        &self,
+        pool: &PgPool,
+        rows: &str,
+        latest: &str,
+    ) -> Result<u64, WriteFailure> {
         let mut conn = pool.acquire().await?;
         let mut tx = conn.begin().await?;
+        let cols = self.column_list();
+        sqlx::query("SAVEPOINT gale_direct")
+            .execute(&mut *tx)
+            .await?;
+        let direct = async {
+            let mut copy = tx
+                .copy_in_raw(&format!("COPY {} ({cols}) FROM STDIN", self.name))
+                .await?;
+            copy.send(rows.as_bytes()).await?;
+            copy.finish().await
+        }
+        .await;
         let stage = format!("gale_stage_{}", self.name);
-        sqlx::query(&format!(
+        let create_stage = format!(
             "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
             self.name
-        ))
-        .execute(&mut *tx)
-        .await?;
-        let cols = self.column_list();
-        let mut copy = tx
-            .copy_in_raw(&format!("COPY {stage} ({cols}) FROM STDIN"))
-            .await?;
-        copy.send(rows.as_bytes()).await?;
-        copy.finish().await?;
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO {} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({}) DO NOTHING",
-            self.name,
-            self.key.join(", ")
-        ))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if let Some((latest, key)) = &self.latest {
+        );
+        let inserted = match direct {
+            Ok(n) => {
+                sqlx::query("RELEASE SAVEPOINT gale_direct")
+                    .execute(&mut *tx)
+                    .await?;
+                n
+            }
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+                sqlx::query("ROLLBACK TO SAVEPOINT gale_direct")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(&create_stage).execute(&mut *tx).await?;
+                let mut copy = tx
+                    .copy_in_raw(&format!("COPY {stage} ({cols}) FROM STDIN"))
+                    .await?;
+                copy.send(rows.as_bytes()).await?;
+                copy.finish().await?;
+                let inserted = sqlx::query(&format!(
+                    "INSERT INTO {} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({}) DO NOTHING",
+                    self.name,
+                    self.key.join(", ")
+                ))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                sqlx::query(&format!("TRUNCATE {stage}"))
+                    .execute(&mut *tx)
+                    .await?;
+                inserted
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some((latest_table, key)) = &self.latest {
+            sqlx::query(&create_stage).execute(&mut *tx).await?;
+            let mut copy = tx
+                .copy_in_raw(&format!("COPY {stage} ({cols}) FROM STDIN"))
+                .await?;
+            copy.send(latest.as_bytes()).await?;
+            copy.finish().await?;
             let updates = self
                 .columns
                 .iter()
@@ -253,9 +298,9 @@ impl Table {
                 .collect::<Vec<_>>()
                 .join(", ");
             sqlx::query(&format!(
-                "INSERT INTO {latest} ({cols}) SELECT DISTINCT ON ({key}) {cols} FROM {stage} \
+                "INSERT INTO {latest_table} ({cols}) SELECT DISTINCT ON ({key}) {cols} FROM {stage} \
                  ORDER BY {key}, {time} DESC \
-                 ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE {latest}.{time} < EXCLUDED.{time}",
+                 ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE {latest_table}.{time} < EXCLUDED.{time}",
                 time = self.time_column
             ))
             .execute(&mut *tx)

@@ -32,6 +32,22 @@ pub struct PgWriter {
 struct Row {
     index: usize,
     line: String,
+    /// For a table with a newest-row table: the row's key and event time (µs).
+    latest: Option<(String, i64)>,
+}
+
+/// The newest row per key among `rows`, as COPY text.
+fn newest_per_key(rows: &[Row]) -> String {
+    let mut newest: HashMap<&str, (i64, &str)> = HashMap::new();
+    for r in rows {
+        if let Some((key, time)) = &r.latest {
+            let e = newest.entry(key.as_str()).or_insert((*time, &r.line));
+            if *time > e.0 {
+                *e = (*time, &r.line);
+            }
+        }
+    }
+    newest.values().map(|(_, line)| *line).collect()
 }
 
 impl PgWriter {
@@ -82,7 +98,14 @@ impl PgWriter {
     }
 }
 
-fn time_of(record: &Value, column: &str) -> Option<NaiveDate> {
+fn date_of(record: &Value, column: &str) -> Option<NaiveDate> {
+    micros_of(record, column)
+        .and_then(DateTime::from_timestamp_micros)
+        .map(|t| t.date_naive())
+}
+
+/// The value of `column` as text (for a newest-row key).
+fn text_of(record: &Value, column: &str) -> Option<String> {
     let Value::Record(fields) = record else {
         return None;
     };
@@ -91,16 +114,33 @@ fn time_of(record: &Value, column: &str) -> Option<NaiveDate> {
         Value::Union(_, inner) => inner.as_ref(),
         v => v,
     };
-    let micros = match v {
-        Value::TimestampMillis(ms) | Value::LocalTimestampMillis(ms) | Value::Long(ms) => {
-            ms.checked_mul(1000)?
-        }
-        Value::TimestampMicros(us) | Value::LocalTimestampMicros(us) => *us,
-        Value::TimestampNanos(ns) | Value::LocalTimestampNanos(ns) => ns / 1000,
-        Value::Date(days) => i64::from(*days).checked_mul(86_400_000_000)?,
-        _ => return None,
+    match v {
+        Value::String(s) | Value::Enum(_, s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Long(l) => Some(l.to_string()),
+        _ => None,
+    }
+}
+
+/// The value of a time column in µs since the epoch.
+fn micros_of(record: &Value, column: &str) -> Option<i64> {
+    let Value::Record(fields) = record else {
+        return None;
     };
-    DateTime::from_timestamp_micros(micros).map(|t| t.date_naive())
+    let v = fields.iter().find(|(n, _)| n == column).map(|(_, v)| v)?;
+    let v = match v {
+        Value::Union(_, inner) => inner.as_ref(),
+        v => v,
+    };
+    match v {
+        Value::TimestampMillis(ms) | Value::LocalTimestampMillis(ms) | Value::Long(ms) => {
+            ms.checked_mul(1000)
+        }
+        Value::TimestampMicros(us) | Value::LocalTimestampMicros(us) => Some(*us),
+        Value::TimestampNanos(ns) | Value::LocalTimestampNanos(ns) => Some(ns / 1000),
+        Value::Date(days) => i64::from(*days).checked_mul(86_400_000_000),
+        _ => None,
+    }
 }
 
 /// Why rows could not be written as a whole.
@@ -126,7 +166,7 @@ fn write_rows<'a>(
             return Ok(Vec::new());
         }
         let text: String = rows.iter().map(|r| r.line.as_str()).collect();
-        match table.write(pool, &text).await {
+        match table.write(pool, &text, &newest_per_key(rows)).await {
             Ok(inserted) => {
                 metrics::counter!("gale_pg_rows_total", "table" => table.name.clone(), "outcome" => "inserted")
                     .increment(inserted);
@@ -190,10 +230,20 @@ impl Sink for PgWriter {
             match rows::append_row(&table.columns, &value, pos, &mut line) {
                 Ok(()) => {
                     let entry = per_table.entry(record.topic).or_default();
-                    if let Some(day) = time_of(&value, &table.time_column) {
+                    if let Some(day) = date_of(&value, &table.time_column) {
                         entry.1.insert(day);
                     }
-                    entry.0.push(Row { index, line });
+                    let latest = table.latest.as_ref().and_then(|(_, key)| {
+                        Some((
+                            text_of(&value, key)?,
+                            micros_of(&value, &table.time_column)?,
+                        ))
+                    });
+                    entry.0.push(Row {
+                        index,
+                        line,
+                        latest,
+                    });
                 }
                 Err(e) => refused.push(Refusal {
                     index,

@@ -139,13 +139,38 @@ pub fn group_id(config: &KafkaConfig, stage: &str) -> String {
         .unwrap_or_else(|| format!("gale-{stage}"))
 }
 
+/// What a consumer is tuned for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetching {
+    /// A stage in the chain: each record is fetched as soon as it is there.
+    Latency,
+    /// A sink: fetches of up to 1 MiB, waiting at most 100 ms for them to
+    /// fill, so the broker answers fewer, larger requests. Pass-through
+    /// properties override both.
+    Throughput,
+}
+
 /// A consumer in `group` that stores offsets only when told to.
 pub fn consumer(
     config: &KafkaConfig,
     group: &str,
     context: GaleContext,
 ) -> Result<StreamConsumer<GaleContext>, Error> {
+    consumer_for(config, group, context, Fetching::Latency)
+}
+
+/// Like [`consumer`], tuned for `fetching`.
+pub fn consumer_for(
+    config: &KafkaConfig,
+    group: &str,
+    context: GaleContext,
+    fetching: Fetching,
+) -> Result<StreamConsumer<GaleContext>, Error> {
     let mut c = base_config(config);
+    if fetching == Fetching::Throughput {
+        c.set("fetch.min.bytes", "1048576")
+            .set("fetch.wait.max.ms", "100");
+    }
     c.set("group.id", group)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")

@@ -105,10 +105,11 @@ pub async fn run_sink<S: Sink>(
     service.ensure_topics(&all).await?;
     let group = kafka::group_id(&service.config.kafka, service.name());
     let revoked: kafka::Revocations = Arc::default();
-    let consumer: StreamConsumer<GaleContext> = kafka::consumer(
+    let consumer: StreamConsumer<GaleContext> = kafka::consumer_for(
         &service.config.kafka,
         &group,
         service.kafka_context().with_revocations(revoked.clone()),
+        kafka::Fetching::Throughput,
     )?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
