@@ -519,6 +519,9 @@ async fn archive_layout_follows_its_settings() {
     assert_eq!(archive.terminate(Duration::from_secs(30)), Some(0));
 
     let lake = lake_files(&table);
+    for f in &lake.files {
+        eprintln!("{} rows={} row_groups={:?}", f.path, f.rows, f.row_groups);
+    }
     let rows: usize = lake.files.iter().map(|f| f.rows).sum();
     assert_eq!(rows, total, "every reading once, after the final flush");
     assert_eq!(lake.dataset_rows, total, "pyarrow sees no stray files");

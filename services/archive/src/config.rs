@@ -75,9 +75,9 @@ pub struct Settings {
     pub compression: Codec,
     /// Most rows per Parquet row group.
     pub row_group_rows: usize,
-    /// A Kafka partition's buffer is written once its in-memory (Arrow) size
-    /// reaches this many bytes; compressed Parquet is typically 5-10 times
-    /// smaller.
+    /// A Kafka partition's buffer is written once the records it holds
+    /// reach this many bytes (their Avro size; the Parquet files are
+    /// usually smaller, being columnar and compressed).
     pub max_file_bytes: usize,
     /// ...or once its oldest row waited this long, whichever comes first.
     #[serde(with = "humantime_serde")]

@@ -533,6 +533,10 @@ impl Sink for Archive {
                 let n = b.num_rows();
                 let idx: Vec<usize> = row_iter.by_ref().take(n).map(|k| accepted[k]).collect();
                 let offsets: Vec<i64> = idx.iter().map(|&i| batch[i].offset).collect();
+                // A buffer's size is the Avro bytes it holds: Arrow's own
+                // accounting of many small batches is dominated by per-array
+                // allocations and would roll tiny files under light traffic.
+                let sizes: Vec<usize> = idx.iter().map(|&i| batch[i].payload.len()).collect();
                 let b = with_position(b, partition, &offsets).map_err(store_outage)?;
                 let times = event_times(&b, &state.config.time_field);
                 let extras: Vec<Vec<String>> = state
@@ -572,7 +576,7 @@ impl Sink for Archive {
                         g.rows += taken.num_rows();
                         g.min_ts = ts.iter().copied().min().unwrap_or(g.min_ts).min(g.min_ts);
                         g.max_ts = ts.iter().copied().max().unwrap_or(g.max_ts).max(g.max_ts);
-                        buffer.bytes += taken.get_array_memory_size();
+                        buffer.bytes += rows.iter().map(|&r| sizes[r as usize]).sum::<usize>();
                         g.batches.push(taken);
                     }
                     Ok(())

@@ -2,9 +2,12 @@
 //! operational queries.
 //!
 //! Each configured topic goes to a table whose columns are named like the
-//! topic's Avro fields ([`rows`]). Batches are copied into a staging table
-//! and inserted with `ON CONFLICT DO NOTHING` on the event id, in one
-//! transaction ([`db`]); a redelivered record never becomes a second row.
+//! topic's Avro fields ([`rows`]). A batch is one transaction ([`db`]): its
+//! rows are copied straight into the table, and if a redelivered record
+//! collides with the primary key (event id, event time), the copy is rolled
+//! back to a savepoint and the rows go through a staging table and
+//! `INSERT … ON CONFLICT DO NOTHING` instead; a redelivered record never
+//! becomes a second row.
 //! A record Postgres refuses for its content is found by bisecting the batch
 //! and dead-lettered alone; an unreachable database pauses the loop.
 
