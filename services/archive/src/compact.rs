@@ -162,6 +162,16 @@ pub async fn compact(
             tracing::info!(partition = %dir, "skipping: a flush into it is still pending");
             continue;
         }
+        // A data file without its manifest is a flush still being written
+        // (or rebuilt after a crash): leave the partition for the next run.
+        let described: BTreeSet<String> = manifests.iter().map(|m| m.file.clone()).collect();
+        if data
+            .iter()
+            .any(|f| !described.contains(&file_name(&f.location)))
+        {
+            tracing::info!(partition = %dir, "skipping: a file in it has no manifest yet");
+            continue;
+        }
         // Files a previous (interrupted) run already merged: finish that run.
         let replaced: BTreeSet<String> = manifests
             .iter()
@@ -382,21 +392,23 @@ fn recover_staging(root: &Path, table: &str) -> Result<(), ArchiveError> {
         let left = staging.join(&rel);
         let partition = root.join(table).join(&rel);
         let present = names_in(&partition);
-        // The exchange did not happen if staging still holds a merged file
-        // whose inputs are all still in the partition: drop it.
-        let not_exchanged = manifests_in(&left).iter().any(|m| {
+        let left_names = names_in(&left);
+        // The exchange happened only if the partition holds a merged file
+        // whose inputs all sit in staging. Without that evidence staging
+        // holds our own merged file (perhaps half-written): it just goes.
+        let exchanged = manifests_in(&partition).iter().any(|m| {
             !m.compacted_from.is_empty()
-                && !present.contains(&m.file)
-                && m.compacted_from.iter().all(|f| present.contains(f))
+                && present.contains(&m.file)
+                && m.compacted_from.iter().all(|f| left_names.contains(f))
         });
-        if !not_exchanged {
-            // The exchange happened: staging holds the replaced files, which
-            // go, and late files written meanwhile, which go back.
+        if exchanged {
+            // Staging holds the replaced files, which go, and late files
+            // written meanwhile, which go back.
             let replaced: BTreeSet<String> = manifests_in(&partition)
                 .into_iter()
                 .flat_map(|m| m.compacted_from)
                 .collect();
-            for name in names_in(&left) {
+            for name in left_names {
                 let data_name = name
                     .strip_prefix('_')
                     .and_then(|n| n.strip_suffix(".json"))
@@ -595,6 +607,13 @@ mod tests {
         recover_staging(root, "t").unwrap();
         let after = names_in(&part);
         assert_eq!(after, names, "partition untouched");
+
+        // Killed while writing the merged file, before its manifest: no
+        // evidence of an exchange, so nothing moves into the partition.
+        std::fs::create_dir_all(&left).unwrap();
+        std::fs::write(left.join("half.parquet"), "par").unwrap();
+        recover_staging(root, "t").unwrap();
+        assert_eq!(names_in(&part), names, "partition untouched");
     }
 
     #[test]

@@ -12,8 +12,10 @@
 //! * a file named in another manifest's `compacted_from` is not live (the
 //!   merged file's manifest is written before the replaced files go).
 //!
-//! If an object vanishes while the view is being read, the listing is taken
-//! again: the view is always one the table actually had.
+//! If a manifest vanishes while the view is being read, the listing is
+//! taken again: the view is always one the table actually had. A reader
+//! that then opens the files can still find one deleted by a compaction
+//! that finished meanwhile; it takes the view again, as with any listing.
 
 use std::collections::{BTreeMap, BTreeSet};
 

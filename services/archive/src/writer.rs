@@ -363,7 +363,10 @@ fn texts(batch: &RecordBatch, field: &str) -> Vec<String> {
                 })
                 .collect()
         }
-        Err(_) => vec![String::new(); batch.num_rows()],
+        Err(e) => {
+            tracing::warn!(field, error = %e, "a partition_by field cannot be a path segment; its rows go to the default partition and the field stays in the files");
+            vec![String::new(); batch.num_rows()]
+        }
     }
 }
 
@@ -403,7 +406,12 @@ fn without_columns(batch: RecordBatch, drop: &[String]) -> Result<RecordBatch, S
         .fields()
         .iter()
         .enumerate()
-        .filter(|(_, f)| !drop.iter().any(|d| d == f.name()))
+        // Only columns whose values made the path (text, enums, numbers); a
+        // field that cannot be a path segment stays in the file.
+        .filter(|(_, f)| {
+            !(drop.iter().any(|d| d == f.name())
+                && arrow::compute::can_cast_types(f.data_type(), &DataType::Utf8))
+        })
         .map(|(i, _)| i)
         .collect();
     batch.project(&keep).map_err(|e| e.to_string())
@@ -537,7 +545,19 @@ impl Sink for Archive {
                 // accounting of many small batches is dominated by per-array
                 // allocations and would roll tiny files under light traffic.
                 let sizes: Vec<usize> = idx.iter().map(|&i| batch[i].payload.len()).collect();
-                let b = with_position(b, partition, &offsets).map_err(store_outage)?;
+                let b = match with_position(b, partition, &offsets) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        // Refused rather than retried: a retry would meet
+                        // the same rows again and buffer what went before twice.
+                        refused.extend(idx.iter().map(|&i| Refusal {
+                            index: i,
+                            class: "internal",
+                            message: format!("cannot add the Kafka position columns: {e}"),
+                        }));
+                        continue;
+                    }
+                };
                 let times = event_times(&b, &state.config.time_field);
                 let extras: Vec<Vec<String>> = state
                     .config
@@ -649,64 +669,59 @@ impl Sink for Archive {
                 }
             }
         }
-        // Encoding is the CPU-heavy part: all files of all due buffers at
-        // once, on the blocking pool, so several cores share it.
-        let mut encodings = Vec::with_capacity(due.len());
-        for d in &due {
-            let config = &self.tables[&d.topic].config;
-            let files: Vec<_> = d
-                .buffer
-                .groups
-                .values()
-                .map(|group| {
-                    let batches = group.batches.clone();
-                    let drop = config.partition_by.clone();
-                    let (codec, rows) = (self.settings.compression, self.settings.row_group_rows);
-                    tokio::task::spawn_blocking(move || encode_group(&batches, &drop, codec, rows))
+        // Encoding is the CPU-heavy part: the files of as many buffers as
+        // there are cores at once, on the blocking pool; then their writes,
+        // in order. What fails stays buffered for the next attempt.
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut due = std::collections::VecDeque::from(due);
+        while !due.is_empty() {
+            let chunk: Vec<Due> = due.drain(..parallel.min(due.len())).collect();
+            let encodings: Vec<Vec<_>> = chunk
+                .iter()
+                .map(|d| {
+                    let config = &self.tables[&d.topic].config;
+                    d.buffer
+                        .groups
+                        .values()
+                        .map(|group| {
+                            let batches = group.batches.clone();
+                            let drop = config.partition_by.clone();
+                            let (codec, rows) =
+                                (self.settings.compression, self.settings.row_group_rows);
+                            tokio::task::spawn_blocking(move || {
+                                encode_group(&batches, &drop, codec, rows)
+                            })
+                        })
+                        .collect()
                 })
                 .collect();
-            encodings.push(files);
-        }
-        let mut encoded = Vec::with_capacity(due.len());
-        for files in encodings {
-            let mut out = Vec::with_capacity(files.len());
-            for f in files {
-                out.push(
-                    f.await
-                        .map_err(store_outage)
-                        .and_then(|r| r.map_err(store_outage)),
-                );
-            }
-            encoded.push(out);
-        }
-        // Then the writes, in order; what fails stays buffered for the next attempt.
-        let mut due = due.into_iter();
-        for files in encoded {
-            let d = due.next().expect("one encoding per buffer");
-            let result = match files.into_iter().collect::<Result<Vec<_>, _>>() {
-                Ok(files) => {
-                    self.write_files(&d.topic, d.partition, &d.buffer, files)
+            let mut chunk = chunk.into_iter();
+            for files in encodings {
+                let d = chunk.next().expect("one encoding per buffer");
+                let mut encoded = Vec::with_capacity(files.len());
+                let mut failed = None;
+                for f in files {
+                    match f
                         .await
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = result {
-                let rest: Vec<Due> = std::iter::once(d).chain(due).collect();
-                for d in rest.into_iter().rev() {
-                    let part = self
-                        .tables
-                        .get_mut(&d.topic)
-                        .expect("known")
-                        .partitions
-                        .get_mut(&d.partition)
-                        .expect("known");
-                    if d.sealed {
-                        part.sealed.insert(0, d.buffer);
-                    } else {
-                        part.open = Some(d.buffer);
+                        .map_err(store_outage)
+                        .and_then(|r| r.map_err(store_outage))
+                    {
+                        Ok(bytes) => encoded.push(bytes),
+                        Err(e) => failed = failed.or(Some(e)),
                     }
                 }
-                return Err(e);
+                let result = match failed {
+                    None => {
+                        self.write_files(&d.topic, d.partition, &d.buffer, encoded)
+                            .await
+                    }
+                    Some(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    let rest: Vec<Due> = std::iter::once(d).chain(chunk).chain(due).collect();
+                    self.put_back(rest);
+                    return Err(e);
+                }
             }
         }
         // Nothing buffered: everything seen so far is handled.
@@ -749,6 +764,24 @@ impl Sink for Archive {
 }
 
 impl Archive {
+    /// Returns buffers taken for writing to their partitions, in order.
+    fn put_back(&mut self, buffers: Vec<Due>) {
+        for d in buffers.into_iter().rev() {
+            let part = self
+                .tables
+                .get_mut(&d.topic)
+                .expect("known")
+                .partitions
+                .get_mut(&d.partition)
+                .expect("known");
+            if d.sealed {
+                part.sealed.insert(0, d.buffer);
+            } else {
+                part.open = Some(d.buffer);
+            }
+        }
+    }
+
     async fn write_files(
         &mut self,
         topic: &str,

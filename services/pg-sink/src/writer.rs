@@ -36,15 +36,18 @@ struct Row {
     latest: Option<(String, i64)>,
 }
 
-/// The newest row per key among `rows`, as COPY text.
+/// The newest row per key among `rows`, as COPY text; all of them when a
+/// row's key or time is of a type read here only by Postgres (the upsert's
+/// `DISTINCT ON` then picks).
 fn newest_per_key(rows: &[Row]) -> String {
     let mut newest: HashMap<&str, (i64, &str)> = HashMap::new();
     for r in rows {
-        if let Some((key, time)) = &r.latest {
-            let e = newest.entry(key.as_str()).or_insert((*time, &r.line));
-            if *time > e.0 {
-                *e = (*time, &r.line);
-            }
+        let Some((key, time)) = &r.latest else {
+            return rows.iter().map(|r| r.line.as_str()).collect();
+        };
+        let e = newest.entry(key.as_str()).or_insert((*time, &r.line));
+        if *time > e.0 {
+            *e = (*time, &r.line);
         }
     }
     newest.values().map(|(_, line)| *line).collect()
@@ -166,7 +169,12 @@ fn write_rows<'a>(
             return Ok(Vec::new());
         }
         let text: String = rows.iter().map(|r| r.line.as_str()).collect();
-        match table.write(pool, &text, &newest_per_key(rows)).await {
+        let latest = if table.latest.is_some() {
+            newest_per_key(rows)
+        } else {
+            String::new()
+        };
+        match table.write(pool, &text, &latest).await {
             Ok(inserted) => {
                 metrics::counter!("gale_pg_rows_total", "table" => table.name.clone(), "outcome" => "inserted")
                     .increment(inserted);
@@ -298,5 +306,36 @@ impl Sink for PgWriter {
             .into_iter()
             .map(|((t, p), o)| (t, p, o))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(line: &str, latest: Option<(&str, i64)>) -> Row {
+        Row {
+            index: 0,
+            line: format!("{line}\n"),
+            latest: latest.map(|(k, t)| (k.to_string(), t)),
+        }
+    }
+
+    #[test]
+    fn newest_row_per_key_is_picked() {
+        let rows = [
+            row("a1", Some(("A", 1))),
+            row("b5", Some(("B", 5))),
+            row("a3", Some(("A", 3))),
+            row("a2", Some(("A", 2))),
+        ];
+        let mut lines: Vec<&str> = Vec::new();
+        let text = newest_per_key(&rows);
+        lines.extend(text.lines());
+        lines.sort();
+        assert_eq!(lines, ["a3", "b5"]);
+        // A row whose key could not be read: every row, Postgres picks.
+        let rows = [row("a1", Some(("A", 1))), row("x", None)];
+        assert_eq!(newest_per_key(&rows), "a1\nx\n");
     }
 }

@@ -301,7 +301,7 @@ impl RegistryFailure {
     /// Classifies an error of `schema_registry_converter`, which itself only
     /// calls transport errors and 502/503 retriable.
     pub fn of(e: &SRCError) -> RegistryFailure {
-        if e.retriable {
+        if e.retriable || transient_cause(e) {
             return RegistryFailure::Unavailable;
         }
         let code = std::error::Error::source(e)
@@ -325,6 +325,28 @@ impl RegistryFailure {
             (None, _) => RegistryFailure::Rejected,
         }
     }
+}
+
+/// True when a cause further down is transient although the converter
+/// wrapped it as final: a retriable error of a nested lookup (a referenced
+/// schema), or a request that timed out, could not connect, or broke off
+/// while its body was read.
+fn transient_cause(e: &SRCError) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(inner) = s.downcast_ref::<SRCError>() {
+            if inner.retriable {
+                return true;
+            }
+        }
+        if let Some(r) = s.downcast_ref::<reqwest::Error>() {
+            if r.is_timeout() || r.is_connect() || r.is_request() || r.is_body() || r.is_decode() {
+                return true;
+            }
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The status in the converter's "failed with status 404 Not Found" text.
@@ -428,12 +450,14 @@ enum Plan {
     /// to ours if needed, then convert.
     Resolve(GenericDatumReader<'static>),
     /// Writer schema cannot be read as ours; `until` is set when the reason
-    /// is that the registry did not know the id, which is looked up again
-    /// after a while (a registry restored from backup, a late registration).
+    /// is the registry's answer (an unknown id, an unusable schema), which
+    /// is asked again after a while (a registry restored from backup, a
+    /// late registration, a proxy error).
     Incompatible { why: String, until: Option<Instant> },
 }
 
-/// How long an "unknown schema id" answer is believed before asking again.
+/// How long an "unknown schema id" (or unusable schema) answer is believed
+/// before asking again.
 const NOT_FOUND_TTL: Duration = Duration::from_secs(30);
 
 /// What a failed schema lookup means for the record at hand.
@@ -444,7 +468,12 @@ fn lookup_failure(id: u32, e: &SRCError) -> Result<(String, Option<Instant>), De
             format!("schema id {id} is not registered: {}", describe_src(e)),
             Some(Instant::now() + NOT_FOUND_TTL),
         )),
-        RegistryFailure::Rejected => Ok((format!("schema id {id}: {}", describe_src(e)), None)),
+        // A schema the registry serves but that cannot be used. Asked again
+        // after a while too: the answer may have been a proxy's error page.
+        RegistryFailure::Rejected => Ok((
+            format!("schema id {id}: {}", describe_src(e)),
+            Some(Instant::now() + NOT_FOUND_TTL),
+        )),
     }
 }
 

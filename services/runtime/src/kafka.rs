@@ -35,6 +35,9 @@ pub struct GaleContext {
     metrics: StageMetrics,
     health: Health,
     revocations: Option<Revocations>,
+    /// Set while a loop waits with its partitions paused (see
+    /// [`crate::keepalive`]): partitions assigned meanwhile start paused too.
+    hold: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl GaleContext {
@@ -44,7 +47,14 @@ impl GaleContext {
             metrics,
             health,
             revocations: None,
+            hold: None,
         }
+    }
+
+    /// Pauses partitions assigned while `hold` is set.
+    pub fn with_hold(mut self, hold: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.hold = Some(hold);
+        self
     }
 
     /// Also records revoked partitions in `list`, for loops that buffer per partition.
@@ -96,9 +106,18 @@ impl ConsumerContext for GaleContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                let holding = self
+                    .hold
+                    .as_ref()
+                    .is_some_and(|h| h.load(std::sync::atomic::Ordering::SeqCst));
+                if holding {
+                    if let Err(e) = consumer.pause(tpl) {
+                        tracing::warn!(error = %e, "cannot pause partitions assigned during a wait");
+                    }
+                }
                 let parts: Vec<String> = tpl
                     .elements()
                     .iter()

@@ -8,13 +8,17 @@
 //! keeps polling while it waits: the group sees a live member, and no new
 //! records are taken.
 //!
-//! Should a record arrive anyway (a partition assigned during the wait, or
-//! one fetched before the pause took effect), it is not processed: its
-//! offset is remembered and [`Keepalive::resume`] seeks the partition back
-//! to it, so nothing is skipped.
+//! Partitions assigned during the wait start paused as well (the client
+//! context pauses them in the rebalance callback). Should a record arrive
+//! anyway, it is not processed: its offset is remembered and
+//! [`Keepalive::resume`] seeks the partition back to it before consumption
+//! resumes, so nothing is skipped; if that seek keeps failing the process
+//! exits rather than go on past the record (offsets of unfinished work were
+//! never stored, so a restart reads it again).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -28,6 +32,8 @@ use crate::shutdown::CancellationToken;
 pub struct Keepalive<'c> {
     consumer: Option<&'c StreamConsumer<GaleContext>>,
     state: Mutex<State>,
+    /// Shared with the consumer's context (see [`GaleContext::with_hold`]).
+    hold: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -39,11 +45,13 @@ struct State {
 }
 
 impl<'c> Keepalive<'c> {
-    /// A keepalive for `consumer`.
-    pub fn new(consumer: &'c StreamConsumer<GaleContext>) -> Self {
+    /// A keepalive for `consumer`, whose context was built with
+    /// [`GaleContext::with_hold`]`(hold)`.
+    pub fn new(consumer: &'c StreamConsumer<GaleContext>, hold: Arc<AtomicBool>) -> Self {
         Keepalive {
             consumer: Some(consumer),
             state: Mutex::default(),
+            hold,
         }
     }
 
@@ -52,6 +60,7 @@ impl<'c> Keepalive<'c> {
         Keepalive {
             consumer: None,
             state: Mutex::default(),
+            hold: Arc::default(),
         }
     }
 
@@ -63,6 +72,7 @@ impl<'c> Keepalive<'c> {
         let Some(consumer) = self.consumer else {
             return crate::shutdown::sleep_or_cancel(cancel, duration).await;
         };
+        self.hold.store(true, Ordering::SeqCst);
         self.pause_assigned(consumer);
         let deadline = tokio::time::sleep(duration);
         tokio::pin!(deadline);
@@ -96,28 +106,22 @@ impl<'c> Keepalive<'c> {
         let Some(consumer) = self.consumer else {
             return;
         };
-        let state = std::mem::take(&mut *self.lock());
-        if state.paused.is_empty() {
+        if !self.hold.swap(false, Ordering::SeqCst) {
             return;
         }
-        let mut tpl = TopicPartitionList::new();
-        for (topic, partition) in &state.paused {
-            tpl.add_partition(topic, *partition);
-        }
-        if let Err(e) = consumer.resume(&tpl) {
-            tracing::warn!(error = %e, "resuming partitions failed");
-        }
+        let state = std::mem::take(&mut *self.lock());
         for ((topic, partition), offset) in state.rewind {
-            // Fails for a partition revoked meanwhile; its new owner reads
-            // it from the last commit.
-            if let Err(e) = consumer.seek(
-                &topic,
-                partition,
-                Offset::Offset(offset),
-                Duration::from_secs(5),
-            ) {
-                tracing::warn!(topic, partition, offset, error = %e, "cannot seek back after a pause");
+            seek_or_exit(consumer, &topic, partition, offset);
+        }
+        // Everything assigned now: what was paused here, and what the
+        // context paused on assignment during the wait.
+        match consumer.assignment() {
+            Ok(tpl) => {
+                if let Err(e) = consumer.resume(&tpl) {
+                    tracing::warn!(error = %e, "resuming partitions failed");
+                }
             }
+            Err(e) => tracing::warn!(error = %e, "cannot read assignment to resume it"),
         }
         tracing::info!(partitions = state.paused.len(), "consumption resumed");
     }
@@ -148,6 +152,43 @@ impl<'c> Keepalive<'c> {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Puts `partition` back to `offset`, a record fetched but not processed.
+/// A partition no longer assigned needs nothing (its new owner starts from
+/// the last commit); any other failure ends the process rather than let the
+/// consumer go on past the record.
+fn seek_or_exit(consumer: &StreamConsumer<GaleContext>, topic: &str, partition: i32, offset: i64) {
+    let assigned = |c: &StreamConsumer<GaleContext>| {
+        c.assignment().is_ok_and(|tpl| {
+            tpl.elements()
+                .iter()
+                .any(|e| e.topic() == topic && e.partition() == partition)
+        })
+    };
+    for attempt in 1..=3 {
+        if !assigned(consumer) {
+            return;
+        }
+        match consumer.seek(
+            topic,
+            partition,
+            Offset::Offset(offset),
+            Duration::from_secs(5),
+        ) {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(topic, partition, offset, attempt, error = %e, "cannot seek back after a pause")
+            }
+        }
+    }
+    tracing::error!(
+        topic,
+        partition,
+        offset,
+        "cannot put back a record fetched during a pause; exiting so that a restart reads it again"
+    );
+    std::process::exit(5);
 }
 
 fn pause(consumer: &StreamConsumer<GaleContext>, partitions: &[(String, i32)]) {

@@ -217,16 +217,20 @@ impl<'s> Pipeline<'s> {
         let service = self.service;
         let group = kafka::group_id(&service.config.kafka, service.name());
         let revoked: kafka::Revocations = Default::default();
+        let hold = std::sync::Arc::<std::sync::atomic::AtomicBool>::default();
         let consumer: StreamConsumer<GaleContext> = kafka::consumer(
             &service.config.kafka,
             &group,
-            service.kafka_context().with_revocations(revoked.clone()),
+            service
+                .kafka_context()
+                .with_revocations(revoked.clone())
+                .with_hold(hold.clone()),
         )?;
         consumer
             .subscribe(&[&self.input_topic])
             .map_err(|e| Error::kafka("subscribing", e))?;
         let mut decoder: Decoder<P::Input> = service.registry.decoder(self.input_schema)?;
-        let keepalive = Keepalive::new(&consumer);
+        let keepalive = Keepalive::new(&consumer, hold);
         service.started();
         tracing::info!(
             input = %self.input_topic,

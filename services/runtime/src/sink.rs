@@ -105,10 +105,14 @@ pub async fn run_sink<S: Sink>(
     service.ensure_topics(&all).await?;
     let group = kafka::group_id(&service.config.kafka, service.name());
     let revoked: kafka::Revocations = Arc::default();
+    let hold = Arc::<std::sync::atomic::AtomicBool>::default();
     let consumer: StreamConsumer<GaleContext> = kafka::consumer_for(
         &service.config.kafka,
         &group,
-        service.kafka_context().with_revocations(revoked.clone()),
+        service
+            .kafka_context()
+            .with_revocations(revoked.clone())
+            .with_hold(hold.clone()),
         kafka::Fetching::Throughput,
     )?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -120,17 +124,7 @@ pub async fn run_sink<S: Sink>(
         .iter()
         .map(|t| (t.clone(), service.metrics.topic(t)))
         .collect();
-    let keepalive = Keepalive::new(&consumer);
-    // Partitions taken away are dropped from the sink's buffers before it
-    // flushes or writes again, so it never persists records it no longer owns
-    // (their new owner reads them again from the last commit).
-    let drain_revoked = |sink: &mut S| {
-        let gone: Vec<(String, i32)> =
-            std::mem::take(&mut *revoked.lock().unwrap_or_else(|p| p.into_inner()));
-        if !gone.is_empty() {
-            sink.revoked(&gone);
-        }
-    };
+    let keepalive = Keepalive::new(&consumer, hold);
     service.started();
     tracing::info!(topics = ?topics, group = %group, dead_letter, "sink running");
 
@@ -141,8 +135,11 @@ pub async fn run_sink<S: Sink>(
         let batch = match batches.next_or_tick(Some(&mut ticker)).await {
             Next::Stop => break,
             Next::Tick => {
-                drain_revoked(&mut sink);
-                if flush(&mut sink, &outbox, false, &keepalive).await.is_err() {
+                drain_revoked(&mut sink, &revoked);
+                if flush(&mut sink, &outbox, false, &keepalive, &revoked)
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 keepalive.resume();
@@ -151,15 +148,20 @@ pub async fn run_sink<S: Sink>(
             }
             Next::Batch(batch) => batch,
         };
-        drain_revoked(&mut sink);
+        let gone = drain_revoked(&mut sink, &revoked);
         let started = std::time::Instant::now();
-        if write(&mut sink, &batch, &outbox, &inputs, &keepalive)
-            .await
-            .is_err()
+        if write(
+            &mut sink, &batch, &outbox, &inputs, &keepalive, &revoked, gone,
+        )
+        .await
+        .is_err()
         {
             break;
         }
-        if flush(&mut sink, &outbox, false, &keepalive).await.is_err() {
+        if flush(&mut sink, &outbox, false, &keepalive, &revoked)
+            .await
+            .is_err()
+        {
             break;
         }
         keepalive.resume();
@@ -167,39 +169,71 @@ pub async fn run_sink<S: Sink>(
         service.metrics.processed(started.elapsed(), batch.len());
     }
     // Shutdown: persist what is buffered (the watchdog bounds how long).
-    drain_revoked(&mut sink);
-    if flush(&mut sink, &outbox, true, &keepalive).await.is_ok() {
+    drain_revoked(&mut sink, &revoked);
+    if flush(&mut sink, &outbox, true, &keepalive, &revoked)
+        .await
+        .is_ok()
+    {
         outbox::store_next_offsets(&consumer, sink.durable_offsets());
     }
     outbox::commit_final(&consumer, "sink");
     Ok(())
 }
 
+/// Drops what the sink buffers for partitions taken away since the last
+/// look, so it never persists records it no longer owns (their new owner
+/// reads them again from the last commit). Returns those partitions.
+fn drain_revoked<S: Sink>(sink: &mut S, revoked: &kafka::Revocations) -> Vec<(String, i32)> {
+    let gone: Vec<(String, i32)> =
+        std::mem::take(&mut *revoked.lock().unwrap_or_else(|p| p.into_inner()));
+    if !gone.is_empty() {
+        sink.revoked(&gone);
+    }
+    gone
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn write<S: Sink>(
     sink: &mut S,
     batch: &[BorrowedMessage<'_>],
     outbox: &Outbox<'_>,
     inputs: &HashMap<String, TopicMetrics>,
     keepalive: &Keepalive<'_>,
+    revoked: &kafka::Revocations,
+    mut gone: Vec<(String, i32)>,
 ) -> Result<(), outbox::Interrupted> {
-    let records: Vec<SinkRecord<'_>> = batch
-        .iter()
-        .map(|m| SinkRecord {
-            topic: m.topic(),
-            partition: m.partition(),
-            offset: m.offset(),
-            timestamp_ms: m.timestamp().to_millis(),
-            key: m.key(),
-            payload: m.payload().unwrap_or(&[]),
-        })
-        .collect();
-    for r in &records {
-        if let Some(m) = inputs.get(r.topic) {
-            m.consumed(1);
+    for m in batch {
+        if let Some(metrics) = inputs.get(m.topic()) {
+            metrics.consumed(1);
         }
     }
+    // Positions in `batch` of the records still to write: all of them,
+    // less those of partitions revoked meanwhile (a rebalance can happen
+    // while an outage wait keeps the consumer polling).
+    let mut positions: Vec<usize> = (0..batch.len()).collect();
     let mut backoff = outbox.outage_backoff();
     let refused = loop {
+        if !gone.is_empty() {
+            positions.retain(|&i| {
+                !gone
+                    .iter()
+                    .any(|(t, p)| batch[i].topic() == t && batch[i].partition() == *p)
+            });
+        }
+        let records: Vec<SinkRecord<'_>> = positions
+            .iter()
+            .map(|&i| {
+                let m = &batch[i];
+                SinkRecord {
+                    topic: m.topic(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    timestamp_ms: m.timestamp().to_millis(),
+                    key: m.key(),
+                    payload: m.payload().unwrap_or(&[]),
+                }
+            })
+            .collect();
         match sink.write(&records).await {
             Ok(refused) => break refused,
             Err(Outage {
@@ -209,6 +243,7 @@ async fn write<S: Sink>(
                 outbox
                     .outage_wait(dependency, &message, &mut backoff, keepalive)
                     .await?;
+                gone = drain_revoked(sink, revoked);
             }
         }
     };
@@ -218,13 +253,14 @@ async fn write<S: Sink>(
     if !refused.is_empty() {
         let mut pending = Vec::with_capacity(refused.len());
         for r in refused {
-            let msg = &batch[r.index];
+            let index = positions[r.index];
+            let msg = &batch[index];
             let metrics = &inputs[msg.topic()];
             pending.push(
                 outbox
                     .send(outbox.dead_letter(
                         msg,
-                        Some(r.index),
+                        Some(index),
                         metrics,
                         r.class,
                         &r.message,
@@ -247,6 +283,7 @@ async fn flush<S: Sink>(
     outbox: &Outbox<'_>,
     force: bool,
     keepalive: &Keepalive<'_>,
+    revoked: &kafka::Revocations,
 ) -> Result<(), outbox::Interrupted> {
     let mut backoff = outbox.outage_backoff();
     loop {
@@ -266,6 +303,7 @@ async fn flush<S: Sink>(
                 outbox
                     .outage_wait(dependency, &message, &mut backoff, keepalive)
                     .await?;
+                drain_revoked(sink, revoked);
             }
         }
     }
