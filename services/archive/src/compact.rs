@@ -538,25 +538,6 @@ async fn swap_remote(
 mod tests {
     use super::*;
 
-    fn manifest(file: &str, from: &[&str]) -> Vec<u8> {
-        serde_json::to_vec(&Manifest {
-            file: file.into(),
-            records: 1,
-            min_event_time: String::new(),
-            max_event_time: String::new(),
-            topic: "t".into(),
-            partition: 0,
-            first_offset: 0,
-            last_offset: 0,
-            writer_schema_ids: vec![],
-            schema_id: 1,
-            compression: "snappy".into(),
-            written_at: String::new(),
-            compacted_from: from.iter().map(|s| s.to_string()).collect(),
-        })
-        .unwrap()
-    }
-
     #[test]
     fn interrupted_compaction_keeps_late_files() {
         let d = tempfile::tempdir().unwrap();
@@ -571,7 +552,7 @@ mod tests {
         std::fs::write(part.join("m.parquet"), "m").unwrap();
         std::fs::write(
             part.join("_m.json"),
-            manifest("m.parquet", &["a.parquet", "b.parquet"]),
+            crate::layout::test_manifest("m.parquet", 1, &["a.parquet", "b.parquet"]),
         )
         .unwrap();
         for n in [
@@ -601,7 +582,7 @@ mod tests {
         std::fs::write(left.join("n.parquet"), "n").unwrap();
         std::fs::write(
             left.join("_n.json"),
-            manifest("n.parquet", &["m.parquet", "late.parquet"]),
+            crate::layout::test_manifest("n.parquet", 1, &["m.parquet", "late.parquet"]),
         )
         .unwrap();
         recover_staging(root, "t").unwrap();

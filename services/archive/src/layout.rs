@@ -191,6 +191,27 @@ pub struct Manifest {
     pub compacted_from: Vec<String>,
 }
 
+/// A manifest for tests: `file` with `records` rows, replacing `from`.
+#[cfg(test)]
+pub(crate) fn test_manifest(file: &str, records: usize, from: &[&str]) -> Vec<u8> {
+    serde_json::to_vec(&Manifest {
+        file: file.into(),
+        records,
+        min_event_time: String::new(),
+        max_event_time: String::new(),
+        topic: "t".into(),
+        partition: 0,
+        first_offset: 0,
+        last_offset: 0,
+        writer_schema_ids: vec![],
+        schema_id: 1,
+        compression: "snappy".into(),
+        written_at: String::new(),
+        compacted_from: from.iter().map(|s| s.to_string()).collect(),
+    })
+    .expect("manifest serialises")
+}
+
 /// RFC 3339 of a millisecond timestamp.
 pub fn rfc3339(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)

@@ -125,25 +125,6 @@ mod tests {
     use super::*;
     use gale_runtime::storage::{open, StoreConfig};
 
-    fn manifest(file: &str, records: usize, from: &[&str]) -> Vec<u8> {
-        serde_json::to_vec(&Manifest {
-            file: file.into(),
-            records,
-            min_event_time: String::new(),
-            max_event_time: String::new(),
-            topic: "t".into(),
-            partition: 0,
-            first_offset: 0,
-            last_offset: 0,
-            writer_schema_ids: vec![],
-            schema_id: 1,
-            compression: "snappy".into(),
-            written_at: String::new(),
-            compacted_from: from.iter().map(|s| s.to_string()).collect(),
-        })
-        .unwrap()
-    }
-
     #[tokio::test]
     async fn every_stage_of_a_remote_compaction_is_a_consistent_view() {
         let dir = tempfile::tempdir().unwrap();
@@ -168,11 +149,11 @@ mod tests {
         let total = |files: Vec<LiveFile>| files.iter().map(|f| f.records).sum::<usize>();
 
         put("a.parquet", b"a".to_vec()).await;
-        put("_a.json", manifest("a.parquet", 3, &[])).await;
+        put("_a.json", crate::layout::test_manifest("a.parquet", 3, &[])).await;
         put("b.parquet", b"b".to_vec()).await;
         // b has no manifest yet: not live.
         assert_eq!(total(live_files(&loc, "t").await.unwrap()), 3);
-        put("_b.json", manifest("b.parquet", 4, &[])).await;
+        put("_b.json", crate::layout::test_manifest("b.parquet", 4, &[])).await;
         assert_eq!(total(live_files(&loc, "t").await.unwrap()), 7);
 
         // Compaction as on S3: merged file, its manifest, then deletes.
@@ -180,7 +161,7 @@ mod tests {
         assert_eq!(total(live_files(&loc, "t").await.unwrap()), 7);
         put(
             "_m.json",
-            manifest("m.parquet", 7, &["a.parquet", "b.parquet"]),
+            crate::layout::test_manifest("m.parquet", 7, &["a.parquet", "b.parquet"]),
         )
         .await;
         let view = live_files(&loc, "t").await.unwrap();

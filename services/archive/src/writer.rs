@@ -346,6 +346,10 @@ fn texts(batch: &RecordBatch, field: &str) -> Vec<String> {
     let Some(col) = batch.column_by_name(field) else {
         return vec![String::new(); batch.num_rows()];
     };
+    if !is_path_type(col.data_type()) {
+        tracing::warn!(field, data_type = %col.data_type(), "a partition_by field of this type cannot be a path segment; its rows go to the default partition and the field stays in the files");
+        return vec![String::new(); batch.num_rows()];
+    }
     match cast(col, &DataType::Utf8) {
         Ok(a) => {
             let a = a
@@ -396,6 +400,21 @@ fn encode_group(
     parquet_io::encode(merged.schema(), &[merged], codec, row_group_rows)
 }
 
+/// Types whose values a Hive path segment holds without loss: text, enums
+/// (dictionaries of text), integers and booleans.
+fn is_path_type(t: &DataType) -> bool {
+    match t {
+        DataType::Dictionary(_, values) => is_path_type(values),
+        t => {
+            t.is_integer()
+                || matches!(
+                    t,
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean
+                )
+        }
+    }
+}
+
 /// `batch` without the columns named in `drop`.
 fn without_columns(batch: RecordBatch, drop: &[String]) -> Result<RecordBatch, String> {
     if drop.is_empty() {
@@ -408,10 +427,7 @@ fn without_columns(batch: RecordBatch, drop: &[String]) -> Result<RecordBatch, S
         .enumerate()
         // Only columns whose values made the path (text, enums, numbers); a
         // field that cannot be a path segment stays in the file.
-        .filter(|(_, f)| {
-            !(drop.iter().any(|d| d == f.name())
-                && arrow::compute::can_cast_types(f.data_type(), &DataType::Utf8))
-        })
+        .filter(|(_, f)| !(drop.iter().any(|d| d == f.name()) && is_path_type(f.data_type())))
         .map(|(i, _)| i)
         .collect();
     batch.project(&keep).map_err(|e| e.to_string())
@@ -871,5 +887,35 @@ impl Archive {
             "flushed"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ListArray, StringArray};
+    use arrow::datatypes::Int32Type;
+
+    #[test]
+    fn partition_columns_leave_the_file_only_when_they_made_the_path() {
+        let kind: ArrayRef = Arc::new(StringArray::from(vec!["METER", "TURBINE"]));
+        let tags: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+            Some(vec![Some(1)]),
+            None,
+        ]));
+        let power: ArrayRef = Arc::new(Int64Array::from(vec![1, 2]));
+        let batch =
+            RecordBatch::try_from_iter([("kind", kind), ("tags", tags), ("power", power)]).unwrap();
+        let out = without_columns(batch.clone(), &["kind".into(), "tags".into()]).unwrap();
+        let names: Vec<String> = out
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        // A list cannot be a path segment: it stays.
+        assert_eq!(names, ["tags", "power"]);
+        assert_eq!(texts(&batch, "kind"), ["METER", "TURBINE"]);
+        assert_eq!(without_columns(batch.clone(), &[]).unwrap(), batch);
     }
 }

@@ -107,17 +107,20 @@ fn date_of(record: &Value, column: &str) -> Option<NaiveDate> {
         .map(|t| t.date_naive())
 }
 
-/// The value of `column` as text (for a newest-row key).
-fn text_of(record: &Value, column: &str) -> Option<String> {
+/// The value of field `column` of `record`, through a union.
+fn field<'a>(record: &'a Value, column: &str) -> Option<&'a Value> {
     let Value::Record(fields) = record else {
         return None;
     };
-    let v = fields.iter().find(|(n, _)| n == column).map(|(_, v)| v)?;
-    let v = match v {
-        Value::Union(_, inner) => inner.as_ref(),
-        v => v,
-    };
-    match v {
+    match fields.iter().find(|(n, _)| n == column).map(|(_, v)| v)? {
+        Value::Union(_, inner) => Some(inner.as_ref()),
+        v => Some(v),
+    }
+}
+
+/// The value of `column` as text (for a newest-row key).
+fn text_of(record: &Value, column: &str) -> Option<String> {
+    match field(record, column)? {
         Value::String(s) | Value::Enum(_, s) => Some(s.clone()),
         Value::Int(i) => Some(i.to_string()),
         Value::Long(l) => Some(l.to_string()),
@@ -127,15 +130,7 @@ fn text_of(record: &Value, column: &str) -> Option<String> {
 
 /// The value of a time column in µs since the epoch.
 fn micros_of(record: &Value, column: &str) -> Option<i64> {
-    let Value::Record(fields) = record else {
-        return None;
-    };
-    let v = fields.iter().find(|(n, _)| n == column).map(|(_, v)| v)?;
-    let v = match v {
-        Value::Union(_, inner) => inner.as_ref(),
-        v => v,
-    };
-    match v {
+    match field(record, column)? {
         Value::TimestampMillis(ms) | Value::LocalTimestampMillis(ms) | Value::Long(ms) => {
             ms.checked_mul(1000)
         }

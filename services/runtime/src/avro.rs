@@ -95,6 +95,15 @@ impl Registry {
         &self.base
     }
 
+    /// "registry at … unreachable: …", without credentials.
+    fn unreachable(&self, e: &reqwest::Error) -> String {
+        format!(
+            "registry at {} unreachable: {}",
+            self.base,
+            redact_reqwest(e)
+        )
+    }
+
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let mut request = self
             .http
@@ -123,11 +132,7 @@ impl Registry {
                     Err(format!("registry at {} answered {status}", self.base))
                 }
             }
-            Err(e) => Err(format!(
-                "registry at {} unreachable: {}",
-                self.base,
-                redact_reqwest(&e)
-            )),
+            Err(e) => Err(self.unreachable(&e)),
         }
     }
 
@@ -169,16 +174,7 @@ impl Registry {
             .request(reqwest::Method::GET, &path)
             .send()
             .await
-            .map_err(|e| {
-                fail(
-                    format!(
-                        "registry at {} unreachable: {}",
-                        self.base,
-                        redact_reqwest(&e)
-                    ),
-                    true,
-                )
-            })?;
+            .map_err(|e| fail(self.unreachable(&e), true))?;
         match current.status().as_u16() {
             200 => {
                 let body: serde_json::Value = current.json().await.unwrap_or_default();
@@ -230,14 +226,7 @@ impl Registry {
                     status.is_server_error() || status.as_u16() == 429,
                 ))
             }
-            Err(e) => Err(fail(
-                format!(
-                    "registry at {} unreachable: {}",
-                    self.base,
-                    redact_reqwest(&e)
-                ),
-                true,
-            )),
+            Err(e) => Err(fail(self.unreachable(&e), true)),
         }
     }
 
@@ -677,16 +666,10 @@ impl Registry {
             message,
             retriable,
         };
-        let resp = request.send().await.map_err(|e| {
-            fail(
-                format!(
-                    "registry at {} unreachable: {}",
-                    self.base,
-                    redact_reqwest(&e)
-                ),
-                true,
-            )
-        })?;
+        let resp = request
+            .send()
+            .await
+            .map_err(|e| fail(self.unreachable(&e), true))?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();

@@ -24,17 +24,16 @@
 use std::time::Instant;
 
 use async_trait::async_trait;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 use crate::avro::{DecodeError, Decoder, Encoder};
 use crate::binary::AvroRecord;
-use crate::kafka::{self, GaleContext};
+use crate::kafka::Fetching;
 use crate::keepalive::Keepalive;
 use crate::metrics::{EventAges, TopicMetrics};
 use crate::outbox::{self, Interrupted, Outbox, Outgoing};
 use crate::schema::SchemaFile;
-use crate::service::Service;
+use crate::service::{LoopConsumer, Service};
 use crate::telemetry::{self, ConsumedFrom};
 use crate::Error;
 
@@ -215,20 +214,12 @@ impl<'s> Pipeline<'s> {
     /// Consumes until shutdown is requested, then drains and commits.
     pub async fn run<P: Processor>(mut self, mut processor: P) -> Result<(), Error> {
         let service = self.service;
-        let group = kafka::group_id(&service.config.kafka, service.name());
-        let revoked: kafka::Revocations = Default::default();
-        let hold = std::sync::Arc::<std::sync::atomic::AtomicBool>::default();
-        let consumer: StreamConsumer<GaleContext> = kafka::consumer(
-            &service.config.kafka,
-            &group,
-            service
-                .kafka_context()
-                .with_revocations(revoked.clone())
-                .with_hold(hold.clone()),
-        )?;
-        consumer
-            .subscribe(&[&self.input_topic])
-            .map_err(|e| Error::kafka("subscribing", e))?;
+        let LoopConsumer {
+            consumer,
+            group,
+            revoked,
+            hold,
+        } = service.subscribe(&[&self.input_topic], Fetching::Latency)?;
         let mut decoder: Decoder<P::Input> = service.registry.decoder(self.input_schema)?;
         let keepalive = Keepalive::new(&consumer, hold);
         service.started();

@@ -7,19 +7,35 @@
 //! [`Service::finish`] when the loop returns.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
 
 use crate::avro::{Encoder, Registry};
 use crate::config::RuntimeConfig;
 use crate::health::Health;
 use crate::http;
-use crate::kafka::{self, GaleContext, Producer};
+use crate::kafka::{self, Fetching, GaleContext, Producer};
 use crate::metrics::{self, StageMetrics};
 use crate::retry::Backoff;
 use crate::schema::SchemaFile;
 use crate::shutdown::{self, sleep_or_cancel, CancellationToken};
 use crate::telemetry::{MessagingTracer, Telemetry};
 use crate::Error;
+
+/// The consumer of a consuming loop and what it shares with its context.
+pub struct LoopConsumer {
+    /// The consumer, subscribed.
+    pub consumer: StreamConsumer<GaleContext>,
+    /// Its consumer group.
+    pub group: String,
+    /// Partitions revoked since the loop last looked.
+    pub revoked: kafka::Revocations,
+    /// Set while the loop waits with partitions paused (for [`crate::keepalive::Keepalive`]).
+    pub hold: Arc<AtomicBool>,
+}
 
 /// A started service.
 pub struct Service {
@@ -109,6 +125,32 @@ impl Service {
     /// Address the probe listener is bound to.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// A consumer of `topics` in this service's group, for a consuming loop:
+    /// offsets stored only when told, synchronous commit on revocation,
+    /// revocations and waits shared with its context.
+    pub fn subscribe(&self, topics: &[&str], fetching: Fetching) -> Result<LoopConsumer, Error> {
+        let group = kafka::group_id(&self.config.kafka, self.name());
+        let revoked = kafka::Revocations::default();
+        let hold = Arc::<AtomicBool>::default();
+        let consumer = kafka::consumer_for(
+            &self.config.kafka,
+            &group,
+            self.kafka_context()
+                .with_revocations(revoked.clone())
+                .with_hold(hold.clone()),
+            fetching,
+        )?;
+        consumer
+            .subscribe(topics)
+            .map_err(|e| Error::kafka("subscribing", e))?;
+        Ok(LoopConsumer {
+            consumer,
+            group,
+            revoked,
+            hold,
+        })
     }
 
     /// A fresh client context for another Kafka client of this service.

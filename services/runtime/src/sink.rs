@@ -13,18 +13,16 @@
 //! the same batch.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 
-use crate::kafka::{self, GaleContext};
+use crate::kafka;
 use crate::keepalive::Keepalive;
 use crate::metrics::TopicMetrics;
 use crate::outbox::{self, Next, Outbox};
-use crate::service::Service;
+use crate::service::{LoopConsumer, Service};
 use crate::Error;
 
 /// One consumed record, as the sink sees it.
@@ -103,22 +101,13 @@ pub async fn run_sink<S: Sink>(
     let mut all: Vec<&str> = topics.iter().map(String::as_str).collect();
     all.push(dead_letter);
     service.ensure_topics(&all).await?;
-    let group = kafka::group_id(&service.config.kafka, service.name());
-    let revoked: kafka::Revocations = Arc::default();
-    let hold = Arc::<std::sync::atomic::AtomicBool>::default();
-    let consumer: StreamConsumer<GaleContext> = kafka::consumer_for(
-        &service.config.kafka,
-        &group,
-        service
-            .kafka_context()
-            .with_revocations(revoked.clone())
-            .with_hold(hold.clone()),
-        kafka::Fetching::Throughput,
-    )?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer
-        .subscribe(&names)
-        .map_err(|e| Error::kafka("subscribing", e))?;
+    let LoopConsumer {
+        consumer,
+        group,
+        revoked,
+        hold,
+    } = service.subscribe(&names, kafka::Fetching::Throughput)?;
     let outbox = Outbox::new(service, Vec::new(), dead_letter.to_string());
     let inputs: HashMap<String, TopicMetrics> = topics
         .iter()
