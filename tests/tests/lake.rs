@@ -17,35 +17,23 @@ use gale_tests::*;
 
 fn reading(i: usize, t0: i64) -> ScoredReading {
     ScoredReading {
-        event_id: format!("lake-{i:06}"),
-        asset_id: format!("T-{}", i % 7),
-        asset_kind: AssetKind::Turbine,
         site_id: Some("farm-a".into()),
-        event_time: t0 + (i as i64 % 3) * 3_600_000 + i as i64,
         received_time: t0,
         validated_time: t0,
         source: "lake-test".into(),
         channel: IngestChannel::Unknown,
         wind_speed_ms: Some(9.0),
-        wind_direction_deg: None,
-        rotor_speed_rpm: None,
         power_kw: Some(i as f64),
-        energy_kwh: None,
-        nacelle_temperature_c: None,
-        gearbox_temperature_c: None,
-        generator_temperature_c: None,
-        vibration_ms2: None,
-        oil_pressure_bar: None,
-        brake_pressure_bar: None,
-        pitch_angle_deg: None,
-        yaw_angle_deg: None,
-        tower_lean_deg: None,
-        latitude_deg: None,
-        longitude_deg: None,
         quality_score: 100,
         quality_tier: QualityTier::Premium,
         flags: vec![],
         attributes: Default::default(),
+        ..ScoredReading::new(
+            format!("lake-{i:06}"),
+            format!("T-{}", i % 7),
+            AssetKind::Turbine,
+            t0 + (i as i64 % 3) * 3_600_000 + i as i64,
+        )
     }
 }
 

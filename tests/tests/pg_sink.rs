@@ -12,35 +12,17 @@ use sqlx::Row;
 
 fn scored(id: &str, asset: &str, t: i64, power: f64, score: i32) -> ScoredReading {
     ScoredReading {
-        event_id: id.into(),
-        asset_id: asset.into(),
-        asset_kind: AssetKind::Meter,
         site_id: Some("grid-north".into()),
-        event_time: t,
         received_time: t + 1000,
         validated_time: t + 2000,
         source: "test".into(),
         channel: IngestChannel::Http,
-        wind_speed_ms: None,
-        wind_direction_deg: None,
-        rotor_speed_rpm: None,
         power_kw: Some(power),
-        energy_kwh: None,
-        nacelle_temperature_c: None,
-        gearbox_temperature_c: None,
-        generator_temperature_c: None,
-        vibration_ms2: None,
-        oil_pressure_bar: None,
-        brake_pressure_bar: None,
-        pitch_angle_deg: None,
-        yaw_angle_deg: None,
-        tower_lean_deg: None,
-        latitude_deg: None,
-        longitude_deg: None,
         quality_score: score,
         quality_tier: QualityTier::Premium,
         flags: vec![],
         attributes: Default::default(),
+        ..ScoredReading::new(id, asset, AssetKind::Meter, t)
     }
 }
 

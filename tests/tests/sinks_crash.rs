@@ -12,36 +12,23 @@ use gale_tests::*;
 
 fn reading(i: usize, t0: i64) -> ScoredReading {
     ScoredReading {
-        event_id: format!("crash-{i:06}"),
-        asset_id: format!("MTR-{}", i % 50),
-        asset_kind: AssetKind::Meter,
         site_id: Some(format!("grid-{}", i % 4)),
         // Spread over three hours so several Hive partitions and files roll.
-        event_time: t0 + (i as i64 % 3) * 3_600_000 + i as i64,
         received_time: t0,
         validated_time: t0,
         source: "crash-test".into(),
         channel: IngestChannel::Unknown,
-        wind_speed_ms: None,
-        wind_direction_deg: None,
-        rotor_speed_rpm: None,
         power_kw: Some((i % 97) as f64 * 0.5),
-        energy_kwh: None,
-        nacelle_temperature_c: None,
-        gearbox_temperature_c: None,
-        generator_temperature_c: None,
-        vibration_ms2: None,
-        oil_pressure_bar: None,
-        brake_pressure_bar: None,
-        pitch_angle_deg: None,
-        yaw_angle_deg: None,
-        tower_lean_deg: None,
-        latitude_deg: None,
-        longitude_deg: None,
         quality_score: 100,
         quality_tier: QualityTier::Premium,
         flags: vec![],
         attributes: Default::default(),
+        ..ScoredReading::new(
+            format!("crash-{i:06}"),
+            format!("MTR-{}", i % 50),
+            AssetKind::Meter,
+            t0 + (i as i64 % 3) * 3_600_000 + i as i64,
+        )
     }
 }
 

@@ -436,35 +436,16 @@ impl FastAvro for ScoredReading {
         let attributes = r.map()?;
         r.done()?;
         let mut s = ScoredReading {
-            event_id,
-            asset_id,
-            asset_kind,
             site_id,
-            event_time,
             received_time,
             validated_time,
             source,
             channel,
-            wind_speed_ms: None,
-            wind_direction_deg: None,
-            rotor_speed_rpm: None,
-            power_kw: None,
-            energy_kwh: None,
-            nacelle_temperature_c: None,
-            gearbox_temperature_c: None,
-            generator_temperature_c: None,
-            vibration_ms2: None,
-            oil_pressure_bar: None,
-            brake_pressure_bar: None,
-            pitch_angle_deg: None,
-            yaw_angle_deg: None,
-            tower_lean_deg: None,
-            latitude_deg: None,
-            longitude_deg: None,
             quality_score,
             quality_tier,
             flags,
             attributes,
+            ..ScoredReading::new(event_id, asset_id, asset_kind, event_time)
         };
         for (m, v) in Metric::ALL.into_iter().zip(values) {
             if let Some(v) = v {
@@ -518,31 +499,11 @@ mod tests {
     fn scored(rng: &mut impl Rng) -> ScoredReading {
         let r = raw(rng);
         let mut s = ScoredReading {
-            event_id: r.event_id,
-            asset_id: r.asset_id,
-            asset_kind: KINDS[rng.random_range(0..2)],
             site_id: rng.random_bool(0.5).then(|| text(rng)),
-            event_time: r.event_time,
             received_time: r.received_time,
             validated_time: rng.random(),
             source: r.source,
             channel: r.channel,
-            wind_speed_ms: None,
-            wind_direction_deg: None,
-            rotor_speed_rpm: None,
-            power_kw: None,
-            energy_kwh: None,
-            nacelle_temperature_c: None,
-            gearbox_temperature_c: None,
-            generator_temperature_c: None,
-            vibration_ms2: None,
-            oil_pressure_bar: None,
-            brake_pressure_bar: None,
-            pitch_angle_deg: None,
-            yaw_angle_deg: None,
-            tower_lean_deg: None,
-            latitude_deg: None,
-            longitude_deg: None,
             quality_score: rng.random_range(0..=100),
             quality_tier: TIERS[rng.random_range(0..3)],
             flags: (0..rng.random_range(0..4))
@@ -557,6 +518,12 @@ mod tests {
                 })
                 .collect(),
             attributes: r.attributes,
+            ..ScoredReading::new(
+                r.event_id,
+                r.asset_id,
+                KINDS[rng.random_range(0..2)],
+                r.event_time,
+            )
         };
         for m in Metric::ALL {
             if rng.random_bool(0.6) {

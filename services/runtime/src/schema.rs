@@ -404,6 +404,47 @@ pub struct ScoredReading {
 }
 
 impl ScoredReading {
+    /// A reading of `asset_id` at `event_time` (ms) with no values yet, a
+    /// perfect score and no flags; the caller sets what it knows.
+    pub fn new(
+        event_id: impl Into<String>,
+        asset_id: impl Into<String>,
+        asset_kind: AssetKind,
+        event_time: i64,
+    ) -> Self {
+        ScoredReading {
+            event_id: event_id.into(),
+            asset_id: asset_id.into(),
+            asset_kind,
+            site_id: None,
+            event_time,
+            received_time: event_time,
+            validated_time: event_time,
+            source: String::new(),
+            channel: IngestChannel::Unknown,
+            wind_speed_ms: None,
+            wind_direction_deg: None,
+            rotor_speed_rpm: None,
+            power_kw: None,
+            energy_kwh: None,
+            nacelle_temperature_c: None,
+            gearbox_temperature_c: None,
+            generator_temperature_c: None,
+            vibration_ms2: None,
+            oil_pressure_bar: None,
+            brake_pressure_bar: None,
+            pitch_angle_deg: None,
+            yaw_angle_deg: None,
+            tower_lean_deg: None,
+            latitude_deg: None,
+            longitude_deg: None,
+            quality_score: 100,
+            quality_tier: QualityTier::Premium,
+            flags: Vec::new(),
+            attributes: BTreeMap::new(),
+        }
+    }
+
     /// The canonical value of `metric`, if present.
     pub fn metric(&self, metric: Metric) -> Option<f64> {
         *self.slot(metric)
@@ -482,31 +523,11 @@ mod tests {
 
     fn sample_scored() -> ScoredReading {
         let mut r = ScoredReading {
-            event_id: "e1".into(),
-            asset_id: "T1".into(),
-            asset_kind: AssetKind::Turbine,
             site_id: Some("farm-a".into()),
-            event_time: 1,
             received_time: 2,
             validated_time: 3,
             source: "s".into(),
             channel: IngestChannel::File,
-            wind_speed_ms: None,
-            wind_direction_deg: None,
-            rotor_speed_rpm: None,
-            power_kw: None,
-            energy_kwh: None,
-            nacelle_temperature_c: None,
-            gearbox_temperature_c: None,
-            generator_temperature_c: None,
-            vibration_ms2: None,
-            oil_pressure_bar: None,
-            brake_pressure_bar: None,
-            pitch_angle_deg: None,
-            yaw_angle_deg: None,
-            tower_lean_deg: None,
-            latitude_deg: None,
-            longitude_deg: None,
             quality_score: 80,
             quality_tier: QualityTier::Standard,
             flags: vec![QualityFlag {
@@ -517,6 +538,7 @@ mod tests {
                 detail: "x".into(),
             }],
             attributes: BTreeMap::new(),
+            ..ScoredReading::new("e1", "T1", AssetKind::Turbine, 1)
         };
         for m in Metric::ALL {
             r.set_metric(m, m as u8 as f64);

@@ -131,35 +131,22 @@ mod tests {
 
     fn scored(asset: &str, event_time: i64, power: f64) -> ScoredReading {
         ScoredReading {
-            event_id: format!("{asset}-{event_time}"),
-            asset_id: asset.into(),
-            asset_kind: AssetKind::Meter,
             site_id: None,
-            event_time,
             received_time: event_time + 1_000,
             validated_time: event_time + 2_000,
             source: "t".into(),
             channel: IngestChannel::Http,
-            wind_speed_ms: None,
-            wind_direction_deg: None,
-            rotor_speed_rpm: None,
             power_kw: Some(power),
-            energy_kwh: None,
-            nacelle_temperature_c: None,
-            gearbox_temperature_c: None,
-            generator_temperature_c: None,
-            vibration_ms2: None,
-            oil_pressure_bar: None,
-            brake_pressure_bar: None,
-            pitch_angle_deg: None,
-            yaw_angle_deg: None,
-            tower_lean_deg: None,
-            latitude_deg: None,
-            longitude_deg: None,
             quality_score: 100,
             quality_tier: QualityTier::Premium,
             flags: Vec::new(),
             attributes: Default::default(),
+            ..ScoredReading::new(
+                format!("{asset}-{event_time}"),
+                asset,
+                AssetKind::Meter,
+                event_time,
+            )
         }
     }
 

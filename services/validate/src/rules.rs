@@ -670,35 +670,18 @@ pub fn baseline(scored: &ScoredReading) -> Option<Previous> {
 
 fn empty_scored(raw: &RawReading, asset: &Asset, validated_time: i64) -> ScoredReading {
     ScoredReading {
-        event_id: raw.event_id.clone(),
-        asset_id: raw.asset_id.clone(),
-        asset_kind: asset.kind,
         site_id: asset.site_id.clone(),
-        event_time: raw.event_time,
         received_time: raw.received_time,
         validated_time,
         source: raw.source.clone(),
         channel: raw.channel,
-        wind_speed_ms: None,
-        wind_direction_deg: None,
-        rotor_speed_rpm: None,
-        power_kw: None,
-        energy_kwh: None,
-        nacelle_temperature_c: None,
-        gearbox_temperature_c: None,
-        generator_temperature_c: None,
-        vibration_ms2: None,
-        oil_pressure_bar: None,
-        brake_pressure_bar: None,
-        pitch_angle_deg: None,
-        yaw_angle_deg: None,
-        tower_lean_deg: None,
-        latitude_deg: None,
-        longitude_deg: None,
-        quality_score: 100,
-        quality_tier: QualityTier::Premium,
-        flags: Vec::new(),
         attributes: raw.attributes.clone(),
+        ..ScoredReading::new(
+            raw.event_id.clone(),
+            raw.asset_id.clone(),
+            asset.kind,
+            raw.event_time,
+        )
     }
 }
 
