@@ -548,21 +548,7 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// Creates a uniquely named database.
     pub async fn create(stack: &Stack) -> TestDatabase {
-        use sqlx::Connection;
-        let name = unique("gale_test").replace('-', "_");
-        let mut conn = sqlx::PgConnection::connect(&stack.database_url)
-            .await
-            .expect("connect to Postgres");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .expect("create database");
-        let url = replace_database(&stack.database_url, &name);
-        TestDatabase {
-            url,
-            name,
-            admin_url: stack.database_url.clone(),
-        }
+        create_database(stack, &unique("gale_test").replace('-', "_")).await
     }
 }
 

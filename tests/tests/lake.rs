@@ -54,6 +54,20 @@ async fn feed_waves(stack: &Stack, topic: &str, waves: usize, per_wave: usize, t
     }
 }
 
+/// gale-archive with `cfg` in a group of its own, ready.
+async fn start_archive(stack: &Stack, cfg: &Path, label: &str) -> ServiceProcess {
+    let mut env = service_env(stack, None);
+    env.push(("GALE_KAFKA__GROUP_ID", unique("archive")));
+    let archive = ServiceProcess::start(
+        "gale-archive",
+        &env,
+        &["--config", cfg.to_str().unwrap()],
+        label,
+    );
+    archive.wait_ready(Duration::from_secs(60)).await;
+    archive
+}
+
 struct Moto {
     child: Child,
     endpoint: String,
@@ -138,15 +152,7 @@ async fn archive_to_s3_read_by_pyarrow_and_compacted() {
         &unique("dlq"),
         "1s",
     );
-    let mut env = service_env(&stack, None);
-    env.push(("GALE_KAFKA__GROUP_ID", unique("archive")));
-    let mut archive = ServiceProcess::start(
-        "gale-archive",
-        &env,
-        &["--config", cfg.to_str().unwrap()],
-        "s3-archive",
-    );
-    archive.wait_ready(Duration::from_secs(60)).await;
+    let mut archive = start_archive(&stack, &cfg, "s3-archive").await;
 
     let (waves, per_wave) = (3, 300);
     let total = (waves * per_wave) as i64;
@@ -320,15 +326,7 @@ async fn local_compaction_is_atomic_for_readers() {
         &unique("dlq"),
         "1s",
     );
-    let mut env = service_env(&stack, None);
-    env.push(("GALE_KAFKA__GROUP_ID", unique("archive")));
-    let mut archive = ServiceProcess::start(
-        "gale-archive",
-        &env,
-        &["--config", cfg.to_str().unwrap()],
-        "local-archive",
-    );
-    archive.wait_ready(Duration::from_secs(60)).await;
+    let mut archive = start_archive(&stack, &cfg, "local-archive").await;
     let (waves, per_wave) = (4, 300);
     let total = (waves * per_wave) as i64;
     let t0 = chrono::Utc::now().timestamp_millis() - 8 * 3_600_000;
@@ -456,15 +454,7 @@ async fn archive_layout_follows_its_settings() {
         ),
     )
     .unwrap();
-    let mut env = service_env(&stack, None);
-    env.push(("GALE_KAFKA__GROUP_ID", unique("archive")));
-    let mut archive = ServiceProcess::start(
-        "gale-archive",
-        &env,
-        &["--config", cfg.to_str().unwrap()],
-        "layout-archive",
-    );
-    archive.wait_ready(Duration::from_secs(60)).await;
+    let mut archive = start_archive(&stack, &cfg, "layout-archive").await;
 
     let encoder = registry(&stack)
         .register(&topic, VALIDATED_READING)

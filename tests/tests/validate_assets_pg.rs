@@ -252,19 +252,7 @@ async fn validate_assets_pg_failed_refresh_keeps_serving_the_cached_list() {
     .await;
     let mut feed = Feed::new(&stack, &t.raw).await;
     let id = feed.send("MTR-CACHED").await;
-    let validated = TopicReader::new(&stack.bootstrap, &t.validated);
-    let mut decoder = registry(&stack)
-        .decoder::<ScoredReading>(VALIDATED_READING)
-        .unwrap();
-    let got = validated.read(1, Duration::from_secs(30));
-    assert_eq!(
-        decoder
-            .decode(got[0].payload().unwrap())
-            .await
-            .unwrap()
-            .event_id,
-        id
-    );
+    assert_validated(&stack, &t.validated, &id).await;
     assert_eq!(validate.readiness().await, 200, "not paused");
     sqlx::query("ALTER TABLE gale_assets_away RENAME TO gale_assets")
         .execute(&pool)
@@ -309,17 +297,15 @@ async fn validate_assets_pg_waits_for_a_database_that_is_not_there_yet() {
     insert_asset(&pool, "gale_assets", "MTR-LATE").await;
     let mut feed = Feed::new(&stack, &t.raw).await;
     let id = feed.send("MTR-LATE").await;
-    let validated = TopicReader::new(&stack.bootstrap, &t.validated);
-    let mut decoder = registry(&stack)
+    assert_validated(&stack, &t.validated, &id).await;
+}
+
+/// The next validated reading (read from the start of `topic`) is `event_id`.
+async fn assert_validated(stack: &Stack, topic: &str, event_id: &str) {
+    let got = TopicReader::new(&stack.bootstrap, topic).read(1, Duration::from_secs(30));
+    let mut decoder = registry(stack)
         .decoder::<ScoredReading>(VALIDATED_READING)
         .unwrap();
-    let got = validated.read(1, Duration::from_secs(30));
-    assert_eq!(
-        decoder
-            .decode(got[0].payload().unwrap())
-            .await
-            .unwrap()
-            .event_id,
-        id
-    );
+    let reading = decoder.decode(got[0].payload().unwrap()).await.unwrap();
+    assert_eq!(reading.event_id, event_id);
 }
