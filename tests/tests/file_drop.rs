@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use gale_ingest::mapping::event_id;
-use gale_runtime::schema::{IngestChannel, RawReading, RAW_READING};
+use gale_model::{IngestChannel, RawReading, RAW_READING};
 use gale_tests::*;
 use rdkafka::message::{Message, OwnedMessage};
 

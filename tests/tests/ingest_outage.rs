@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use gale_runtime::schema::{RawReading, RAW_READING};
+use gale_model::{RawReading, RAW_READING};
 use gale_tests::*;
 use rdkafka::message::Message;
 

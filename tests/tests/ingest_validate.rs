@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use gale_runtime::schema::{
+use gale_model::{
     FlagCode, QualityTier, RawReading, ScoredReading, QUARANTINED_READING, RAW_READING,
     VALIDATED_READING,
 };

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use gale_runtime::schema::{IngestChannel, Measurement, Metric, RawReading, RAW_READING};
+use gale_model::{IngestChannel, Measurement, Metric, RawReading, RAW_READING};
 use gale_tests::*;
 
 fn reading(i: usize, now: i64) -> RawReading {

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use gale_runtime::schema::{
-    AssetKind, IngestChannel, QualityTier, ScoredReading, VALIDATED_READING,
-};
+use gale_model::{AssetKind, IngestChannel, QualityTier, ScoredReading, VALIDATED_READING};
 use gale_tests::*;
 use rdkafka::message::Message;
 use sqlx::Row;

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use gale_runtime::schema::{ScoredReading, VALIDATED_READING};
+use gale_model::{ScoredReading, VALIDATED_READING};
 use gale_tests::*;
 use rdkafka::message::Message;
 

@@ -7,10 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use gale_runtime::avro::Encoder;
-use gale_runtime::schema::{
+use gale_model::{
     IngestChannel, Measurement, Metric, RawReading, ScoredReading, RAW_READING, VALIDATED_READING,
 };
+use gale_runtime::avro::Encoder;
 use gale_tests::*;
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use gale_runtime::schema::{
+use gale_model::{
     IngestChannel, Measurement, Metric, RawReading, ScoredReading, QUARANTINED_READING,
     RAW_READING, VALIDATED_READING,
 };

@@ -23,9 +23,9 @@ use axum::routing::post;
 use axum::{Json, Router};
 use bytes::BytesMut;
 use futures::StreamExt;
+use gale_model::IngestChannel;
 use gale_runtime::config::Secret;
 use gale_runtime::metrics::TopicMetrics;
-use gale_runtime::schema::IngestChannel;
 use gale_runtime::telemetry::MessagingTracer;
 use serde_json::json;
 

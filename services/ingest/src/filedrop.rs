@@ -28,9 +28,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::TryStreamExt;
+use gale_model::{IngestChannel, RawReading};
 use gale_runtime::health::Health;
 use gale_runtime::retry::Backoff;
-use gale_runtime::schema::{IngestChannel, RawReading};
 use gale_runtime::shutdown::{sleep_or_cancel, CancellationToken};
 use gale_runtime::storage::{Location, StoreConfig};
 use object_store::path::Path;
@@ -827,6 +827,7 @@ mod tests {
             &StoreConfig {
                 url: dir.path().display().to_string(),
                 options: Default::default(),
+                slow_writes: None,
             },
             "k",
         )

@@ -8,8 +8,8 @@ use gale_ingest::api::{self, ApiState};
 use gale_ingest::config::Config;
 use gale_ingest::filedrop::FileDrop;
 use gale_ingest::writer::RawWriter;
+use gale_model::RAW_READING;
 use gale_runtime::retry::Backoff;
-use gale_runtime::schema::RAW_READING;
 use gale_runtime::{config, http, storage, Service};
 
 /// Accepts readings over HTTP and from object-store file drops.

@@ -16,8 +16,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use gale_model::{AssetKind, IngestChannel, Measurement, Metric, MetricName, RawReading};
 use gale_runtime::config::Secret;
-use gale_runtime::schema::{AssetKind, IngestChannel, Measurement, Metric, MetricName, RawReading};
 use serde::{Deserialize, Deserializer};
 
 /// One field of an input row.

@@ -7,11 +7,11 @@
 use std::time::Duration;
 
 use futures::channel::oneshot::Canceled;
+use gale_model::RawReading;
 use gale_runtime::avro::Encoder;
 use gale_runtime::dlq;
 use gale_runtime::kafka::{is_retriable, Producer, SendError};
 use gale_runtime::metrics::TopicMetrics;
-use gale_runtime::schema::RawReading;
 use gale_runtime::telemetry::{MessagingTracer, RecordSpan};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::future_producer::OwnedDeliveryResult;

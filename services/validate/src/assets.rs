@@ -26,9 +26,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gale_model::AssetKind;
 use gale_runtime::health::Health;
 use gale_runtime::retry::Backoff;
-use gale_runtime::schema::AssetKind;
 use gale_runtime::shutdown::{sleep_or_cancel, CancellationToken};
 use serde::Deserialize;
 use sqlx::postgres::PgPoolOptions;

@@ -4,7 +4,7 @@
 //! Unknown units are an error rather than a guess: a value in an unexpected
 //! unit is exactly the kind of data that silently corrupts dashboards.
 
-use gale_runtime::schema::Metric;
+use gale_model::Metric;
 
 /// What happened to a value on its way to the canonical unit.
 #[derive(Debug, Clone, Copy, PartialEq)]

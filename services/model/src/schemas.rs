@@ -1,0 +1,24 @@
+//! The Avro schemas in `schemas/`, embedded: what each topic carries.
+
+use gale_runtime::schema::SchemaFile;
+
+/// `schemas/raw_reading.avsc`: topic `gale.raw`.
+pub const RAW_READING: SchemaFile = SchemaFile {
+    name: "raw_reading",
+    text: include_str!("../../../schemas/raw_reading.avsc"),
+};
+
+/// `schemas/validated_reading.avsc`: topic `gale.validated`.
+pub const VALIDATED_READING: SchemaFile = SchemaFile {
+    name: "validated_reading",
+    text: include_str!("../../../schemas/validated_reading.avsc"),
+};
+
+/// `schemas/quarantined_reading.avsc`: topic `gale.quarantine`.
+pub const QUARANTINED_READING: SchemaFile = SchemaFile {
+    name: "quarantined_reading",
+    text: include_str!("../../../schemas/quarantined_reading.avsc"),
+};
+
+/// Every schema Gale ships.
+pub const ALL: &[SchemaFile] = &[RAW_READING, VALIDATED_READING, QUARANTINED_READING];
