@@ -106,10 +106,11 @@ pub async fn create_topics(bootstrap: &str, topics: &[&str], partitions: i32) {
     }
 }
 
-/// A plain producer for test input.
+/// A plain producer for test input (murmur2, as the services partition).
 pub fn producer(bootstrap: &str) -> FutureProducer {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
+        .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
         .create()
         .expect("producer")
@@ -847,6 +848,32 @@ pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
         let rest = line.strip_prefix(series)?;
         rest.strip_prefix(' ')?.trim().parse().ok()
     })
+}
+
+/// Every event id in each of the local lake `tables`, duplicates kept
+/// (read by DuckDB: tests/interop/lake_ids.py).
+pub fn lake_ids(tables: &[&Path]) -> Vec<Vec<String>> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/lake_ids.py");
+    let out = Command::new(python())
+        .arg(script)
+        .args(tables)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "lake_ids.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut by_table: HashMap<String, Vec<String>> =
+        serde_json::from_slice(&out.stdout).expect("lake_ids.py output");
+    tables
+        .iter()
+        .map(|t| {
+            by_table
+                .remove(&t.display().to_string())
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 /// What `tests/interop/lake_files.py` reports about one data file.

@@ -10,9 +10,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gale_runtime::schema::{
-    AssetKind, IngestChannel, QualityTier, ScoredReading, VALIDATED_READING,
-};
+use gale_model::{AssetKind, IngestChannel, QualityTier, ScoredReading, VALIDATED_READING};
 use gale_tests::*;
 
 fn reading(i: usize, t0: i64) -> ScoredReading {
@@ -196,6 +194,7 @@ async fn archive_to_s3_read_by_pyarrow_and_compacted() {
             .into_iter()
             .map(|(k, v)| (k.to_string(), gale_runtime::config::Secret::new(v)))
             .collect(),
+            slow_writes: None,
         },
         "test",
     )
@@ -471,9 +470,9 @@ async fn archive_layout_follows_its_settings() {
         }
         r.attributes
             .insert("firmware".into(), format!("v{}", i % 3));
-        r.flags = vec![gale_runtime::schema::QualityFlag {
-            code: gale_runtime::schema::FlagCode::UnitConverted,
-            metric: Some(gale_runtime::schema::Metric::Power),
+        r.flags = vec![gale_model::QualityFlag {
+            code: gale_model::FlagCode::UnitConverted,
+            metric: Some(gale_model::Metric::Power),
             deduction: 5,
             quarantine: false,
             detail: "W to kW".into(),

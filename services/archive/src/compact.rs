@@ -1,9 +1,11 @@
 //! `gale lake compact`: merges the small files of closed Hive partitions.
 //!
-//! A partition is closed when its hour ended more than `older_than` ago and
+//! A partition (an hour, a day or a month, as the table is cut) is closed
+//! when its period ended more than `older_than` ago and
 //! none of its files belongs to a flush still pending in a checkpoint. Its
 //! files are merged into one, named after its inputs (so a re-run after a
-//! crash produces the same name), with a manifest listing what it replaced.
+//! crash produces the same name), with a manifest listing what it replaced,
+//! in Kafka order and with one row per event id (see [`crate::dedupe`]).
 //!
 //! The swap is atomic for readers on a local directory: the merged file is
 //! prepared in a staging directory outside the table and exchanged with the
@@ -19,7 +21,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use arrow::compute::concat_batches;
+use arrow::array::RecordBatch;
+use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
 use chrono::Utc;
 use futures::TryStreamExt;
 use gale_runtime::storage::Location;
@@ -46,6 +49,9 @@ pub struct CompactOptions {
     pub row_group_rows: usize,
     /// Only report what would be merged.
     pub dry_run: bool,
+    /// Column whose value identifies a row: merged files keep one row per
+    /// value (the lowest Kafka partition and offset). Empty: keep all rows.
+    pub dedupe_key: String,
 }
 
 /// One merged partition.
@@ -253,6 +259,10 @@ pub async fn compact(
         }
         let schema = schema.expect("at least two files");
         let all = concat_batches(&schema, &batches).map_err(store_err)?;
+        let (all, repeats) = one_row_per_id(all, &options.dedupe_key).map_err(store_err)?;
+        if repeats > 0 {
+            tracing::info!(partition = %dir, repeats, "rows repeated across files dropped");
+        }
         let rows = all.num_rows();
         let bytes = parquet_io::encode(schema, &[all], options.codec, options.row_group_rows)
             .map_err(store_err)?;
@@ -319,6 +329,39 @@ pub async fn compact(
         }
     }
     Ok(merged)
+}
+
+/// `batch` in Kafka order (partition, offset) with one row per value of
+/// `key` (the first in that order); how many rows went.
+fn one_row_per_id(batch: RecordBatch, key: &str) -> Result<(RecordBatch, usize), String> {
+    let sorted = match (
+        batch.column_by_name("kafka_partition"),
+        batch.column_by_name("kafka_offset"),
+    ) {
+        (Some(p), Some(o)) => {
+            let order = lexsort_to_indices(
+                &[
+                    SortColumn {
+                        values: p.clone(),
+                        options: None,
+                    },
+                    SortColumn {
+                        values: o.clone(),
+                        options: None,
+                    },
+                ],
+                None,
+            )
+            .map_err(|e| e.to_string())?;
+            take_record_batch(&batch, &order).map_err(|e| e.to_string())?
+        }
+        _ => batch,
+    };
+    if key.is_empty() {
+        return Ok((sorted, 0));
+    }
+    let (kept, _, dropped) = crate::dedupe::drop_repeats(&sorted, key, &Default::default())?;
+    Ok((kept, dropped))
 }
 
 fn file_name(p: &ObjectPath) -> String {

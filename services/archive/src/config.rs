@@ -8,6 +8,7 @@ use gale_runtime::config::{
 use gale_runtime::storage::StoreConfig;
 use serde::Deserialize;
 
+use crate::layout::Granularity;
 use crate::ArchiveError;
 
 /// Everything `gale-archive` reads from its TOML file and `GALE_*` variables.
@@ -37,6 +38,7 @@ impl Config {
             http: self.http.clone(),
             telemetry: self.telemetry.clone(),
             processing: self.processing.clone(),
+            state: Default::default(),
         }
     }
 }
@@ -82,6 +84,15 @@ pub struct Settings {
     /// ...or once its oldest row waited this long, whichever comes first.
     #[serde(with = "humantime_serde")]
     pub max_file_age: Duration,
+    /// Memory all buffers together may hold (their Arrow size). Above it the
+    /// largest buffers are written early, so a backfill cannot exhaust
+    /// memory however many partitions and hours it spans.
+    pub max_buffer_bytes: usize,
+    /// Most event ids remembered per archive for deduplication across files
+    /// (see docs/lake.md); beyond it the least recently written Hive
+    /// partitions are forgotten and read back from their files when written
+    /// again.
+    pub dedupe_memory_ids: usize,
     /// Dead-letter topic for records that cannot be read.
     pub dead_letter: String,
     /// Topic → table mappings.
@@ -94,11 +105,14 @@ impl Default for Settings {
             store: StoreConfig {
                 url: "./.gale/lake".into(),
                 options: Default::default(),
+                slow_writes: None,
             },
             compression: Codec::Snappy,
             row_group_rows: 128 * 1024,
             max_file_bytes: 64 * 1024 * 1024,
             max_file_age: Duration::from_secs(60),
+            max_buffer_bytes: 512 * 1024 * 1024,
+            dedupe_memory_ids: 2_000_000,
             dead_letter: "gale.dlq.archive".into(),
             tables: vec![
                 TableConfig::new("gale.raw", "bronze/raw_readings"),
@@ -126,6 +140,19 @@ pub struct TableConfig {
     /// partitioning get it back from the path.
     #[serde(default)]
     pub partition_by: Vec<String>,
+    /// How finely event time cuts the table: `hour` (`date=…/hour=…`, the
+    /// default: live tables), `day` (`date=…`: history, backfills) or
+    /// `month` (`year=…/month=…`).
+    #[serde(default)]
+    pub partitioning: Granularity,
+    /// Field whose value identifies a row: a row whose value is already in
+    /// the table partition is not written again. Empty: no deduplication.
+    #[serde(default = "default_dedupe_key")]
+    pub dedupe_key: String,
+}
+
+fn default_dedupe_key() -> String {
+    "event_id".into()
 }
 
 fn default_time_field() -> String {
@@ -139,6 +166,8 @@ impl TableConfig {
             path: path.into(),
             time_field: default_time_field(),
             partition_by: Vec::new(),
+            partitioning: Granularity::Hour,
+            dedupe_key: default_dedupe_key(),
         }
     }
 }
@@ -164,6 +193,21 @@ impl Settings {
                 "keys `archive.row_group_rows` and `archive.max_file_bytes` must be positive"
                     .into(),
             ));
+        }
+        if self.max_buffer_bytes < self.max_file_bytes {
+            return Err(ArchiveError::Config(format!(
+                "key `archive.max_buffer_bytes`: {} is below `archive.max_file_bytes` ({}); one buffer alone may hold that much",
+                self.max_buffer_bytes, self.max_file_bytes
+            )));
+        }
+        let mut topics = std::collections::BTreeSet::new();
+        for (i, t) in self.tables.iter().enumerate() {
+            if !topics.insert(&t.topic) {
+                return Err(ArchiveError::Config(format!(
+                    "key `archive.tables[{i}].topic`: topic {:?} is archived twice; one table per topic",
+                    t.topic
+                )));
+            }
         }
         Ok(())
     }

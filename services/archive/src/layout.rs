@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! <table>/date=2024-03-15/hour=14[/asset_kind=METER]/part-<topic>-<partition>-<first>-<last>.parquet
+//!         (or date=2024-03-15/ for daily tables, year=2024/month=03/ for monthly ones)
 //! <table>/date=2024-03-15/hour=14[/asset_kind=METER]/_part-<topic>-<partition>-<first>-<last>.json  (manifest)
 //! <table>/_gale_checkpoints/<topic>-<partition>.json                                              (checkpoint)
 //! ```
@@ -13,38 +14,78 @@
 //! checkpoint records, per Kafka partition, the first offset not yet in the
 //! lake and, while a flush is under way, the range it is writing.
 
-use chrono::{DateTime, NaiveDate, SecondsFormat, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
-/// The Hive partition of a row: `date=…/hour=…` plus configured columns.
+/// How finely a table is cut by event time.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Deserialize, Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    /// `date=YYYY-MM-DD/hour=HH`: live tables queried by the hour.
+    #[default]
+    Hour,
+    /// `date=YYYY-MM-DD`: history and backfills (24 times fewer files).
+    Day,
+    /// `year=YYYY/month=MM`: long histories queried by the month.
+    Month,
+}
+
+/// The Hive partition of a row: its event-time period plus configured columns.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HiveKey {
-    /// UTC day of the event time.
+    /// UTC day of the event time (the first of the month for monthly tables).
     pub date: NaiveDate,
-    /// UTC hour of the event time.
+    /// UTC hour of the event time (0 unless hourly).
     pub hour: u32,
+    /// How finely the table is cut.
+    pub granularity: Granularity,
     /// Extra `name=value` levels, in configured order.
     pub extras: Vec<(String, String)>,
 }
 
 impl HiveKey {
-    /// The key of an event time (ms) with `extras`.
+    /// The hourly key of an event time (ms) with `extras`.
     pub fn of(event_time_ms: i64, extras: Vec<(String, String)>) -> Option<HiveKey> {
+        Self::at(event_time_ms, Granularity::Hour, extras)
+    }
+
+    /// The key of an event time (ms) at `granularity` with `extras`.
+    pub fn at(
+        event_time_ms: i64,
+        granularity: Granularity,
+        extras: Vec<(String, String)>,
+    ) -> Option<HiveKey> {
         let t = DateTime::<Utc>::from_timestamp_millis(event_time_ms)?;
+        let (date, hour) = match granularity {
+            Granularity::Hour => (t.date_naive(), t.hour()),
+            Granularity::Day => (t.date_naive(), 0),
+            Granularity::Month => (t.date_naive().with_day(1)?, 0),
+        };
         Some(HiveKey {
-            date: t.date_naive(),
-            hour: t.hour(),
+            date,
+            hour,
+            granularity,
             extras,
         })
     }
 
     /// The directory, e.g. `date=2024-03-15/hour=14/asset_kind=METER`.
     pub fn path(&self) -> String {
-        let mut p = format!(
-            "date={}/hour={:02}",
-            self.date.format("%Y-%m-%d"),
-            self.hour
-        );
+        let mut p = match self.granularity {
+            Granularity::Hour => format!(
+                "date={}/hour={:02}",
+                self.date.format("%Y-%m-%d"),
+                self.hour
+            ),
+            Granularity::Day => format!("date={}", self.date.format("%Y-%m-%d")),
+            Granularity::Month => format!(
+                "year={:04}/month={:02}",
+                self.date.year(),
+                self.date.month()
+            ),
+        };
         for (k, v) in &self.extras {
             p.push('/');
             p.push_str(&escape(k));
@@ -54,26 +95,56 @@ impl HiveKey {
         p
     }
 
-    /// Parses a directory written by [`HiveKey::path`].
+    /// Parses a directory written by [`HiveKey::path`], at any granularity.
     pub fn parse(path: &str) -> Option<HiveKey> {
-        let mut parts = path.trim_matches('/').split('/');
-        let date =
-            NaiveDate::parse_from_str(parts.next()?.strip_prefix("date=")?, "%Y-%m-%d").ok()?;
-        let hour = parts.next()?.strip_prefix("hour=")?.parse().ok()?;
-        let extras = parts
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let first = *parts.first()?;
+        let (date, hour, granularity, rest) = if let Some(d) = first.strip_prefix("date=") {
+            let date = NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()?;
+            match parts.get(1).and_then(|p| p.strip_prefix("hour=")) {
+                Some(h) => (date, h.parse().ok()?, Granularity::Hour, &parts[2..]),
+                None => (date, 0, Granularity::Day, &parts[1..]),
+            }
+        } else {
+            let year: i32 = first.strip_prefix("year=")?.parse().ok()?;
+            let month: u32 = parts.get(1)?.strip_prefix("month=")?.parse().ok()?;
+            (
+                NaiveDate::from_ymd_opt(year, month, 1)?,
+                0,
+                Granularity::Month,
+                &parts[2..],
+            )
+        };
+        let extras = rest
+            .iter()
             .map(|p| p.split_once('=').map(|(k, v)| (unescape(k), unescape(v))))
             .collect::<Option<Vec<_>>>()?;
-        Some(HiveKey { date, hour, extras })
+        Some(HiveKey {
+            date,
+            hour,
+            granularity,
+            extras,
+        })
     }
 
-    /// The first instant after this partition's hour.
+    /// The first instant after this partition's period.
     pub fn end(&self) -> DateTime<Utc> {
         let start = self
             .date
             .and_hms_opt(self.hour, 0, 0)
             .expect("valid hour")
             .and_utc();
-        start + chrono::Duration::hours(1)
+        match self.granularity {
+            Granularity::Hour => start + chrono::Duration::hours(1),
+            Granularity::Day => start + chrono::Duration::days(1),
+            Granularity::Month => {
+                let next = self
+                    .date
+                    .checked_add_months(chrono::Months::new(1))
+                    .unwrap_or(self.date);
+                next.and_hms_opt(0, 0, 0).expect("midnight").and_utc()
+            }
+        }
     }
 }
 
@@ -133,6 +204,17 @@ fn safe(topic: &str) -> String {
 /// The stem of a data file: `part-<topic>-<partition>-<first>-<last>`.
 pub fn file_stem(topic: &str, partition: i32, first: i64, last: i64) -> String {
     format!("part-{}-{partition}-{first:020}-{last:020}", safe(topic))
+}
+
+/// Parses a data file stem written by [`file_stem`] into the part naming
+/// the topic and Kafka partition (`part-<topic>-<partition>`) and its first
+/// and last offsets.
+pub fn parse_stem(stem: &str) -> Option<(&str, i64, i64)> {
+    let mut parts = stem.rsplitn(3, '-');
+    let last = parts.next()?.parse().ok()?;
+    let first = parts.next()?.parse().ok()?;
+    let prefix = parts.next()?;
+    prefix.starts_with("part-").then_some((prefix, first, last))
 }
 
 /// The checkpoint object of a Kafka partition, relative to the table.
@@ -236,6 +318,19 @@ mod tests {
         assert_eq!(odd.path(), "date=1970-01-01/hour=00/site=a%2Fb%3Dc%20d");
         assert_eq!(HiveKey::parse(&odd.path()), Some(odd));
         assert_eq!(k.end().to_rfc3339(), "2024-03-15T15:00:00+00:00");
+        let day = HiveKey::at(1_710_511_200_000, Granularity::Day, vec![]).unwrap();
+        assert_eq!(day.path(), "date=2024-03-15");
+        assert_eq!(HiveKey::parse(&day.path()), Some(day.clone()));
+        assert_eq!(day.end().to_rfc3339(), "2024-03-16T00:00:00+00:00");
+        let month = HiveKey::at(
+            1_710_511_200_000,
+            Granularity::Month,
+            vec![("site".into(), "x".into())],
+        )
+        .unwrap();
+        assert_eq!(month.path(), "year=2024/month=03/site=x");
+        assert_eq!(HiveKey::parse(&month.path()), Some(month.clone()));
+        assert_eq!(month.end().to_rfc3339(), "2024-04-01T00:00:00+00:00");
     }
 
     #[test]
@@ -244,6 +339,11 @@ mod tests {
             file_stem("gale.validated", 2, 41, 1000),
             "part-gale.validated-2-00000000000000000041-00000000000000001000"
         );
+        assert_eq!(
+            parse_stem(&file_stem("gale.validated", 2, 41, 1000)),
+            Some(("part-gale.validated-2", 41, 1000))
+        );
+        assert_eq!(parse_stem("part-compacted-00ff"), None);
         assert_eq!(
             checkpoint_path("gale.raw", 0),
             "_gale_checkpoints/gale.raw-0.json"

@@ -11,6 +11,8 @@
 
 pub mod compact;
 pub mod config;
+pub mod decode;
+pub mod dedupe;
 pub mod layout;
 pub mod parquet_io;
 pub mod snapshot;

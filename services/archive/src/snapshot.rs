@@ -132,6 +132,7 @@ mod tests {
             &StoreConfig {
                 url: dir.path().display().to_string(),
                 options: Default::default(),
+                slow_writes: None,
             },
             "test",
         )

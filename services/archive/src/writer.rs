@@ -1,38 +1,47 @@
 //! The archive as a runtime [`Sink`]: Avro records decoded straight into
-//! Arrow by `arrow-avro`, split by Hive partition, buffered per Kafka
-//! partition and written as Parquet when a buffer is big or old enough.
+//! Arrow by `arrow-avro`, buffered per Kafka partition and written as
+//! Parquet, one file per table partition, when a buffer is big or old
+//! enough, or when all buffers together reach the memory bound (the largest
+//! go first).
 //!
 //! The effectively-once protocol, per Kafka partition:
 //!
 //! 1. records below the checkpoint's `next_offset` are already in the lake
-//!    and are skipped;
+//!    and are skipped; the runtime hands records over contiguously from
+//!    there (re-reading the partition if the group is further on);
 //! 2. a flush first records its offset range as `pending` in the checkpoint,
 //!    then writes each file (complete before it is visible: one PUT or an
 //!    atomic rename), its manifest, and finally the checkpoint with the new
 //!    `next_offset`; only then are Kafka offsets stored;
-//! 3. after a crash, a `pending` range is rebuilt exactly (the buffer is
-//!    sealed at its end even if more records arrive), so the same file names
-//!    are written again and no row appears twice.
+//! 3. after a crash, a `pending` range is rebuilt exactly (the buffer starts
+//!    at its first offset and is sealed at its last even if more records
+//!    arrive), so the same file names are written again and no row appears
+//!    twice.
+//!
+//! Rows repeated upstream are written once per table partition (see
+//! [`crate::dedupe`]). A buffer holds the decoded batches as they came
+//! (plus each row's table partition); it is cut into files only when it is
+//! written, so a backfill spanning thousands of hours costs its rows, not
+//! thousands of small batches.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{
-    Array, ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-    TimestampMillisecondArray, UInt32Array,
-};
-use arrow::compute::{cast, concat_batches, take_record_batch};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use arrow_avro::reader::ReaderBuilder;
+use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, UInt32Array};
+use arrow::compute::{concat_batches, take_record_batch};
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use gale_runtime::avro::{split_wire, DecodeError, Registry};
 use gale_runtime::sink::{Outage, Refusal, Sink, SinkRecord};
 use gale_runtime::storage::Location;
 use object_store::ObjectStoreExt;
 
 use crate::config::{Settings, TableConfig};
+use crate::decode::{self, is_path_type};
+use crate::dedupe::{self, IdKey, IdSet, Index};
 use crate::layout::{self, Checkpoint, HiveKey, Manifest, PendingRange};
 use crate::parquet_io;
 
@@ -50,18 +59,28 @@ fn registry_outage(e: impl std::fmt::Display) -> Outage {
     }
 }
 
+/// One table partition's share of a buffer.
+#[derive(Debug, Clone)]
 struct Group {
-    batches: Vec<RecordBatch>,
+    key: HiveKey,
     rows: usize,
-    min_ts: i64,
-    max_ts: i64,
 }
 
+/// Records of one Kafka partition waiting to be written.
+#[derive(Clone)]
 struct Buffer {
     first: i64,
     last: i64,
-    groups: BTreeMap<HiveKey, Group>,
+    /// Decoded rows (with their Kafka position columns), in offset order.
+    batches: Vec<RecordBatch>,
+    /// For each batch, the group of each of its rows.
+    row_groups: Vec<Vec<u32>>,
+    groups: Vec<Group>,
+    group_of: HashMap<HiveKey, u32>,
+    /// Avro bytes held: decides when a file is big enough.
     bytes: usize,
+    /// Arrow bytes held: counts against the memory bound.
+    memory: usize,
     opened: Instant,
     writer_ids: BTreeSet<u32>,
 }
@@ -71,11 +90,38 @@ impl Buffer {
         Buffer {
             first,
             last: first,
-            groups: BTreeMap::new(),
+            batches: Vec::new(),
+            row_groups: Vec::new(),
+            groups: Vec::new(),
+            group_of: HashMap::new(),
             bytes: 0,
+            memory: 0,
             opened: Instant::now(),
             writer_ids: BTreeSet::new(),
         }
+    }
+
+    /// Appends `batch`, whose rows belong to `keys`, last offset `last`.
+    fn push(&mut self, batch: RecordBatch, keys: Vec<HiveKey>, last: i64, avro_bytes: usize) {
+        let mut of_row = Vec::with_capacity(keys.len());
+        for key in keys {
+            let g = match self.group_of.get(&key) {
+                Some(g) => *g,
+                None => {
+                    let g = self.groups.len() as u32;
+                    self.group_of.insert(key.clone(), g);
+                    self.groups.push(Group { key, rows: 0 });
+                    g
+                }
+            };
+            self.groups[g as usize].rows += 1;
+            of_row.push(g);
+        }
+        self.memory += batch.get_array_memory_size() + of_row.len() * 4;
+        self.bytes += avro_bytes;
+        self.last = self.last.max(last);
+        self.batches.push(batch);
+        self.row_groups.push(of_row);
     }
 }
 
@@ -84,7 +130,7 @@ struct PartitionState {
     /// Buffers that must be written as they are (a pending range), oldest first.
     sealed: Vec<Buffer>,
     open: Option<Buffer>,
-    /// Highest offset handled (archived, buffered or dead-lettered).
+    /// Highest offset handled (archived, buffered, skipped or dead-lettered).
     seen: i64,
 }
 
@@ -104,6 +150,30 @@ pub struct Archive {
     registry: Registry,
     tables: HashMap<String, TableState>,
     durable: BTreeMap<(String, i32), i64>,
+    /// Ids already written, per table partition and Kafka partition.
+    index: Index,
+}
+
+/// A buffer taken out for writing.
+struct Due {
+    topic: String,
+    partition: i32,
+    /// Taken from the sealed list (else it was the open buffer).
+    sealed: bool,
+    buffer: Buffer,
+}
+
+/// One table partition of a buffer, ready to be written.
+struct Encoded {
+    key: HiveKey,
+    bytes: Vec<u8>,
+    rows: usize,
+    min_ts: i64,
+    max_ts: i64,
+    /// Ids written (for the index).
+    ids: Vec<IdKey>,
+    /// Rows left out as repeats.
+    repeats: usize,
 }
 
 impl Archive {
@@ -126,6 +196,7 @@ impl Archive {
             })
             .collect();
         Archive {
+            index: Index::new(settings.dedupe_memory_ids),
             location,
             settings,
             registry,
@@ -143,15 +214,16 @@ impl Archive {
         &self,
         table: &TableConfig,
         partition: i32,
-    ) -> Result<Checkpoint, Outage> {
+    ) -> Result<Option<Checkpoint>, Outage> {
         let path = self.table_path(table, &layout::checkpoint_path(&table.topic, partition));
         match self.location.store.get(&path).await {
             Ok(r) => {
                 let bytes = r.bytes().await.map_err(store_outage)?;
                 serde_json::from_slice(&bytes)
+                    .map(Some)
                     .map_err(|e| store_outage(format!("checkpoint {path} is unreadable: {e}")))
             }
-            Err(object_store::Error::NotFound { .. }) => Ok(Checkpoint::default()),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(store_outage(e)),
         }
     }
@@ -169,6 +241,44 @@ impl Archive {
             .put(&path, body.into())
             .await
             .map_err(store_outage)?;
+        Ok(())
+    }
+
+    /// Loads the checkpoint of a Kafka partition seen for the first time.
+    async fn ensure_partition(&mut self, topic: &str, partition: i32) -> Result<(), Outage> {
+        let Some(state) = self.tables.get(topic) else {
+            return Ok(());
+        };
+        if state.partitions.contains_key(&partition) {
+            return Ok(());
+        }
+        let config = state.config.clone();
+        let checkpoint = self
+            .load_checkpoint(&config, partition)
+            .await?
+            .unwrap_or_default();
+        if let Some(p) = checkpoint.pending {
+            tracing::info!(
+                topic,
+                partition,
+                from = p.from,
+                to = p.to,
+                "rebuilding an interrupted flush"
+            );
+        }
+        self.tables
+            .get_mut(topic)
+            .expect("known")
+            .partitions
+            .insert(
+                partition,
+                PartitionState {
+                    seen: checkpoint.next_offset - 1,
+                    checkpoint,
+                    sealed: Vec::new(),
+                    open: None,
+                },
+            );
         Ok(())
     }
 
@@ -219,218 +329,77 @@ impl Archive {
         }
         Ok(unusable)
     }
-}
 
-/// Decodes Confluent-framed `payloads` into batches; the indices of the
-/// payloads that could not be decoded come back with the reason.
-fn decode(
-    state: &TableState,
-    payloads: &[&[u8]],
-) -> (Vec<RecordBatch>, Vec<usize>, Vec<(usize, String)>) {
-    let mut bad: Vec<(usize, String)> = Vec::new();
-    'attempt: loop {
-        let Some((_, reader_text)) = &state.reader else {
-            return (
-                Vec::new(),
-                Vec::new(),
-                (0..payloads.len())
-                    .map(|i| (i, "no schema".to_string()))
-                    .collect(),
-            );
-        };
-        let builder = ReaderBuilder::new()
-            .with_reader_schema(AvroSchema::new(reader_text.clone()))
-            .with_writer_schema_store(state.writers.clone())
-            .with_batch_size(payloads.len().max(1));
-        let mut decoder = match builder.build_decoder() {
-            Ok(d) => d,
-            Err(e) => {
-                return (
-                    Vec::new(),
-                    Vec::new(),
-                    (0..payloads.len())
-                        .map(|i| (i, format!("cannot read as the table schema: {e}")))
-                        .collect(),
-                );
-            }
-        };
-        let mut batches = Vec::new();
-        let mut rows = Vec::new();
-        for (i, p) in payloads.iter().enumerate() {
-            if bad.iter().any(|(b, _)| *b == i) {
+    /// The ids already written to the table partition `key` from Kafka
+    /// partition `partition`, from memory or, the first time, from the
+    /// partition's files that the checkpoint covers (those before `before`).
+    async fn known_ids(
+        &mut self,
+        config: &TableConfig,
+        partition: i32,
+        key: &HiveKey,
+        before: i64,
+    ) -> Result<Arc<IdSet>, Outage> {
+        let slot = (config.topic.clone(), partition, key.clone());
+        if let Some(set) = self.index.get(&slot) {
+            return Ok(set);
+        }
+        let dir = self.table_path(config, &key.path());
+        let objects: Vec<object_store::ObjectMeta> = self
+            .location
+            .store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(store_outage)?;
+        let mut set = IdSet::new();
+        let own = layout::file_stem(&config.topic, partition, 0, 0);
+        let own_prefix = layout::parse_stem(&own)
+            .map(|(prefix, _, _)| prefix.to_string())
+            .unwrap_or_default();
+        for o in objects {
+            let name = o.location.filename().unwrap_or_default().to_string();
+            let Some(stem) = name.strip_suffix(".parquet") else {
                 continue;
+            };
+            if name.starts_with('_') || o.location.prefix_match(&dir).map(|p| p.count()) != Some(1)
+            {
+                continue; // manifests; deeper partition levels
             }
-            let mut result = decoder.decode(p);
-            if matches!(result, Ok(0)) && decoder.capacity() == 0 {
-                match decoder.flush() {
-                    Ok(Some(b)) => batches.push(b),
-                    Ok(None) => {}
-                    Err(e) => {
-                        bad.push((i, e.to_string()));
-                        continue 'attempt;
-                    }
+            let compacted = stem.starts_with("part-compacted-");
+            if !compacted {
+                // Only this Kafka partition's files, and only what the
+                // checkpoint says is in the lake (not a flush being rebuilt).
+                match layout::parse_stem(stem) {
+                    Some((prefix, _, last)) if prefix == own_prefix && last < before => {}
+                    _ => continue,
                 }
-                result = decoder.decode(p);
             }
-            match result {
-                Ok(n) if n == p.len() => rows.push(i),
-                Ok(n) => {
-                    bad.push((
-                        i,
-                        format!(
-                            "record has {} bytes the schema does not account for",
-                            p.len() - n
-                        ),
-                    ));
-                    continue 'attempt;
-                }
+            let bytes = self
+                .location
+                .store
+                .get(&o.location)
+                .await
+                .map_err(store_outage)?
+                .bytes()
+                .await
+                .map_err(store_outage)?;
+            let column = config.dedupe_key.clone();
+            let ids = tokio::task::spawn_blocking(move || {
+                parquet_io::read_ids(bytes, &column, compacted.then_some(partition))
+            })
+            .await
+            .map_err(store_outage)?;
+            match ids {
+                Ok(ids) => set.extend(ids),
                 Err(e) => {
-                    bad.push((i, e.to_string()));
-                    continue 'attempt;
+                    tracing::warn!(file = %o.location, error = %e, "cannot read the ids of a lake file; its rows are not deduplicated against")
                 }
             }
         }
-        match decoder.flush() {
-            Ok(Some(b)) => batches.push(b),
-            Ok(None) => {}
-            Err(e) => {
-                // Cannot tell which row; refuse the last one and retry.
-                let last = *rows.last().unwrap_or(&0);
-                bad.push((last, e.to_string()));
-                continue 'attempt;
-            }
-        }
-        return (batches, rows, bad);
+        self.index.insert(slot.clone(), set);
+        Ok(self.index.get(&slot).unwrap_or_default())
     }
-}
-
-/// Event times (ms) of `field` in `batch`, if it is a timestamp or long column.
-fn event_times(batch: &RecordBatch, field: &str) -> Vec<Option<i64>> {
-    let Some(col) = batch.column_by_name(field) else {
-        return vec![None; batch.num_rows()];
-    };
-    match col.data_type() {
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            let a = col
-                .as_any()
-                .downcast_ref::<TimestampMillisecondArray>()
-                .expect("type checked");
-            (0..a.len())
-                .map(|i| a.is_valid(i).then(|| a.value(i)))
-                .collect()
-        }
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            let a = col
-                .as_any()
-                .downcast_ref::<TimestampMicrosecondArray>()
-                .expect("type checked");
-            (0..a.len())
-                .map(|i| a.is_valid(i).then(|| a.value(i) / 1000))
-                .collect()
-        }
-        DataType::Int64 => {
-            let a = col
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .expect("type checked");
-            (0..a.len())
-                .map(|i| a.is_valid(i).then(|| a.value(i)))
-                .collect()
-        }
-        _ => vec![None; batch.num_rows()],
-    }
-}
-
-/// Values of `field` as text, for extra partition levels.
-fn texts(batch: &RecordBatch, field: &str) -> Vec<String> {
-    let Some(col) = batch.column_by_name(field) else {
-        return vec![String::new(); batch.num_rows()];
-    };
-    if !is_path_type(col.data_type()) {
-        tracing::warn!(field, data_type = %col.data_type(), "a partition_by field of this type cannot be a path segment; its rows go to the default partition and the field stays in the files");
-        return vec![String::new(); batch.num_rows()];
-    }
-    match cast(col, &DataType::Utf8) {
-        Ok(a) => {
-            let a = a
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .expect("cast to Utf8")
-                .clone();
-            (0..a.len())
-                .map(|i| {
-                    if a.is_valid(i) {
-                        a.value(i).to_string()
-                    } else {
-                        String::new()
-                    }
-                })
-                .collect()
-        }
-        Err(e) => {
-            tracing::warn!(field, error = %e, "a partition_by field cannot be a path segment; its rows go to the default partition and the field stays in the files");
-            vec![String::new(); batch.num_rows()]
-        }
-    }
-}
-
-/// A buffer taken out for writing.
-struct Due {
-    topic: String,
-    partition: i32,
-    /// Taken from the sealed list (else it was the open buffer).
-    sealed: bool,
-    buffer: Buffer,
-}
-
-/// One Hive partition's rows of a buffer as a Parquet file. Partition
-/// columns are left out (Hive convention: they live in the path, or readers
-/// see them twice with two types).
-fn encode_group(
-    batches: &[RecordBatch],
-    drop: &[String],
-    codec: crate::config::Codec,
-    row_group_rows: usize,
-) -> Result<Vec<u8>, String> {
-    let Some(first) = batches.first() else {
-        return Ok(Vec::new()); // no rows, no file
-    };
-    let merged = concat_batches(&first.schema(), batches).map_err(|e| e.to_string())?;
-    let merged = without_columns(merged, drop)?;
-    parquet_io::encode(merged.schema(), &[merged], codec, row_group_rows)
-}
-
-/// Types whose values a Hive path segment holds without loss: text, enums
-/// (dictionaries of text), integers and booleans.
-fn is_path_type(t: &DataType) -> bool {
-    match t {
-        DataType::Dictionary(_, values) => is_path_type(values),
-        t => {
-            t.is_integer()
-                || matches!(
-                    t,
-                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean
-                )
-        }
-    }
-}
-
-/// `batch` without the columns named in `drop`.
-fn without_columns(batch: RecordBatch, drop: &[String]) -> Result<RecordBatch, String> {
-    if drop.is_empty() {
-        return Ok(batch);
-    }
-    let keep: Vec<usize> = batch
-        .schema()
-        .fields()
-        .iter()
-        .enumerate()
-        // Only columns whose values made the path (text, enums, numbers); a
-        // field that cannot be a path segment stays in the file.
-        .filter(|(_, f)| !(drop.iter().any(|d| d == f.name()) && is_path_type(f.data_type())))
-        .map(|(i, _)| i)
-        .collect();
-    batch.project(&keep).map_err(|e| e.to_string())
 }
 
 /// Appends the Kafka partition and offset of each row as columns.
@@ -456,8 +425,111 @@ fn with_position(
     RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
 }
 
+/// `batch` without the columns named in `drop`.
+fn without_columns(batch: RecordBatch, drop: &[String]) -> Result<RecordBatch, String> {
+    if drop.is_empty() {
+        return Ok(batch);
+    }
+    let keep: Vec<usize> = batch
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        // Only columns whose values made the path (text, enums, numbers); a
+        // field that cannot be a path segment stays in the file.
+        .filter(|(_, f)| !(drop.iter().any(|d| d == f.name()) && is_path_type(f.data_type())))
+        .map(|(i, _)| i)
+        .collect();
+    batch.project(&keep).map_err(|e| e.to_string())
+}
+
+/// What encoding a buffer needs besides the buffer.
+#[derive(Clone)]
+struct EncodeSpec {
+    drop: Vec<String>,
+    time_field: String,
+    dedupe_key: String,
+    codec: crate::config::Codec,
+    row_group_rows: usize,
+}
+
+/// Cuts `buffer` into one Parquet file per table partition, leaving out
+/// rows whose id `known` (per group) already holds or that repeat within
+/// the file. Partition columns are left out (Hive convention: they live in
+/// the path, or readers see them twice with two types).
+fn encode_buffer(
+    buffer: &Buffer,
+    known: &[Arc<IdSet>],
+    spec: &EncodeSpec,
+) -> Result<Vec<Encoded>, String> {
+    let Some(first) = buffer.batches.first() else {
+        return Ok(Vec::new());
+    };
+    let all = concat_batches(&first.schema(), &buffer.batches).map_err(|e| e.to_string())?;
+    let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); buffer.groups.len()];
+    let mut row = 0u32;
+    for groups in &buffer.row_groups {
+        for g in groups {
+            rows_of[*g as usize].push(row);
+            row += 1;
+        }
+    }
+    let mut out = Vec::with_capacity(buffer.groups.len());
+    for ((group, rows), known) in buffer.groups.iter().zip(rows_of).zip(known) {
+        let taken = take_record_batch(&all, &UInt32Array::from(rows)).map_err(|e| e.to_string())?;
+        let (kept, ids, repeats) = if spec.dedupe_key.is_empty() {
+            (taken, Vec::new(), 0)
+        } else {
+            dedupe::drop_repeats(&taken, &spec.dedupe_key, known)?
+        };
+        let times: Vec<i64> = decode::event_times(&kept, &spec.time_field)
+            .into_iter()
+            .flatten()
+            .collect();
+        let rows = kept.num_rows();
+        let bytes = if rows == 0 {
+            Vec::new() // every row was a repeat: no file
+        } else {
+            let kept = without_columns(kept, &spec.drop)?;
+            parquet_io::encode(kept.schema(), &[kept], spec.codec, spec.row_group_rows)?
+        };
+        out.push(Encoded {
+            key: group.key.clone(),
+            bytes,
+            rows,
+            min_ts: times.iter().copied().min().unwrap_or(0),
+            max_ts: times.iter().copied().max().unwrap_or(0),
+            ids,
+            repeats,
+        });
+    }
+    Ok(out)
+}
+
+/// Runs blocking work off the async worker threads (in place when the
+/// runtime has several; inline in a single-threaded one).
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
+}
+
 #[async_trait]
 impl Sink for Archive {
+    async fn open_partition(&mut self, topic: &str, partition: i32) -> Result<Option<i64>, Outage> {
+        self.ensure_partition(topic, partition).await?;
+        Ok(self
+            .tables
+            .get(topic)
+            .and_then(|t| t.partitions.get(&partition))
+            .map(|p| p.checkpoint.next_offset)
+            .filter(|o| *o > 0))
+    }
+
     async fn write(&mut self, batch: &[SinkRecord<'_>]) -> Result<Vec<Refusal>, Outage> {
         let mut refused = Vec::new();
         // Group by (topic, partition), keeping offset order.
@@ -470,33 +542,7 @@ impl Sink for Archive {
         // First everything that needs I/O (checkpoints, schemas), so that an
         // outage leaves no trace of this batch.
         for &(topic, partition) in groups.keys() {
-            let needs = !self.tables[topic].partitions.contains_key(&partition);
-            if needs {
-                let config = self.tables[topic].config.clone();
-                let checkpoint = self.load_checkpoint(&config, partition).await?;
-                if let Some(p) = checkpoint.pending {
-                    tracing::info!(
-                        topic,
-                        partition,
-                        from = p.from,
-                        to = p.to,
-                        "rebuilding an interrupted flush"
-                    );
-                }
-                self.tables
-                    .get_mut(topic)
-                    .expect("known")
-                    .partitions
-                    .insert(
-                        partition,
-                        PartitionState {
-                            seen: checkpoint.next_offset - 1,
-                            checkpoint,
-                            sealed: Vec::new(),
-                            open: None,
-                        },
-                    );
-            }
+            self.ensure_partition(topic, partition).await?;
         }
         let mut unusable: HashMap<&str, BTreeMap<u32, String>> = HashMap::new();
         for (&(topic, _), indices) in &groups {
@@ -534,14 +580,26 @@ impl Sink for Archive {
                 }
             }
             let payloads: Vec<&[u8]> = accepted.iter().map(|&i| batch[i].payload).collect();
-            let (batches, rows, bad) = decode(state, &payloads);
-            for (k, why) in bad {
+            let decoded = match &state.reader {
+                Some((_, reader)) => {
+                    let writers = &state.writers;
+                    blocking(|| decode::decode(reader, writers, &payloads))
+                }
+                None => decode::Decoded {
+                    bad: (0..payloads.len())
+                        .map(|i| (i, "no schema".to_string()))
+                        .collect(),
+                    ..Default::default()
+                },
+            };
+            for (k, why) in decoded.bad {
                 refused.push(Refusal {
                     index: accepted[k],
                     class: "deserialization",
                     message: why,
                 });
             }
+            let config = state.config.clone();
             let part = state.partitions.get_mut(&partition).expect("loaded above");
             if let Some(last) = batch
                 .iter()
@@ -552,15 +610,11 @@ impl Sink for Archive {
                 part.seen = part.seen.max(last);
             }
             // Rows come back in payload order, batch after batch.
-            let mut row_iter = rows.into_iter();
-            for b in batches {
+            let mut row_iter = decoded.rows.into_iter();
+            for b in decoded.batches {
                 let n = b.num_rows();
                 let idx: Vec<usize> = row_iter.by_ref().take(n).map(|k| accepted[k]).collect();
                 let offsets: Vec<i64> = idx.iter().map(|&i| batch[i].offset).collect();
-                // A buffer's size is the Avro bytes it holds: Arrow's own
-                // accounting of many small batches is dominated by per-array
-                // allocations and would roll tiny files under light traffic.
-                let sizes: Vec<usize> = idx.iter().map(|&i| batch[i].payload.len()).collect();
                 let b = match with_position(b, partition, &offsets) {
                     Ok(b) => b,
                     Err(e) => {
@@ -574,82 +628,74 @@ impl Sink for Archive {
                         continue;
                     }
                 };
-                let times = event_times(&b, &state.config.time_field);
-                let extras: Vec<Vec<String>> = state
-                    .config
+                let times = decode::event_times(&b, &config.time_field);
+                let extras: Vec<Vec<String>> = config
                     .partition_by
                     .iter()
-                    .map(|f| texts(&b, f))
+                    .map(|f| decode::texts(&b, f))
                     .collect();
-                let writer_ids: Vec<u32> = idx
+                let keys: Vec<HiveKey> = (0..n)
+                    .map(|row| {
+                        let ts = times[row].or(batch[idx[row]].timestamp_ms).unwrap_or(0);
+                        let key_extras = config
+                            .partition_by
+                            .iter()
+                            .cloned()
+                            .zip(extras.iter().map(|e| e[row].clone()))
+                            .collect();
+                        HiveKey::at(ts, config.partitioning, key_extras)
+                            .or_else(|| HiveKey::at(0, config.partitioning, Vec::new()))
+                            .expect("the epoch has a partition")
+                    })
+                    .collect();
+                let writer_ids: BTreeSet<u32> = idx
                     .iter()
                     .map(|&i| split_wire(batch[i].payload).map(|(id, _)| id).unwrap_or(0))
                     .collect();
-                // Walk rows in offset order, sealing at a pending range's end.
-                let mut run: BTreeMap<HiveKey, Vec<u32>> = BTreeMap::new();
-                let mut run_bounds: Option<(i64, i64)> = None;
-                let flush_run = |part: &mut PartitionState,
-                                 run: &mut BTreeMap<HiveKey, Vec<u32>>,
-                                 bounds: &mut Option<(i64, i64)>,
-                                 ids: &BTreeSet<u32>|
-                 -> Result<(), String> {
-                    let Some((first, last)) = bounds.take() else {
-                        return Ok(());
+                // Cut at a pending range's end: that range is rebuilt as
+                // one buffer, exactly, so its files get their old names.
+                let mut start = 0;
+                while start < n {
+                    let pending = part.checkpoint.pending;
+                    let stop = match pending {
+                        Some(p) if offsets[start] <= p.to => {
+                            offsets.partition_point(|o| *o <= p.to)
+                        }
+                        _ => n,
                     };
-                    let buffer = part.open.get_or_insert_with(|| Buffer::new(first));
-                    buffer.last = buffer.last.max(last);
-                    buffer.writer_ids.extend(ids.iter().copied());
-                    for (key, rows) in std::mem::take(run) {
-                        let taken = take_record_batch(&b, &UInt32Array::from(rows.clone()))
-                            .map_err(|e| e.to_string())?;
-                        let ts: Vec<i64> = rows.iter().filter_map(|&r| times[r as usize]).collect();
-                        let g = buffer.groups.entry(key).or_insert(Group {
-                            batches: Vec::new(),
-                            rows: 0,
-                            min_ts: i64::MAX,
-                            max_ts: i64::MIN,
-                        });
-                        g.rows += taken.num_rows();
-                        g.min_ts = ts.iter().copied().min().unwrap_or(g.min_ts).min(g.min_ts);
-                        g.max_ts = ts.iter().copied().max().unwrap_or(g.max_ts).max(g.max_ts);
-                        buffer.bytes += rows.iter().map(|&r| sizes[r as usize]).sum::<usize>();
-                        g.batches.push(taken);
-                    }
-                    Ok(())
-                };
-                let ids: BTreeSet<u32> = writer_ids.iter().copied().collect();
-                for (row, &offset) in offsets.iter().enumerate() {
-                    let pending_end = part.checkpoint.pending.map(|p| p.to);
-                    if let Some(end) = pending_end {
-                        let open_last = run_bounds
-                            .map(|(_, l)| l)
-                            .or(part.open.as_ref().map(|o| o.last));
-                        if offset > end && open_last.is_some_and(|l| l <= end) {
-                            flush_run(part, &mut run, &mut run_bounds, &ids)
-                                .map_err(store_outage)?;
-                            if let Some(done) = part.open.take() {
-                                part.sealed.push(done);
-                            }
+                    if let Some(p) = pending {
+                        if offsets[start] > p.to {
+                            // The range is complete: seal it as it was.
+                            let mut done = part.open.take().unwrap_or_else(|| Buffer::new(p.from));
+                            done.first = p.from;
+                            done.last = p.to;
+                            part.sealed.push(done);
                             part.checkpoint.pending = None;
+                            continue;
                         }
                     }
-                    let ts = times[row].or(batch[idx[row]].timestamp_ms).unwrap_or(0);
-                    let key_extras = state
-                        .config
-                        .partition_by
-                        .iter()
-                        .cloned()
-                        .zip(extras.iter().map(|e| e[row].clone()))
-                        .collect();
-                    let key = HiveKey::of(ts, key_extras)
-                        .unwrap_or_else(|| HiveKey::of(0, Vec::new()).expect("epoch"));
-                    run.entry(key).or_default().push(row as u32);
-                    run_bounds = Some(match run_bounds {
-                        None => (offset, offset),
-                        Some((f, _)) => (f, offset),
+                    let buffer = part.open.get_or_insert_with(|| {
+                        Buffer::new(pending.map_or(offsets[start], |p| p.from))
                     });
+                    buffer.writer_ids.extend(writer_ids.iter().copied());
+                    let slice = b.slice(start, stop - start);
+                    let avro: usize = idx[start..stop]
+                        .iter()
+                        .map(|&i| batch[i].payload.len())
+                        .sum();
+                    buffer.push(slice, keys[start..stop].to_vec(), offsets[stop - 1], avro);
+                    start = stop;
                 }
-                flush_run(part, &mut run, &mut run_bounds, &ids).map_err(store_outage)?;
+            }
+            // The pending range may end with records that were all refused.
+            if let Some(p) = part.checkpoint.pending {
+                if part.seen > p.to {
+                    let mut done = part.open.take().unwrap_or_else(|| Buffer::new(p.from));
+                    done.first = p.from;
+                    done.last = p.to;
+                    part.sealed.push(done);
+                    part.checkpoint.pending = None;
+                }
             }
         }
         Ok(refused)
@@ -658,6 +704,42 @@ impl Sink for Archive {
     async fn flush(&mut self, force: bool) -> Result<(), Outage> {
         let max_bytes = self.settings.max_file_bytes;
         let max_age = self.settings.max_file_age;
+        // Over the memory bound: the largest open buffers go early, until
+        // half the bound is free again.
+        let mut early: BTreeSet<(String, i32)> = BTreeSet::new();
+        let held: usize = self
+            .tables
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .flat_map(|p| p.open.iter().chain(p.sealed.iter()))
+            .map(|b| b.memory)
+            .sum();
+        if held > self.settings.max_buffer_bytes {
+            let mut sizes: Vec<(usize, String, i32)> = self
+                .tables
+                .iter()
+                .flat_map(|(topic, t)| {
+                    t.partitions.iter().filter_map(move |(p, s)| {
+                        s.open.as_ref().map(|b| (b.memory, topic.clone(), *p))
+                    })
+                })
+                .collect();
+            sizes.sort_by_key(|s| std::cmp::Reverse(s.0));
+            let mut freed = 0;
+            for (size, topic, partition) in sizes {
+                if held - freed <= self.settings.max_buffer_bytes / 2 {
+                    break;
+                }
+                freed += size;
+                early.insert((topic, partition));
+            }
+            metrics::counter!("gale_archive_memory_flushes_total").increment(early.len() as u64);
+            tracing::debug!(
+                held,
+                buffers = early.len(),
+                "buffers over the memory bound; writing the largest early"
+            );
+        }
         // Take every buffer that is due, oldest first per partition.
         let mut due: Vec<Due> = Vec::new();
         for (topic, state) in self.tables.iter_mut() {
@@ -672,7 +754,10 @@ impl Sink for Archive {
                 }
                 let open_due = part.open.as_ref().is_some_and(|open| {
                     let replaying = part.checkpoint.pending.is_some_and(|p| open.last < p.to);
-                    let due = force || open.bytes >= max_bytes || open.opened.elapsed() >= max_age;
+                    let due = force
+                        || open.bytes >= max_bytes
+                        || open.opened.elapsed() >= max_age
+                        || early.contains(&(topic.clone(), partition));
                     due && !replaying
                 });
                 if open_due {
@@ -685,59 +770,96 @@ impl Sink for Archive {
                 }
             }
         }
-        // Encoding is the CPU-heavy part: the files of as many buffers as
-        // there are cores at once, on the blocking pool; then their writes,
-        // in order. What fails stays buffered for the next attempt.
+        // Encoding is the CPU-heavy part: as many buffers as there are cores
+        // at once, on the blocking pool; then their writes, in order. What
+        // fails stays buffered for the next attempt.
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
         let mut due = std::collections::VecDeque::from(due);
         while !due.is_empty() {
             let chunk: Vec<Due> = due.drain(..parallel.min(due.len())).collect();
-            let encodings: Vec<Vec<_>> = chunk
-                .iter()
-                .map(|d| {
-                    let config = &self.tables[&d.topic].config;
-                    d.buffer
-                        .groups
-                        .values()
-                        .map(|group| {
-                            let batches = group.batches.clone();
-                            let drop = config.partition_by.clone();
-                            let (codec, rows) =
-                                (self.settings.compression, self.settings.row_group_rows);
-                            tokio::task::spawn_blocking(move || {
-                                encode_group(&batches, &drop, codec, rows)
-                            })
-                        })
-                        .collect()
-                })
-                .collect();
+            let mut tasks = Vec::with_capacity(chunk.len());
+            let mut failed: Option<Outage> = None;
             let mut chunk = chunk.into_iter();
-            for files in encodings {
-                let d = chunk.next().expect("one encoding per buffer");
-                let mut encoded = Vec::with_capacity(files.len());
-                let mut failed = None;
-                for f in files {
-                    match f
-                        .await
-                        .map_err(store_outage)
-                        .and_then(|r| r.map_err(store_outage))
-                    {
-                        Ok(bytes) => encoded.push(bytes),
-                        Err(e) => failed = failed.or(Some(e)),
+            let mut taken: Vec<Due> = Vec::new();
+            for d in chunk.by_ref() {
+                let config = self.tables[&d.topic].config.clone();
+                let mut known = Vec::with_capacity(d.buffer.groups.len());
+                if !config.dedupe_key.is_empty() {
+                    for g in &d.buffer.groups {
+                        match self
+                            .known_ids(&config, d.partition, &g.key, d.buffer.first)
+                            .await
+                        {
+                            Ok(set) => known.push(set),
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
                     }
+                } else {
+                    let none = Arc::new(IdSet::new());
+                    known = (0..d.buffer.groups.len()).map(|_| none.clone()).collect();
                 }
-                let result = match failed {
-                    None => {
-                        self.write_files(&d.topic, d.partition, &d.buffer, encoded)
+                if failed.is_some() {
+                    taken.push(d);
+                    break;
+                }
+                let spec = EncodeSpec {
+                    drop: config.partition_by.clone(),
+                    time_field: config.time_field.clone(),
+                    dedupe_key: config.dedupe_key.clone(),
+                    codec: self.settings.compression,
+                    row_group_rows: self.settings.row_group_rows,
+                };
+                let buffer = Arc::new(d.buffer);
+                let task_buffer = buffer.clone();
+                tasks.push((
+                    Due {
+                        topic: d.topic,
+                        partition: d.partition,
+                        sealed: d.sealed,
+                        buffer: Buffer::new(0),
+                    },
+                    buffer,
+                    tokio::task::spawn_blocking(move || encode_buffer(&task_buffer, &known, &spec)),
+                ));
+            }
+            let mut results = Vec::with_capacity(tasks.len());
+            for (d, buffer, task) in tasks {
+                let encoded = task
+                    .await
+                    .map_err(store_outage)
+                    .and_then(|r| r.map_err(store_outage));
+                // The task has finished, so this is normally the only handle.
+                let buffer = Arc::try_unwrap(buffer).unwrap_or_else(|b| (*b).clone());
+                results.push((Due { buffer, ..d }, encoded));
+            }
+            let mut results = results.into_iter();
+            for (d, encoded) in results.by_ref() {
+                let written = match (&failed, encoded) {
+                    (None, Ok(files)) => {
+                        self.write_files(&d.topic, d.partition, &d.buffer, files)
                             .await
                     }
-                    Some(e) => Err(e),
+                    (Some(e), _) => Err(e.clone()),
+                    (None, Err(e)) => Err(e),
                 };
-                if let Err(e) = result {
-                    let rest: Vec<Due> = std::iter::once(d).chain(chunk).chain(due).collect();
+                if let Err(e) = written {
+                    let rest: Vec<Due> = std::iter::once(d)
+                        .chain(results.map(|(d, _)| d))
+                        .chain(taken)
+                        .chain(chunk)
+                        .chain(due)
+                        .collect();
                     self.put_back(rest);
                     return Err(e);
                 }
+            }
+            if let Some(e) = failed {
+                let rest: Vec<Due> = taken.into_iter().chain(chunk).chain(due).collect();
+                self.put_back(rest);
+                return Err(e);
             }
         }
         // Nothing buffered: everything seen so far is handled.
@@ -768,6 +890,8 @@ impl Sink for Archive {
                     tracing::info!(topic, partition, "partition revoked; dropping its buffer");
                 }
             }
+            self.index.forget(topic, *partition);
+            self.durable.remove(&(topic.clone(), *partition));
         }
     }
 
@@ -783,13 +907,13 @@ impl Archive {
     /// Returns buffers taken for writing to their partitions, in order.
     fn put_back(&mut self, buffers: Vec<Due>) {
         for d in buffers.into_iter().rev() {
-            let part = self
+            let Some(part) = self
                 .tables
                 .get_mut(&d.topic)
-                .expect("known")
-                .partitions
-                .get_mut(&d.partition)
-                .expect("known");
+                .and_then(|t| t.partitions.get_mut(&d.partition))
+            else {
+                continue; // revoked meanwhile
+            };
             if d.sealed {
                 part.sealed.insert(0, d.buffer);
             } else {
@@ -803,7 +927,7 @@ impl Archive {
         topic: &str,
         partition: i32,
         buffer: &Buffer,
-        encoded: Vec<Vec<u8>>,
+        encoded: Vec<Encoded>,
     ) -> Result<(), Outage> {
         let state = &self.tables[topic];
         let config = state.config.clone();
@@ -818,23 +942,27 @@ impl Archive {
         self.save_checkpoint(&config, partition, &intent).await?;
         let stem = layout::file_stem(topic, partition, buffer.first, buffer.last);
         let mut rows = 0;
-        for ((key, group), bytes) in buffer.groups.iter().zip(encoded) {
-            if bytes.is_empty() {
+        let mut repeats = 0;
+        let mut files = 0;
+        let mut written_ids = Vec::new();
+        for file in encoded {
+            repeats += file.repeats;
+            if file.bytes.is_empty() {
                 continue;
             }
-            let dir = key.path();
+            let dir = file.key.path();
             let data = self.table_path(&config, &format!("{dir}/{stem}.parquet"));
-            let size = bytes.len();
+            let size = file.bytes.len();
             self.location
                 .store
-                .put(&data, bytes.into())
+                .put(&data, file.bytes.into())
                 .await
                 .map_err(store_outage)?;
             let manifest = Manifest {
                 file: format!("{stem}.parquet"),
-                records: group.rows,
-                min_event_time: layout::rfc3339(group.min_ts),
-                max_event_time: layout::rfc3339(group.max_ts),
+                records: file.rows,
+                min_event_time: layout::rfc3339(file.min_ts),
+                max_event_time: layout::rfc3339(file.max_ts),
                 topic: topic.to_string(),
                 partition,
                 first_offset: buffer.first,
@@ -854,26 +982,33 @@ impl Archive {
                 )
                 .await
                 .map_err(store_outage)?;
-            rows += group.rows;
-            metrics::counter!("gale_archive_files_total", "table" => config.path.clone())
-                .increment(1);
+            rows += file.rows;
+            files += 1;
+            written_ids.push((file.key, file.ids));
             metrics::counter!("gale_archive_bytes_total", "table" => config.path.clone())
                 .increment(size as u64);
         }
+        metrics::counter!("gale_archive_files_total", "table" => config.path.clone())
+            .increment(files);
         metrics::counter!("gale_archive_rows_total", "table" => config.path.clone())
             .increment(rows as u64);
+        metrics::counter!("gale_archive_repeats_total", "table" => config.path.clone())
+            .increment(repeats as u64);
         let done = Checkpoint {
             next_offset: buffer.last + 1,
             pending: None,
         };
         self.save_checkpoint(&config, partition, &done).await?;
-        let part = self
+        for (key, ids) in written_ids {
+            self.index.extend(&(topic.to_string(), partition, key), ids);
+        }
+        let Some(part) = self
             .tables
             .get_mut(topic)
-            .expect("known")
-            .partitions
-            .get_mut(&partition)
-            .expect("known");
+            .and_then(|t| t.partitions.get_mut(&partition))
+        else {
+            return Ok(()); // revoked while writing: its next owner goes on from here
+        };
         part.checkpoint = done;
         self.durable
             .insert((topic.to_string(), partition), buffer.last + 1);
@@ -883,7 +1018,8 @@ impl Archive {
             first = buffer.first,
             last = buffer.last,
             rows,
-            files = buffer.groups.len(),
+            repeats,
+            files,
             "flushed"
         );
         Ok(())
@@ -915,7 +1051,59 @@ mod tests {
             .collect();
         // A list cannot be a path segment: it stays.
         assert_eq!(names, ["tags", "power"]);
-        assert_eq!(texts(&batch, "kind"), ["METER", "TURBINE"]);
+        assert_eq!(decode::texts(&batch, "kind"), ["METER", "TURBINE"]);
         assert_eq!(without_columns(batch.clone(), &[]).unwrap(), batch);
+    }
+
+    #[test]
+    fn a_buffer_is_cut_into_one_file_per_table_partition_without_repeats() {
+        let day = |d: u32| HiveKey {
+            date: chrono::NaiveDate::from_ymd_opt(2024, 1, d).unwrap(),
+            hour: 0,
+            granularity: crate::layout::Granularity::Day,
+            extras: vec![],
+        };
+        let rows = |ids: &[&str], times: &[i64]| {
+            let id: ArrayRef = Arc::new(StringArray::from(ids.to_vec()));
+            let t: ArrayRef = Arc::new(Int64Array::from(times.to_vec()));
+            RecordBatch::try_from_iter([("event_id", id), ("event_time", t)]).unwrap()
+        };
+        let mut b = Buffer::new(0);
+        b.push(rows(&["a", "b"], &[10, 20]), vec![day(1), day(2)], 1, 10);
+        b.push(
+            rows(&["a", "c", "k"], &[10, 11, 12]),
+            vec![day(1), day(1), day(1)],
+            4,
+            10,
+        );
+        assert_eq!(b.groups.len(), 2);
+        let known_day1: IdSet = [IdKey::of("k")].into_iter().collect();
+        let spec = EncodeSpec {
+            drop: vec![],
+            time_field: "event_time".into(),
+            dedupe_key: "event_id".into(),
+            codec: crate::config::Codec::Snappy,
+            row_group_rows: 100,
+        };
+        let out =
+            encode_buffer(&b, &[Arc::new(known_day1), Arc::new(IdSet::new())], &spec).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            (out[0].rows, out[0].repeats),
+            (2, 2),
+            "a once, c; the second a and k dropped"
+        );
+        assert_eq!((out[0].min_ts, out[0].max_ts), (10, 11));
+        assert_eq!(out[1].rows, 1);
+        let (_, batches) = parquet_io::decode(bytes::Bytes::from(out[0].bytes.clone())).unwrap();
+        let ids: Vec<String> = batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .iter()
+            .map(|v| v.unwrap().to_string())
+            .collect();
+        assert_eq!(ids, ["a", "c"]);
     }
 }

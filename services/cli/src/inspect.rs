@@ -15,6 +15,23 @@ use serde_json::{json, Value};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A broker that does not answer, said in a sentence with what to do.
+pub fn broker_unreachable(bootstrap: &str, error: &rdkafka::error::KafkaError) -> anyhow::Error {
+    use rdkafka::error::RDKafkaErrorCode as Code;
+    let why = match error.rdkafka_error_code() {
+        Some(Code::BrokerTransportFailure | Code::AllBrokersDown) => {
+            "nothing answers there (connection refused or closed)".to_string()
+        }
+        Some(Code::OperationTimedOut) => "it did not answer within 10 s".to_string(),
+        Some(Code::Resolve) => "the host name does not resolve".to_string(),
+        Some(Code::Authentication) => "it refused the credentials".to_string(),
+        _ => error.to_string(),
+    };
+    anyhow::anyhow!(
+        "cannot reach the Kafka broker at {bootstrap}: {why}. Is it running? Point gale at it with --bootstrap or GALE_KAFKA_BOOTSTRAP (after `make demo`: source .gale/demo/env; `make demo` starts the local one again)"
+    )
+}
+
 fn client(bootstrap: &str, group: &str) -> anyhow::Result<BaseConsumer> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -43,7 +60,9 @@ pub fn status(
     groups: &[String],
 ) -> anyhow::Result<Vec<TopicStatus>> {
     let admin = client(bootstrap, "gale-cli-status")?;
-    let md = admin.fetch_metadata(None, TIMEOUT)?;
+    let md = admin
+        .fetch_metadata(None, TIMEOUT)
+        .map_err(|e| broker_unreachable(bootstrap, &e))?;
     let mut out = Vec::new();
     let mut topics: Vec<_> = md
         .topics()
@@ -140,6 +159,15 @@ pub fn end_offsets(
     Ok(out)
 }
 
+/// `url` without credentials, for messages.
+fn display_url(url: &str) -> String {
+    gale_runtime::config::RegistryConfig {
+        url: url.to_string(),
+        ..Default::default()
+    }
+    .display_url()
+}
+
 /// Up to `count` records of `topic` from the beginning, as JSON: key,
 /// partition, offset, headers and the value decoded through the registry
 /// (or as text when it is not Avro in the Confluent wire format).
@@ -150,7 +178,9 @@ pub async fn peek(
     count: usize,
 ) -> anyhow::Result<Vec<Value>> {
     let consumer = client(bootstrap, "gale-cli-peek")?;
-    let md = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
+    let md = consumer
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .map_err(|e| broker_unreachable(bootstrap, &e))?;
     let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
         anyhow::bail!("topic {topic} does not exist");
     };
@@ -164,6 +194,19 @@ pub async fn peek(
         tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
+    if let Err(e) = reqwest::Client::new()
+        .get(format!("{}/subjects", registry_url.trim_end_matches('/')))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+    {
+        eprintln!(
+            "warning: cannot reach the schema registry at {}: {}; values are shown undecoded (set --registry-url or GALE_REGISTRY_URL)",
+            display_url(registry_url),
+            e.without_url()
+        );
+    }
     let decoder = AvroDecoder::new(SrSettings::new(registry_url.to_string()));
     let mut out = Vec::new();
     let deadline = Instant::now() + TIMEOUT;

@@ -72,7 +72,7 @@ enum LakeCommand {
     /// Merge the small files of closed Hive partitions of a table into one per partition.
     Compact {
         /// The lake: a directory or s3://bucket/prefix (AWS_* variables and --option apply).
-        #[arg(long, env = "GALE_LAKE")]
+        #[arg(long, env = "GALE_LAKE", hide_env_values = true)]
         store: String,
         /// S3 options as key=value (aws_endpoint=http://..., aws_allow_http=true, ...).
         #[arg(long = "option", value_parser = parse_kv)]
@@ -92,12 +92,16 @@ enum LakeCommand {
         /// Only print what would be merged.
         #[arg(long)]
         dry_run: bool,
+        /// Column identifying a row: merged files keep one row per value
+        /// (the lowest Kafka partition and offset); "" keeps every row.
+        #[arg(long, default_value = "event_id")]
+        dedupe_key: String,
     },
     /// Print the live data files of a table, one URL per line: a consistent
     /// view (from the manifests) even while compaction runs on S3.
     Files {
         /// The lake: a directory or s3://bucket/prefix (AWS_* variables and --option apply).
-        #[arg(long, env = "GALE_LAKE")]
+        #[arg(long, env = "GALE_LAKE", hide_env_values = true)]
         store: String,
         /// S3 options as key=value (aws_endpoint=http://..., aws_allow_http=true, ...).
         #[arg(long = "option", value_parser = parse_kv)]
@@ -129,6 +133,7 @@ fn open_lake(
             .into_iter()
             .map(|(k, v)| (k, gale_runtime::config::Secret::new(v)))
             .collect(),
+        slow_writes: None,
     };
     Ok(gale_runtime::storage::open(&config, "--store")?)
 }
@@ -142,12 +147,18 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 #[derive(clap::Args)]
 struct KafkaArgs {
     /// Kafka bootstrap servers.
-    #[arg(long, env = "GALE_KAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long,
+        env = "GALE_KAFKA_BOOTSTRAP",
+        hide_env_values = true,
+        default_value = "127.0.0.1:9092"
+    )]
     bootstrap: String,
     /// Schema registry URL.
     #[arg(
         long,
         env = "GALE_REGISTRY_URL",
+        hide_env_values = true,
         default_value = "http://127.0.0.1:8081"
     )]
     registry_url: String,
@@ -184,13 +195,13 @@ struct SimulateArgs {
     #[arg(long, default_value_t = 200)]
     batch: usize,
     /// Ingest API base URL (sends through ingest).
-    #[arg(long, env = "GALE_INGEST_URL")]
+    #[arg(long, env = "GALE_INGEST_URL", hide_env_values = true)]
     ingest_url: Option<String>,
     /// API key of the ingest source.
-    #[arg(long, env = "GALE_INGEST_API_KEY")]
+    #[arg(long, env = "GALE_INGEST_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Kafka bootstrap servers (sends straight to the raw topic when no --ingest-url is given).
-    #[arg(long, env = "GALE_KAFKA_BOOTSTRAP")]
+    #[arg(long, env = "GALE_KAFKA_BOOTSTRAP", hide_env_values = true)]
     bootstrap: Option<String>,
     /// Raw topic, with --bootstrap.
     #[arg(long, default_value = "gale.raw")]
@@ -199,6 +210,7 @@ struct SimulateArgs {
     #[arg(
         long,
         env = "GALE_REGISTRY_URL",
+        hide_env_values = true,
         default_value = "http://127.0.0.1:8081"
     )]
     registry_url: String,
@@ -280,6 +292,7 @@ async fn main() -> anyhow::Result<()> {
             min_files,
             codec,
             dry_run,
+            dedupe_key,
         }) => {
             let codec: gale_archive::config::Codec =
                 serde_json::from_value(serde_json::Value::String(codec.clone())).map_err(|_| {
@@ -295,6 +308,7 @@ async fn main() -> anyhow::Result<()> {
                     codec,
                     row_group_rows: 128 * 1024,
                     dry_run,
+                    dedupe_key,
                 },
             )
             .await?;

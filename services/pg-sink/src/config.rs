@@ -39,6 +39,7 @@ impl Config {
             http: self.http.clone(),
             telemetry: self.telemetry.clone(),
             processing: self.processing.clone(),
+            state: Default::default(),
         }
     }
 }

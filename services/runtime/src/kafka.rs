@@ -4,8 +4,13 @@
 //! loop stores an offset only after everything the record produced is
 //! acknowledged, and librdkafka's periodic auto-commit then commits what was
 //! stored. On partition revocation the context commits synchronously, so a
-//! rebalance does not replay finished work. Producers are idempotent with
-//! `acks=all`. Pass-through properties from config override these defaults.
+//! rebalance does not replay finished work. Groups use the cooperative-sticky
+//! assignor (a rebalance moves only the partitions that change owner, the
+//! others keep being processed) and, when `kafka.group_instance_id` is set,
+//! static membership. Producers are idempotent with `acks=all` and partition
+//! keyed records with murmur2, as the Java client and Kafka Connect do, so a
+//! key lands on the same partition whoever produced it. Pass-through
+//! properties from config override the tuning defaults, not these.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +25,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::statistics::Statistics;
+use rdkafka::TopicPartitionList;
 
 use crate::config::KafkaConfig;
 use crate::health::Health;
@@ -201,6 +207,10 @@ pub fn consumer_for(
         .set("heartbeat.interval.ms", "2000")
         .set("enable.partition.eof", "false");
     apply_overrides(&mut c, config);
+    c.set("partition.assignment.strategy", "cooperative-sticky");
+    if let Some(id) = &config.group_instance_id {
+        c.set("group.instance.id", id);
+    }
     c.create_with_context(context)
         .map_err(|e| Error::kafka("creating consumer", e))
 }
@@ -217,10 +227,64 @@ pub fn producer(config: &KafkaConfig, context: GaleContext) -> Result<Producer, 
             config.delivery_timeout.as_millis().to_string(),
         );
     apply_overrides(&mut c, config);
+    // Java's partitioner: murmur2 of the key, random for records without one.
+    c.set("partitioner", "murmur2_random");
     let inner = c
         .create_with_context(context)
         .map_err(|e| Error::kafka("creating producer", e))?;
     Ok(Producer { inner })
+}
+
+/// A producer for state changelogs: like [`producer`], but it sends at once
+/// (`linger.ms=0`): the loop waits for these acknowledgements before it
+/// stores offsets, and a changelog write is never joined by later records.
+pub fn state_producer(config: &KafkaConfig, context: GaleContext) -> Result<Producer, Error> {
+    let mut tuned = config.clone();
+    tuned
+        .properties
+        .insert("linger.ms".into(), crate::config::Secret::new("0"));
+    producer(&tuned, context)
+}
+
+/// Creates `topic` with `partitions` partitions and topic `configs` unless
+/// it exists.
+pub async fn ensure_topic_with(
+    config: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<(), Error> {
+    let mut c = base_config(config);
+    apply_overrides(&mut c, config);
+    let admin: AdminClient<_> = c
+        .create()
+        .map_err(|e| Error::kafka("creating admin client", e))?;
+    let mut new = NewTopic::new(
+        topic,
+        partitions,
+        TopicReplication::Fixed(config.replication_factor),
+    );
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics([&new], &opts)
+        .await
+        .map_err(|e| Error::kafka(format!("creating topic {topic}"), e))?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(topic, partitions, "topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(Error::kafka(
+                    format!("creating topic {topic}"),
+                    KafkaError::AdminOp(code),
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Creates `topics` if they do not exist.
@@ -296,7 +360,22 @@ impl Producer {
         payload: Option<&[u8]>,
         headers: OwnedHeaders,
     ) -> Result<DeliveryFuture, SendError> {
+        self.send_to(topic, None, key, payload, headers).await
+    }
+
+    /// Like [`Producer::send_value`], to an explicit partition when given.
+    pub async fn send_to(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: OwnedHeaders,
+    ) -> Result<DeliveryFuture, SendError> {
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
         if let Some(p) = payload {
             record = record.payload(p);
         }
@@ -370,4 +449,39 @@ pub fn is_retriable(error: &KafkaError) -> bool {
                 | RDKafkaErrorCode::InvalidRecord
         )
     )
+}
+
+/// The group's committed offsets of `partitions`, as far as the broker
+/// answers within 10 s; partitions without a commit are left out.
+pub fn committed_offsets(
+    consumer: &StreamConsumer<GaleContext>,
+    partitions: &[(String, i32)],
+) -> std::collections::HashMap<(String, i32), i64> {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        tpl.add_partition(topic, *partition);
+    }
+    // A blocking request, made only when partitions are assigned.
+    let ask = || consumer.committed_offsets(tpl, Duration::from_secs(10));
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let answer = if multi_thread {
+        tokio::task::block_in_place(ask)
+    } else {
+        ask()
+    };
+    match answer {
+        Ok(tpl) => tpl
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                rdkafka::Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                _ => None,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read committed offsets; starting from the first record received");
+            Default::default()
+        }
+    }
 }

@@ -1,12 +1,13 @@
-//! Waiting without leaving the consumer group.
+//! Waiting and working without leaving the consumer group.
 //!
 //! librdkafka expels a consumer from its group when the application does not
 //! poll for `max.poll.interval.ms` (5 minutes by default). A loop that waits
-//! out a long database or registry outage, or a record on its retry
-//! schedule, would then lose its partitions, trigger a rebalance and replay
-//! work. [`Keepalive::wait`] therefore pauses every assigned partition and
-//! keeps polling while it waits: the group sees a live member, and no new
-//! records are taken.
+//! out a long database or registry outage, a record on its retry schedule, a
+//! sink flush that writes thousands of files or a state restore would then
+//! lose its partitions, trigger a rebalance and replay work (or, worse, go on
+//! past a gap). [`Keepalive::wait`] and [`Keepalive::hold`] therefore pause
+//! every assigned partition and keep polling while they wait or while the
+//! work runs: the group sees a live member, and no new records are taken.
 //!
 //! Partitions assigned during the wait start paused as well (the client
 //! context pauses them in the rebalance callback). Should a record arrive
@@ -27,6 +28,10 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::kafka::GaleContext;
 use crate::shutdown::CancellationToken;
+
+/// How long work runs before the consumer is paused and polled beside it:
+/// far below any sensible `max.poll.interval.ms`.
+const POLL_GRACE: Duration = Duration::from_secs(1);
 
 /// Waits on behalf of a consuming loop; see the module docs.
 pub struct Keepalive<'c> {
@@ -69,18 +74,43 @@ impl<'c> Keepalive<'c> {
     pub async fn wait(&self, duration: Duration, cancel: Option<&CancellationToken>) -> bool {
         let never = CancellationToken::new();
         let cancel = cancel.unwrap_or(&never);
-        let Some(consumer) = self.consumer else {
+        if self.consumer.is_none() {
             return crate::shutdown::sleep_or_cancel(cancel, duration).await;
+        }
+        self.hold(async {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => false,
+                _ = tokio::time::sleep(duration) => true,
+            }
+        })
+        .await
+    }
+
+    /// Runs `work` to completion with the consumer paused and polled, so a
+    /// long flush or restore does not cost the group membership. Call
+    /// [`Keepalive::resume`] when the loop goes on.
+    pub async fn hold<F: std::future::Future>(&self, work: F) -> F::Output {
+        let Some(consumer) = self.consumer else {
+            return work.await;
         };
+        tokio::pin!(work);
+        // Most work is done long before the group could notice; pausing and
+        // resuming every partition for it would cost more than it saves.
+        tokio::select! {
+            biased;
+            out = &mut work => return out,
+            _ = tokio::time::sleep(POLL_GRACE) => {}
+        }
         self.hold.store(true, Ordering::SeqCst);
         self.pause_assigned(consumer);
-        let deadline = tokio::time::sleep(duration);
-        tokio::pin!(deadline);
+        tracing::info!(
+            "consumption paused while waiting; the consumer keeps polling to stay in its group"
+        );
         loop {
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => return false,
-                _ = &mut deadline => return true,
+                out = &mut work => return out,
                 m = consumer.recv() => match m {
                     Ok(m) => {
                         let key = (m.topic().to_string(), m.partition());
@@ -123,7 +153,7 @@ impl<'c> Keepalive<'c> {
             }
             Err(e) => tracing::warn!(error = %e, "cannot read assignment to resume it"),
         }
-        tracing::info!(partitions = state.paused.len(), "consumption resumed");
+        tracing::debug!(partitions = state.paused.len(), "consumption resumed");
     }
 
     fn pause_assigned(&self, consumer: &StreamConsumer<GaleContext>) {
@@ -145,7 +175,7 @@ impl<'c> Keepalive<'c> {
             return;
         }
         pause(consumer, &new);
-        tracing::info!(partitions = new.len(), "consumption paused while waiting");
+        tracing::debug!(partitions = new.len(), "consumption paused while waiting");
         state.paused.extend(new);
     }
 
@@ -158,7 +188,12 @@ impl<'c> Keepalive<'c> {
 /// A partition no longer assigned needs nothing (its new owner starts from
 /// the last commit); any other failure ends the process rather than let the
 /// consumer go on past the record.
-fn seek_or_exit(consumer: &StreamConsumer<GaleContext>, topic: &str, partition: i32, offset: i64) {
+pub(crate) fn seek_or_exit(
+    consumer: &StreamConsumer<GaleContext>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) {
     let assigned = |c: &StreamConsumer<GaleContext>| {
         c.assignment().is_ok_and(|tpl| {
             tpl.elements()

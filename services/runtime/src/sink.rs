@@ -8,6 +8,13 @@
 //! re-delivers exactly what was not yet persisted; the sinks make that
 //! harmless (upserts on the event id, deterministic file names).
 //!
+//! Records reach the sink contiguously per partition (see
+//! [`crate::frontier`]): a gap makes the loop read the partition again from
+//! the sink's own checkpoint or the committed offset, and no offset is
+//! stored beyond the records handed over. Writes and flushes run with the
+//! consumer paused and polled ([`Keepalive::hold`]), so a flush that writes
+//! for longer than `max.poll.interval.ms` keeps the group membership.
+//!
 //! Records a sink refuses for their own content are dead-lettered with their
 //! original bytes; an outage of the destination pauses the loop and retries
 //! the same batch.
@@ -18,6 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rdkafka::message::{BorrowedMessage, Message};
 
+use crate::frontier::{self, Frontier, Opener};
 use crate::kafka;
 use crate::keepalive::Keepalive;
 use crate::metrics::TopicMetrics;
@@ -85,6 +93,20 @@ pub trait Sink: Send {
     /// owner reads them again from the last committed offset).
     fn revoked(&mut self, _partitions: &[(String, i32)]) {}
 
+    /// A partition is about to be handed to the sink for the first time since
+    /// it was assigned. A sink with its own checkpoint returns the first
+    /// offset it still needs; the runtime then starts the partition there
+    /// (re-reading it if the group's committed offset is further on), so no
+    /// record between the checkpoint and the first record handed is missed.
+    /// `None`: the group's committed offset decides.
+    async fn open_partition(
+        &mut self,
+        _topic: &str,
+        _partition: i32,
+    ) -> Result<Option<i64>, Outage> {
+        Ok(None)
+    }
+
     /// How often `flush(false)` runs when no records arrive.
     fn flush_interval(&self) -> Duration {
         Duration::from_secs(1)
@@ -120,53 +142,109 @@ pub async fn run_sink<S: Sink>(
     let mut ticker = tokio::time::interval(sink.flush_interval());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batches = outbox::Batches::new(&consumer, service);
+    let mut frontier = Frontier::new();
     loop {
         let batch = match batches.next_or_tick(Some(&mut ticker)).await {
             Next::Stop => break,
             Next::Tick => {
-                drain_revoked(&mut sink, &revoked);
-                if flush(&mut sink, &outbox, false, &keepalive, &revoked)
-                    .await
-                    .is_err()
+                frontier.forget(&drain_revoked(&mut sink, &revoked));
+                if flush(
+                    &mut sink,
+                    &outbox,
+                    false,
+                    &keepalive,
+                    &revoked,
+                    &mut frontier,
+                )
+                .await
+                .is_err()
                 {
                     break;
                 }
                 keepalive.resume();
-                outbox::store_next_offsets(&consumer, sink.durable_offsets());
+                outbox::store_next_offsets(&consumer, frontier.clamp(sink.durable_offsets()));
                 continue;
             }
             Next::Batch(batch) => batch,
         };
         let gone = drain_revoked(&mut sink, &revoked);
+        frontier.forget(&gone);
         let started = std::time::Instant::now();
+        let admitted = frontier::admit(
+            batch,
+            &gone,
+            &mut OpenSink(&mut sink, &revoked),
+            &consumer,
+            &outbox,
+            &keepalive,
+            &mut frontier,
+        )
+        .await;
+        let Ok(batch) = admitted else {
+            break;
+        };
         if write(
-            &mut sink, &batch, &outbox, &inputs, &keepalive, &revoked, gone,
+            &mut sink,
+            &batch,
+            &outbox,
+            &inputs,
+            &keepalive,
+            &revoked,
+            &mut frontier,
         )
         .await
         .is_err()
         {
             break;
         }
-        if flush(&mut sink, &outbox, false, &keepalive, &revoked)
-            .await
-            .is_err()
+        if flush(
+            &mut sink,
+            &outbox,
+            false,
+            &keepalive,
+            &revoked,
+            &mut frontier,
+        )
+        .await
+        .is_err()
         {
             break;
         }
         keepalive.resume();
-        outbox::store_next_offsets(&consumer, sink.durable_offsets());
+        outbox::store_next_offsets(&consumer, frontier.clamp(sink.durable_offsets()));
         service.metrics.processed(started.elapsed(), batch.len());
     }
     // Shutdown: persist what is buffered (the watchdog bounds how long).
-    drain_revoked(&mut sink, &revoked);
-    if flush(&mut sink, &outbox, true, &keepalive, &revoked)
-        .await
-        .is_ok()
+    frontier.forget(&drain_revoked(&mut sink, &revoked));
+    if flush(
+        &mut sink,
+        &outbox,
+        true,
+        &keepalive,
+        &revoked,
+        &mut frontier,
+    )
+    .await
+    .is_ok()
     {
-        outbox::store_next_offsets(&consumer, sink.durable_offsets());
+        outbox::store_next_offsets(&consumer, frontier.clamp(sink.durable_offsets()));
     }
     outbox::commit_final(&consumer, "sink");
     Ok(())
+}
+
+/// A sink as the frontier's [`Opener`].
+struct OpenSink<'a, S>(&'a mut S, &'a kafka::Revocations);
+
+#[async_trait]
+impl<S: Sink> Opener for OpenSink<'_, S> {
+    async fn open(&mut self, topic: &str, partition: i32) -> Result<Option<i64>, Outage> {
+        self.0.open_partition(topic, partition).await
+    }
+
+    fn revoked(&mut self) -> Vec<(String, i32)> {
+        drain_revoked(self.0, self.1)
+    }
 }
 
 /// Drops what the sink buffers for partitions taken away since the last
@@ -189,8 +267,9 @@ async fn write<S: Sink>(
     inputs: &HashMap<String, TopicMetrics>,
     keepalive: &Keepalive<'_>,
     revoked: &kafka::Revocations,
-    mut gone: Vec<(String, i32)>,
+    frontier: &mut Frontier,
 ) -> Result<(), outbox::Interrupted> {
+    let mut gone: Vec<(String, i32)> = Vec::new();
     for m in batch {
         if let Some(metrics) = inputs.get(m.topic()) {
             metrics.consumed(1);
@@ -223,7 +302,7 @@ async fn write<S: Sink>(
                 }
             })
             .collect();
-        match sink.write(&records).await {
+        match keepalive.hold(sink.write(&records)).await {
             Ok(refused) => break refused,
             Err(Outage {
                 dependency,
@@ -233,6 +312,7 @@ async fn write<S: Sink>(
                     .outage_wait(dependency, &message, &mut backoff, keepalive)
                     .await?;
                 gone = drain_revoked(sink, revoked);
+                frontier.forget(&gone);
             }
         }
     };
@@ -273,10 +353,11 @@ async fn flush<S: Sink>(
     force: bool,
     keepalive: &Keepalive<'_>,
     revoked: &kafka::Revocations,
+    frontier: &mut Frontier,
 ) -> Result<(), outbox::Interrupted> {
     let mut backoff = outbox.outage_backoff();
     loop {
-        match sink.flush(force).await {
+        match keepalive.hold(sink.flush(force)).await {
             Ok(()) => {
                 if backoff.attempts() > 0 {
                     outbox.outage_over();
@@ -292,7 +373,7 @@ async fn flush<S: Sink>(
                 outbox
                     .outage_wait(dependency, &message, &mut backoff, keepalive)
                     .await?;
-                drain_revoked(sink, revoked);
+                frontier.forget(&drain_revoked(sink, revoked));
             }
         }
     }

@@ -29,6 +29,11 @@ pub struct StoreConfig {
     /// read too. Values are treated as secrets.
     #[serde(default)]
     pub options: BTreeMap<String, Secret>,
+    /// Waits this long before every write: rehearses a slow or distant
+    /// store (flushes longer than the consumer's poll interval, say). Not
+    /// for production.
+    #[serde(default, with = "humantime_serde")]
+    pub slow_writes: Option<std::time::Duration>,
 }
 
 /// An opened location: a store and the prefix inside it.
@@ -93,7 +98,7 @@ pub fn open(config: &StoreConfig, key: &str) -> Result<Location, Error> {
             .map_err(|e| Error::Config(format!("key `{key}`: cannot configure S3 store: {e}")))?;
         let prefix = Path::from(parsed.path().trim_start_matches('/'));
         return Ok(Location {
-            store: Arc::new(store),
+            store: slowed(Arc::new(store), config.slow_writes),
             prefix,
             url: url.to_string(),
             local_root: None,
@@ -114,11 +119,25 @@ pub fn open(config: &StoreConfig, key: &str) -> Result<Location, Error> {
         .with_automatic_cleanup(true)
         .with_fsync(true);
     Ok(Location {
-        store: Arc::new(store),
+        store: slowed(Arc::new(store), config.slow_writes),
         prefix: Path::default(),
         url: url.to_string(),
         local_root: Some(std::path::PathBuf::from(dir)),
     })
+}
+
+/// `store`, slowed down by `delay` per write when given.
+fn slowed(store: Arc<dyn ObjectStore>, delay: Option<std::time::Duration>) -> Arc<dyn ObjectStore> {
+    match delay {
+        Some(wait) => Arc::new(object_store::throttle::ThrottledStore::new(
+            store,
+            object_store::throttle::ThrottleConfig {
+                wait_put_per_call: wait,
+                ..Default::default()
+            },
+        )),
+        None => store,
+    }
 }
 
 impl Location {
@@ -174,6 +193,7 @@ mod tests {
             &StoreConfig {
                 url: root.display().to_string(),
                 options: Default::default(),
+                slow_writes: None,
             },
             "archive.store",
         )
@@ -191,6 +211,7 @@ mod tests {
             &StoreConfig {
                 url: dir.path().display().to_string(),
                 options: Default::default(),
+                slow_writes: None,
             },
             "archive.store",
         )
@@ -213,6 +234,7 @@ mod tests {
             &StoreConfig {
                 url: "gs://bucket".into(),
                 options: Default::default(),
+                slow_writes: None,
             },
             "archive.store",
         )
