@@ -155,6 +155,11 @@ pub struct KafkaConfig {
     pub bootstrap_servers: String,
     /// Consumer group id; defaults to `gale-<service>`.
     pub group_id: Option<String>,
+    /// Static group membership (`group.instance.id`): a stable name per
+    /// replica (the pod name on Kubernetes). A member that restarts within
+    /// the session timeout gets its partitions back without a rebalance.
+    /// Two running replicas must never share one. Unset: dynamic membership.
+    pub group_instance_id: Option<String>,
     /// Create missing topics at start. Convenient locally; in production topics are
     /// usually provisioned by the platform and this is turned off.
     pub create_topics: bool,
@@ -183,6 +188,7 @@ impl Default for KafkaConfig {
         KafkaConfig {
             bootstrap_servers: "127.0.0.1:9092".into(),
             group_id: None,
+            group_instance_id: None,
             create_topics: true,
             topic_partitions: 3,
             replication_factor: 1,
@@ -195,13 +201,16 @@ impl Default for KafkaConfig {
 
 /// librdkafka properties the runtime sets itself because delivery guarantees
 /// depend on them; a pass-through value for one of these is a config error.
-pub const RESERVED_KAFKA_PROPERTIES: [&str; 6] = [
+pub const RESERVED_KAFKA_PROPERTIES: [&str; 9] = [
     "enable.auto.offset.store",
     "enable.auto.commit",
     "acks",
     "request.required.acks",
     "group.id",
+    "group.instance.id",
     "bootstrap.servers",
+    "partitioner",
+    "partition.assignment.strategy",
 ];
 
 impl KafkaConfig {
@@ -212,6 +221,9 @@ impl KafkaConfig {
             if RESERVED_KAFKA_PROPERTIES.contains(&key.as_str()) {
                 let hint = match key.as_str() {
                     "group.id" => "; use `kafka.group_id`",
+                    "group.instance.id" => "; use `kafka.group_instance_id`",
+                    "partitioner" => "; Gale uses murmur2 so a key lands on the partition Java clients pick",
+                    "partition.assignment.strategy" => "; Gale uses cooperative-sticky so a rebalance moves only the partitions that must move",
                     "bootstrap.servers" => "; use `kafka.bootstrap_servers`",
                     _ => "; Gale stores offsets only after outputs are acknowledged and needs it",
                 };
@@ -254,6 +266,7 @@ impl fmt::Debug for KafkaConfig {
         f.debug_struct("KafkaConfig")
             .field("bootstrap_servers", &self.bootstrap_servers)
             .field("group_id", &self.group_id)
+            .field("group_instance_id", &self.group_instance_id)
             .field("create_topics", &self.create_topics)
             .field("properties", &self.properties.keys().collect::<Vec<_>>())
             .finish()
@@ -479,6 +492,38 @@ fn duration_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>
         .collect()
 }
 
+/// Keyed state and watermarks of a stateful stage (see [`crate::state`]).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// How far behind the largest event time seen on a partition its
+    /// watermark stays, so readings that arrive a little out of order are
+    /// still on time.
+    #[serde(with = "humantime_serde")]
+    pub lateness: Duration,
+    /// How often values of no more use (by the stage's own rule at the
+    /// watermark) are deleted from memory and the changelog. Only memory
+    /// depends on it, never a result.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// How often changed state is written to the changelog and the input
+    /// offsets it covers are stored. A key changed many times in between
+    /// is written once; a crash replays at most this much input (with the
+    /// same results).
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            lateness: Duration::from_secs(0),
+            sweep_interval: Duration::from_secs(60),
+            commit_interval: Duration::from_secs(1),
+        }
+    }
+}
+
 /// The sections every service has, gathered for [`crate::Service::start`].
 #[derive(Clone, Debug, Default)]
 pub struct RuntimeConfig {
@@ -492,11 +537,34 @@ pub struct RuntimeConfig {
     pub telemetry: TelemetryConfig,
     /// Loop tuning.
     pub processing: ProcessingConfig,
+    /// Keyed state (stateful stages only; defaults elsewhere).
+    pub state: StateConfig,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The environment is shared by the tests running in parallel; those
+    /// that load config (and so read it) take turns.
+    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn locked<T: DeserializeOwned>(toml: &str) -> Result<T, Error> {
+        let _turn = ENV.lock().unwrap_or_else(|p| p.into_inner());
+        load_str(toml)
+    }
+
+    fn with_env<R>(vars: &[(&str, &str)], f: impl FnOnce() -> R) -> R {
+        let _turn = ENV.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, v) in vars {
+            std::env::set_var(k, v);
+        }
+        let out = f();
+        for (k, _) in vars {
+            std::env::remove_var(k);
+        }
+        out
+    }
 
     #[derive(Debug, Deserialize, Default)]
     #[serde(default, deny_unknown_fields)]
@@ -508,7 +576,7 @@ mod tests {
 
     #[test]
     fn defaults_apply_when_nothing_is_given() {
-        let s: Sample = load_str("").unwrap();
+        let s: Sample = locked("").unwrap();
         assert_eq!(s.kafka.bootstrap_servers, "127.0.0.1:9092");
         assert_eq!(s.processing.retry_backoff.len(), 3);
         assert_eq!(s.processing.retry_backoff[2], Duration::from_secs(15));
@@ -516,7 +584,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = load_str::<Sample>("[kafka]\nbootstrap_server = 'x'\n").unwrap_err();
+        let err = locked::<Sample>("[kafka]\nbootstrap_server = 'x'\n").unwrap_err();
         let text = err.to_string();
         assert!(text.contains("bootstrap_server"), "{text}");
         assert!(text.contains("kafka"), "{text}");
@@ -524,7 +592,7 @@ mod tests {
 
     #[test]
     fn bad_value_names_key_and_expectation() {
-        let err = load_str::<Sample>("[http]\nlisten = 'not an address'\n").unwrap_err();
+        let err = locked::<Sample>("[http]\nlisten = 'not an address'\n").unwrap_err();
         let text = err.to_string();
         assert!(text.contains("http.listen"), "{text}");
         assert!(text.contains("socket address"), "{text}");
@@ -533,7 +601,7 @@ mod tests {
     #[test]
     fn durations_are_human_readable() {
         let s: Sample =
-            load_str("[processing]\nretry_backoff = ['10ms', '2s']\nshutdown_timeout = '5s'\n")
+            locked("[processing]\nretry_backoff = ['10ms', '2s']\nshutdown_timeout = '5s'\n")
                 .unwrap();
         assert_eq!(
             s.processing.retry_backoff,
@@ -545,7 +613,7 @@ mod tests {
     #[test]
     fn secrets_do_not_print() {
         let s: Sample =
-            load_str("[kafka.properties]\n'sasl.password' = 'hunter2'\nsasl_username = 'u'\nlinger_ms = 20\n")
+            locked("[kafka.properties]\n'sasl.password' = 'hunter2'\nsasl_username = 'u'\nlinger_ms = 20\n")
                 .unwrap();
         let debug = format!("{:?}", s.kafka);
         assert!(!debug.contains("hunter2"), "{debug}");
@@ -564,11 +632,13 @@ mod tests {
             registry: RegistryConfig,
             kafka: KafkaConfig,
         }
-        std::env::set_var("GALE_REGISTRY__PASSWORD", "007");
-        std::env::set_var("GALE_KAFKA__PROPERTIES__LINGER_MS", "010");
-        let c: WithRegistry = load_str("").unwrap();
-        std::env::remove_var("GALE_REGISTRY__PASSWORD");
-        std::env::remove_var("GALE_KAFKA__PROPERTIES__LINGER_MS");
+        let c: WithRegistry = with_env(
+            &[
+                ("GALE_REGISTRY__PASSWORD", "007"),
+                ("GALE_KAFKA__PROPERTIES__LINGER_MS", "010"),
+            ],
+            || load_str("").unwrap(),
+        );
         assert_eq!(c.registry.password.unwrap().expose(), "007");
         let props: Vec<_> = c.kafka.librdkafka_properties().collect();
         assert!(
@@ -579,7 +649,7 @@ mod tests {
 
     #[test]
     fn delivery_guarantees_cannot_be_overridden() {
-        let s: Sample = load_str(
+        let s: Sample = locked(
             "[kafka.properties]
 'enable.auto.offset.store' = 'true'
 ",
@@ -590,14 +660,14 @@ mod tests {
             err.contains("kafka.properties.enable.auto.offset.store"),
             "{err}"
         );
-        let s: Sample = load_str(
+        let s: Sample = locked(
             "[kafka.properties]
 acks = '1'
 ",
         )
         .unwrap();
         assert!(s.kafka.check().is_err());
-        let s: Sample = load_str(
+        let s: Sample = locked(
             "[kafka.properties]
 'security.protocol' = 'SASL_SSL'
 ",
@@ -635,7 +705,7 @@ acks = '1'
         struct WithRegistry {
             registry: RegistryConfig,
         }
-        let c: WithRegistry = load_str(
+        let c: WithRegistry = locked(
             "[registry]
 compatibility = 'FULL_TRANSITIVE'
 ",
@@ -643,7 +713,7 @@ compatibility = 'FULL_TRANSITIVE'
         .unwrap();
         assert_eq!(c.registry.compatibility, Compatibility::FullTransitive);
         assert_eq!(c.registry.compatibility.to_string(), "FULL_TRANSITIVE");
-        let err = load_str::<WithRegistry>(
+        let err = locked::<WithRegistry>(
             "[registry]
 compatibility = 'BACKWARDS'
 ",

@@ -15,6 +15,7 @@ pub mod binary;
 pub mod config;
 pub mod dlq;
 pub mod error;
+pub mod frontier;
 pub mod health;
 pub mod http;
 pub mod kafka;
@@ -27,6 +28,7 @@ pub mod schema;
 pub mod service;
 pub mod shutdown;
 pub mod sink;
+pub mod state;
 pub mod storage;
 pub mod telemetry;
 

@@ -37,6 +37,8 @@ pub struct Outgoing {
     pub target: usize,
     /// Position of the input record it was made from, within the batch.
     pub origin: Option<usize>,
+    /// Partition to write to; `None`: by key (murmur2).
+    pub partition: Option<i32>,
     /// Record key.
     pub key: Option<Vec<u8>>,
     /// Record value; `None` for a tombstone.
@@ -73,6 +75,7 @@ pub struct Interrupted;
 /// The output topics and dead-letter topic of one loop.
 pub struct Outbox<'s> {
     service: &'s Service,
+    producer: crate::kafka::Producer,
     outputs: Vec<(String, TopicMetrics)>,
     dead_letter: String,
     dlq_metrics: TopicMetrics,
@@ -81,7 +84,18 @@ pub struct Outbox<'s> {
 impl<'s> Outbox<'s> {
     /// An outbox sending to `outputs` (by index) and `dead_letter`.
     pub fn new(service: &'s Service, outputs: Vec<String>, dead_letter: String) -> Self {
+        Self::with_producer(service, service.producer.clone(), outputs, dead_letter)
+    }
+
+    /// An outbox sending through `producer` instead of the service's own.
+    pub fn with_producer(
+        service: &'s Service,
+        producer: crate::kafka::Producer,
+        outputs: Vec<String>,
+        dead_letter: String,
+    ) -> Self {
         Outbox {
+            producer,
             outputs: outputs
                 .into_iter()
                 .map(|t| {
@@ -142,6 +156,7 @@ impl<'s> Outbox<'s> {
         Outgoing {
             target: DEAD_LETTER,
             origin,
+            partition: None,
             key: msg.key().map(<[u8]>::to_vec),
             payload: msg.payload().map(<[u8]>::to_vec),
             headers,
@@ -161,10 +176,10 @@ impl<'s> Outbox<'s> {
     pub async fn send(&self, record: Outgoing) -> Pending {
         let topic = self.topic_name(record.target);
         match self
-            .service
             .producer
-            .send_value(
+            .send_to(
                 topic,
+                record.partition,
                 record.key.as_deref(),
                 record.payload.as_deref(),
                 record.headers.clone(),
@@ -271,9 +286,7 @@ impl<'s> Outbox<'s> {
             );
             self.service.health.fail("delivery", reason.clone());
             tracing::error!(error = %reason, "cannot store a dead letter; stopping without storing offsets");
-            self.service
-                .producer
-                .flush(std::time::Duration::from_secs(5));
+            self.producer.flush(std::time::Duration::from_secs(5));
             std::process::exit(4);
         }
         let mut headers = OwnedHeaders::new();

@@ -15,6 +15,13 @@
 //!   are retried on the `processing.retry_backoff` schedule first;
 //! * a dependency outage (registry, database) makes the loop wait with capped
 //!   back-off, report not-ready and retry the same record;
+//! * a stage with keyed state ([`Processor::State`]) has it restored before
+//!   it sees a record of a partition, and written to its changelog after the
+//!   batch's outputs are acknowledged and before its offsets are stored (see
+//!   [`crate::state`]); records the restored state already reflects are
+//!   skipped;
+//! * records reach the processor contiguously per partition (see
+//!   [`crate::frontier`]);
 //! * each record is a `process <topic>` span whose context is written as
 //!   `traceparent` into every output;
 //! * on shutdown the batch in hand is finished (or, if a wait is interrupted,
@@ -26,14 +33,19 @@ use std::time::Instant;
 use async_trait::async_trait;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
+use std::collections::BTreeMap;
+
 use crate::avro::{DecodeError, Decoder, Encoder};
 use crate::binary::AvroRecord;
-use crate::kafka::Fetching;
+use crate::frontier::{self, Frontier, Opener};
+use crate::kafka::{self, Fetching};
 use crate::keepalive::Keepalive;
 use crate::metrics::{EventAges, TopicMetrics};
 use crate::outbox::{self, Interrupted, Outbox, Outgoing};
 use crate::schema::SchemaFile;
 use crate::service::{LoopConsumer, Service};
+use crate::sink::Outage;
+use crate::state::{self, Slot, StateStore, StateValue};
 use crate::telemetry::{self, ConsumedFrom};
 use crate::Error;
 
@@ -52,6 +64,10 @@ pub struct RecordMeta<'a> {
     pub key: Option<&'a [u8]>,
     /// 1 for the first attempt, 2 for the first retry, ...
     pub attempt: u32,
+    /// The partition's watermark before this record (ms): the largest event
+    /// time seen on it, less the configured lateness. `None` for stateless
+    /// stages and before the first event time.
+    pub watermark: Option<i64>,
 }
 
 /// One output record: which declared output, its key, its value.
@@ -102,12 +118,18 @@ pub trait Processor: Send {
     type Input: AvroRecord;
     /// Output value type (an enum with `#[serde(untagged)]` if outputs differ).
     type Output: AvroRecord;
+    /// What the stage remembers per input key, kept durable by the runtime
+    /// (see [`crate::state`]); `()` for a stateless stage.
+    type State: StateValue;
 
-    /// Handles one record.
+    /// Handles one record. `state` holds the value of the record's key;
+    /// change it only on the way to `Ok` or `Reject` (a `Retry` or `Outage`
+    /// hands the same record over again).
     async fn process(
         &mut self,
         input: &Self::Input,
         meta: &RecordMeta<'_>,
+        state: &mut Slot<Self::State>,
     ) -> Result<Vec<Emit<Self::Output>>, ProcessError>;
 
     /// This instance no longer owns `partitions` (topic, partition): state
@@ -118,6 +140,21 @@ pub trait Processor: Send {
     /// Event time of a record in ms, for the event-time latency histogram.
     fn event_time_ms(&self, _input: &Self::Input) -> Option<i64> {
         None
+    }
+
+    /// The event time a record advances its partition's watermark to, if
+    /// any; by default its [`Processor::event_time_ms`]. A stage leaves out
+    /// times it does not trust (a reading from the future must not move the
+    /// watermark).
+    fn watermark_time_ms(&self, input: &Self::Input) -> Option<i64> {
+        self.event_time_ms(input)
+    }
+
+    /// True when `state` is of no more use once the watermark has reached
+    /// `watermark`: it is then handed over as absent and deleted. Must stay
+    /// true as the watermark grows.
+    fn expired(&self, _state: &Self::State, _watermark: i64) -> bool {
+        false
     }
 }
 
@@ -222,31 +259,163 @@ impl<'s> Pipeline<'s> {
         } = service.subscribe(&[&self.input_topic], Fetching::Latency)?;
         let mut decoder: Decoder<P::Input> = service.registry.decoder(self.input_schema)?;
         let keepalive = Keepalive::new(&consumer, hold);
+        let mut state = self.open_state::<P>(&group).await?;
         service.started();
         tracing::info!(
             input = %self.input_topic,
             group = %group,
             outputs = ?self.outputs.iter().map(|o| o.encoder.subject()).collect::<Vec<_>>(),
             dead_letter = %self.outbox.dead_letter_topic(),
+            state = ?state.as_ref().map(|(s, _)| s.topic()),
             "pipeline running"
         );
 
         let mut batches = outbox::Batches::new(&consumer, service);
-        while let Some(batch) = batches.next().await {
-            let gone = std::mem::take(&mut *revoked.lock().unwrap_or_else(|p| p.into_inner()));
-            if !gone.is_empty() {
-                processor.partitions_revoked(&gone);
+        let mut frontier = Frontier::new();
+        // A stateful stage writes its state and stores its offsets once per
+        // commit interval (changes to a key within it are written once); a
+        // stateless one stores offsets after every batch.
+        let interval = service
+            .config
+            .state
+            .commit_interval
+            .max(std::time::Duration::from_millis(10));
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut uncommitted: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut last_commit = std::time::Instant::now();
+        loop {
+            let batch = match batches.next_or_tick(Some(&mut ticker)).await {
+                outbox::Next::Stop => break,
+                outbox::Next::Tick => {
+                    if let Some((store, changelog)) = state.as_mut() {
+                        if !uncommitted.is_empty() {
+                            store.sweep(|s, w| processor.expired(s, w));
+                            self.commit(store, changelog, &consumer, &mut uncommitted, &keepalive)
+                                .await;
+                            last_commit = std::time::Instant::now();
+                        }
+                    }
+                    continue;
+                }
+                outbox::Next::Batch(b) => b,
+            };
+            let mut opener = OpenState {
+                processor: &mut processor,
+                state: state.as_mut().map(|(s, _)| s),
+                revoked: &revoked,
+            };
+            let gone = opener.revoked();
+            frontier.forget(&gone);
+            for (_, p) in &gone {
+                uncommitted.remove(p);
             }
+            let admitted = frontier::admit(
+                batch,
+                &gone,
+                &mut opener,
+                &consumer,
+                &self.outbox,
+                &keepalive,
+                &mut frontier,
+            )
+            .await;
+            let Ok(batch) = admitted else {
+                break;
+            };
             let done = self
-                .handle_batch(&batch, &mut processor, &mut decoder, &group, &keepalive)
+                .handle_batch(
+                    &batch,
+                    &mut processor,
+                    &mut decoder,
+                    &group,
+                    &keepalive,
+                    state.as_mut().map(|(s, _)| s),
+                )
                 .await;
-            outbox::store_offsets(&consumer, &batch[..done]);
+            match state.as_mut() {
+                Some((store, changelog)) => {
+                    for m in &batch[..done] {
+                        let e = uncommitted.entry(m.partition()).or_insert(0);
+                        *e = (*e).max(m.offset() + 1);
+                    }
+                    if done < batch.len() || last_commit.elapsed() >= interval {
+                        store.sweep(|s, w| processor.expired(s, w));
+                        self.commit(store, changelog, &consumer, &mut uncommitted, &keepalive)
+                            .await;
+                        last_commit = std::time::Instant::now();
+                    }
+                }
+                None => outbox::store_offsets(&consumer, &batch[..done]),
+            }
             if done < batch.len() {
                 break;
             }
         }
+        if let Some((store, changelog)) = state.as_mut() {
+            if !uncommitted.is_empty() {
+                // Forget what was revoked while the last batch ran.
+                let gone = std::mem::take(&mut *revoked.lock().unwrap_or_else(|p| p.into_inner()));
+                for (_, p) in &gone {
+                    uncommitted.remove(p);
+                }
+                store.revoked(&gone.iter().map(|(_, p)| *p).collect::<Vec<_>>());
+                self.commit(store, changelog, &consumer, &mut uncommitted, &keepalive)
+                    .await;
+            }
+        }
         outbox::commit_final(&consumer, "pipeline");
         Ok(())
+    }
+
+    /// Writes the state changes since the last commit (see [`persist`]),
+    /// then stores the offsets they cover.
+    async fn commit<S: StateValue>(
+        &self,
+        store: &mut StateStore<S>,
+        changelog: &Outbox<'_>,
+        consumer: &rdkafka::consumer::StreamConsumer<kafka::GaleContext>,
+        uncommitted: &mut BTreeMap<i32, i64>,
+        keepalive: &Keepalive<'_>,
+    ) {
+        let ends = std::mem::take(uncommitted);
+        persist(store, changelog, &ends, keepalive).await;
+        outbox::store_next_offsets(
+            consumer,
+            ends.into_iter()
+                .map(|(p, o)| (self.input_topic.clone(), p, o)),
+        );
+    }
+
+    /// The keyed state of a stateful processor and the outbox of its
+    /// changelog, which is created (compacted, co-partitioned with the
+    /// input) if missing.
+    async fn open_state<P: Processor>(
+        &self,
+        group: &str,
+    ) -> Result<Option<(StateStore<P::State>, Outbox<'s>)>, Error> {
+        if <P::State as StateValue>::STATELESS {
+            return Ok(None);
+        }
+        let service = self.service;
+        let topic = state::changelog_topic(service.name(), group);
+        let partitions = service
+            .producer
+            .partition_count(&self.input_topic, std::time::Duration::from_secs(10))
+            .map_err(|e| {
+                Error::kafka(format!("reading the partitions of {}", self.input_topic), e)
+            })?;
+        state::ensure_changelog(&service.config.kafka, &service.producer, &topic, partitions)
+            .await?;
+        let producer = kafka::state_producer(&service.config.kafka, service.kafka_context())?;
+        let changelog = Outbox::with_producer(
+            service,
+            producer,
+            vec![topic.clone()],
+            self.outbox.dead_letter_topic().to_string(),
+        );
+        let store = StateStore::new(topic, 0, &service.config.state, &service.config.kafka);
+        Ok(Some((store, changelog)))
     }
 
     /// Handles `batch`; returns how many records (a prefix) are fully done.
@@ -257,6 +426,7 @@ impl<'s> Pipeline<'s> {
         decoder: &mut Decoder<P::Input>,
         group: &str,
         keepalive: &Keepalive<'_>,
+        mut state: Option<&mut StateStore<P::State>>,
     ) -> usize {
         let started = Instant::now();
         self.input_metrics.consumed(batch.len() as u64);
@@ -264,7 +434,15 @@ impl<'s> Pipeline<'s> {
         let mut done = batch.len();
         for (i, msg) in batch.iter().enumerate() {
             match self
-                .handle_record(i, msg, processor, decoder, group, keepalive)
+                .handle_record(
+                    i,
+                    msg,
+                    processor,
+                    decoder,
+                    group,
+                    keepalive,
+                    state.as_deref_mut(),
+                )
                 .await
             {
                 Ok(records) => {
@@ -321,6 +499,7 @@ impl<'s> Pipeline<'s> {
         done
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn handle_record<P: Processor>(
         &mut self,
         index: usize,
@@ -329,6 +508,7 @@ impl<'s> Pipeline<'s> {
         decoder: &mut Decoder<P::Input>,
         group: &str,
         keepalive: &Keepalive<'_>,
+        mut state: Option<&mut StateStore<P::State>>,
     ) -> Result<Vec<Outgoing>, Interrupted> {
         let service = self.service;
         let from = ConsumedFrom {
@@ -383,6 +563,22 @@ impl<'s> Pipeline<'s> {
         if let Some(ts) = processor.event_time_ms(&value) {
             self.ages.add(ts);
         }
+        let key = msg.key().unwrap_or_default();
+        let watermark = state.as_ref().and_then(|s| s.watermark(msg.partition()));
+        if let Some(store) = state.as_deref_mut() {
+            let covered = store.covered(msg.partition(), msg.offset(), key);
+            store.observe(msg.partition(), processor.watermark_time_ms(&value));
+            if covered {
+                // Reflected in the restored state; its outputs were delivered.
+                metrics::counter!("gale_state_skipped_records_total").increment(1);
+                span.end(None);
+                return Ok(Vec::new());
+            }
+        }
+        let mut slot = match state.as_deref_mut() {
+            Some(store) => store.take(msg.partition(), key, |s, w| processor.expired(s, w)),
+            None => Slot::new(None),
+        };
 
         let backoff = &service.config.processing.retry_backoff;
         let mut attempt = 1u32;
@@ -394,19 +590,39 @@ impl<'s> Pipeline<'s> {
                 timestamp_ms: msg.timestamp().to_millis(),
                 key: msg.key(),
                 attempt,
+                watermark,
             };
-            match processor.process(&value, &meta).await {
+            let result = processor.process(&value, &meta, &mut slot).await;
+            if !matches!(
+                result,
+                Err(ProcessError::Retry { .. } | ProcessError::Outage { .. })
+            ) {
+                if let Some(store) = state.as_deref_mut() {
+                    store.put(
+                        msg.partition(),
+                        key,
+                        std::mem::replace(&mut slot, Slot::new(None)),
+                    );
+                }
+            }
+            match result {
                 Ok(emits) => break emits,
                 Err(ProcessError::Reject { class, message }) => {
                     return Ok(reject(self, class, &message, attempt));
                 }
                 Err(ProcessError::Retry { class, message }) => {
                     let Some(wait) = backoff.get(attempt as usize - 1).copied() else {
+                        if let Some(store) = state.as_deref_mut() {
+                            store.put(msg.partition(), key, slot);
+                        }
                         return Ok(reject(self, class, &message, attempt));
                     };
                     tracing::warn!(attempt, wait = ?wait, class, error = %message, "record failed; retrying");
                     service.metrics.record_retry();
                     if !keepalive.wait(wait, Some(&service.shutdown)).await {
+                        if let Some(store) = state.as_deref_mut() {
+                            store.put(msg.partition(), key, slot);
+                        }
                         return Err(Interrupted);
                     }
                     attempt += 1;
@@ -415,9 +631,16 @@ impl<'s> Pipeline<'s> {
                     dependency,
                     message,
                 }) => {
-                    self.outbox
+                    let waited = self
+                        .outbox
                         .outage_wait(dependency, &message, &mut outage, keepalive)
-                        .await?;
+                        .await;
+                    if waited.is_err() {
+                        if let Some(store) = state.as_deref_mut() {
+                            store.put(msg.partition(), key, slot);
+                        }
+                        return Err(Interrupted);
+                    }
                 }
             }
         };
@@ -437,6 +660,7 @@ impl<'s> Pipeline<'s> {
                 Ok(payload) => out.push(Outgoing {
                     target,
                     origin: Some(index),
+                    partition: None,
                     key: Some(emit.key.into_bytes()),
                     payload: Some(payload),
                     // The last output takes the headers, the others a copy.
@@ -451,6 +675,80 @@ impl<'s> Pipeline<'s> {
         }
         span.end(None);
         Ok(out)
+    }
+}
+
+/// Writes the state changes of the records handled up to `ends` (per
+/// partition, the next offset) to the changelog: values first, markers once
+/// those are acknowledged (see [`crate::state`]). Offsets up to `ends` may
+/// be stored after it returns.
+async fn persist<S: StateValue>(
+    store: &mut StateStore<S>,
+    changelog: &Outbox<'_>,
+    ends: &BTreeMap<i32, i64>,
+    keepalive: &Keepalive<'_>,
+) {
+    let changes = match store.changes(ends) {
+        Ok(c) => c,
+        Err(e) => fatal_state(&e),
+    };
+    for records in [changes.values, changes.markers] {
+        if records.is_empty() {
+            continue;
+        }
+        let mut pending = Vec::with_capacity(records.len());
+        for r in records {
+            pending.push(changelog.send(r).await);
+        }
+        let refused = changelog.await_acks(pending, keepalive).await;
+        if let Some(u) = refused.first() {
+            fatal_state(&format!(
+                "the broker refuses a state record of {} bytes for {}: {}",
+                u.record.payload.as_ref().map_or(0, Vec::len),
+                changelog.topic_name(0),
+                u.error
+            ));
+        }
+    }
+    keepalive.resume();
+}
+
+/// State that cannot be stored must not be lost by going on: stop, with
+/// the offsets of the batch not stored.
+fn fatal_state(message: &str) -> ! {
+    tracing::error!(
+        error = message,
+        "cannot store the stage's state; stopping without storing offsets"
+    );
+    std::process::exit(6);
+}
+
+/// Opens partitions for [`frontier::admit`]: restores their state.
+struct OpenState<'a, P: Processor> {
+    processor: &'a mut P,
+    state: Option<&'a mut StateStore<P::State>>,
+    revoked: &'a crate::kafka::Revocations,
+}
+
+#[async_trait]
+impl<P: Processor> Opener for OpenState<'_, P> {
+    async fn open(&mut self, _topic: &str, partition: i32) -> Result<Option<i64>, Outage> {
+        match self.state.as_deref_mut() {
+            Some(store) => store.restore(partition).await,
+            None => Ok(None),
+        }
+    }
+
+    fn revoked(&mut self) -> Vec<(String, i32)> {
+        let gone = std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|p| p.into_inner()));
+        if !gone.is_empty() {
+            self.processor.partitions_revoked(&gone);
+            if let Some(store) = self.state.as_deref_mut() {
+                let partitions: Vec<i32> = gone.iter().map(|(_, p)| *p).collect();
+                store.revoked(&partitions);
+            }
+        }
+        gone
     }
 }
 

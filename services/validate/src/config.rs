@@ -1,13 +1,16 @@
 //! Configuration of `gale-validate`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use gale_runtime::config::{
-    HttpConfig, KafkaConfig, ProcessingConfig, RegistryConfig, RuntimeConfig, TelemetryConfig,
+    HttpConfig, KafkaConfig, ProcessingConfig, RegistryConfig, RuntimeConfig, StateConfig,
+    TelemetryConfig,
 };
 use serde::Deserialize;
 
 use crate::assets::AssetSourceConfig;
+use crate::processor::Memory;
 use crate::rules::{Mode, RuleSet};
 use crate::ValidateError;
 
@@ -25,6 +28,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Batching, retries, shutdown.
     pub processing: ProcessingConfig,
+    /// Durable per-asset state (rate-of-change history) and watermarks.
+    pub state: StateConfig,
     /// Topic names.
     pub topics: Topics,
     /// Validation settings.
@@ -40,6 +45,7 @@ impl Config {
             http: self.http.clone(),
             telemetry: self.telemetry.clone(),
             processing: self.processing.clone(),
+            state: self.state.clone(),
         }
     }
 }
@@ -70,7 +76,7 @@ impl Default for Topics {
 }
 
 /// How validate judges readings.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// `live` flags future and backdated readings; `backfill` accepts
@@ -81,9 +87,51 @@ pub struct Settings {
     pub rules_file: Option<PathBuf>,
     /// Where the asset registry comes from.
     pub assets: AssetSourceConfig,
+    /// Readings remembered per asset (for rate-of-change baselines, repeats
+    /// and readings at the same event time).
+    pub history_size: usize,
+    /// An asset's remembered readings are dropped once the input's event
+    /// time (its watermark) is this far past the newest of them; at least
+    /// the longest `baseline_max_age` of the rules.
+    #[serde(with = "humantime_serde")]
+    pub history_window: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            mode: Mode::default(),
+            rules_file: None,
+            assets: AssetSourceConfig::default(),
+            history_size: 8,
+            history_window: Duration::from_secs(6 * 3600),
+        }
+    }
 }
 
 impl Settings {
+    /// How much of each asset's past to remember, checked against `rules`.
+    pub fn memory(&self, rules: &RuleSet) -> Result<Memory, ValidateError> {
+        if self.history_size < 2 {
+            return Err(ValidateError::Config(format!(
+                "key `validate.history_size`: {} is too small; at least 2 readings are needed",
+                self.history_size
+            )));
+        }
+        let longest = rules.longest_baseline_age();
+        if self.history_window < longest {
+            return Err(ValidateError::Config(format!(
+                "key `validate.history_window`: {} is shorter than the longest baseline_max_age of the rules ({}); baselines would be forgotten before they expire",
+                humantime::format_duration(self.history_window),
+                humantime::format_duration(longest)
+            )));
+        }
+        Ok(Memory {
+            size: self.history_size,
+            window: self.history_window,
+        })
+    }
+
     /// Loads the rules file, or the built-in rules.
     pub fn rules(&self) -> Result<RuleSet, ValidateError> {
         match &self.rules_file {

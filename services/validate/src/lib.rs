@@ -5,13 +5,13 @@
 //! change, quality score) to every raw reading. Readings scoring 70 or more go
 //! to the validated topic, lower ones (or ones a quarantining rule caught) to
 //! the quarantine topic, and rejected ones to the dead-letter topic with the
-//! reason. The rules are in [`rules`] as data plus a pure function, the
-//! per-asset rate-of-change state in [`baselines`]; this crate's
-//! [`processor`] only adapts them to the shared runtime loop.
+//! reason. The rules are in [`rules`] as data plus a pure function, what is
+//! remembered per asset (durable state kept by the runtime) in [`history`];
+//! this crate's [`processor`] only adapts them to the shared runtime loop.
 
 pub mod assets;
-pub mod baselines;
 pub mod config;
+pub mod history;
 pub mod processor;
 pub mod rules;
 pub mod units;

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use gale_model::{QUARANTINED_READING, RAW_READING, VALIDATED_READING};
 use gale_runtime::pipeline::PipelineBuilder;
-use gale_runtime::schema::{QUARANTINED_READING, RAW_READING, VALIDATED_READING};
 use gale_runtime::{config, Service};
 use gale_validate::assets::AssetDirectory;
 use gale_validate::config::Config;
@@ -25,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg: Config = config::load(args.config.as_deref())?;
     let rules = cfg.validate.rules()?;
+    let memory = cfg.validate.memory(&rules)?;
     let service = Service::start("validate", cfg.runtime()).await?;
     let assets = match AssetDirectory::open(
         &cfg.validate.assets,
@@ -48,7 +49,12 @@ async fn main() -> anyhow::Result<()> {
         .build()
         .await?;
     let result = pipeline
-        .run(ValidateProcessor::new(rules, cfg.validate.mode, assets))
+        .run(ValidateProcessor::new(
+            rules,
+            cfg.validate.mode,
+            assets,
+            memory,
+        ))
         .await;
     service.finish().await;
     result?;

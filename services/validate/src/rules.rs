@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use gale_runtime::schema::{
+use gale_model::{
     AssetKind, FlagCode, Metric, MetricName, QualityFlag, QualityTier, RawReading, ScoredReading,
 };
 use serde::Deserialize;
@@ -322,7 +322,7 @@ fn reject(class: &'static str, message: String) -> Rejection {
 }
 
 /// An asset's rate-of-change baseline: the values of its last clean reading.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Previous {
     /// Event time of the reading the values came from.
     pub event_time: i64,
@@ -587,19 +587,38 @@ pub fn evaluate(
     }
 
     // 6. Score and tier.
-    let deducted: i32 = flags.iter().map(|f| f.deduction).sum();
-    let score = (100 - deducted).clamp(0, 100);
-    let tier = if flags.iter().any(|f| f.quarantine) || score < scoring.standard_min {
-        QualityTier::Quarantine
-    } else if score >= scoring.premium_min {
-        QualityTier::Premium
-    } else {
-        QualityTier::Standard
-    };
-    scored.quality_score = score;
-    scored.quality_tier = tier;
     scored.flags = flags;
+    grade(&mut scored, scoring);
     Ok(scored)
+}
+
+/// Sets the score and tier of `scored` from its flags.
+fn grade(scored: &mut ScoredReading, scoring: &Scoring) {
+    let deducted: i32 = scored.flags.iter().map(|f| f.deduction).sum();
+    let score = (100 - deducted).clamp(0, 100);
+    scored.quality_tier =
+        if scored.flags.iter().any(|f| f.quarantine) || score < scoring.standard_min {
+            QualityTier::Quarantine
+        } else if score >= scoring.premium_min {
+            QualityTier::Premium
+        } else {
+            QualityTier::Standard
+        };
+    scored.quality_score = score;
+}
+
+/// Flags `scored` as a second reading of its asset at the same event time
+/// (with other values: a repeated local hour, overlapping exports) and
+/// quarantines it: the first one seen counts.
+pub fn mark_duplicate_time(scored: &mut ScoredReading, rules: &RuleSet) {
+    scored.flags.push(QualityFlag {
+        code: FlagCode::DuplicateTime,
+        metric: None,
+        deduction: rules.scoring.validation_warning,
+        quarantine: true,
+        detail: "another reading of this asset at the same event time was seen first".into(),
+    });
+    grade(scored, &rules.scoring);
 }
 
 /// The canonical value of `value` of `metric` that came without a unit;
@@ -696,7 +715,7 @@ fn human_ms(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gale_runtime::schema::{IngestChannel, Measurement};
+    use gale_model::{IngestChannel, Measurement};
 
     const T0: i64 = 1_710_511_200_000; // 2024-03-15 14:00:00 UTC
 
