@@ -7,6 +7,7 @@ cd "$GALE_ROOT"
 
 ensure_rust
 ensure_tansu
+ensure_python
 log "building release binaries"
 cargo build --release --workspace --bins --quiet
 
@@ -17,6 +18,8 @@ start_stack "$RUN" "$GALE_ROOT/target/release"
 log "broker $GALE_KAFKA_BOOTSTRAP, registry $GALE_REGISTRY_URL; $(nproc) cores; logs in $RUN/logs"
 
 RECORDS="${GALE_BENCH_RECORDS:-200000}"
-# Sinks first, validate last: its line ends the output, as docs/performance.md expects.
+# Sinks first, then the SCADA backfill into the lake, validate last: its
+# line ends the output, as docs/performance.md expects.
 target/release/gale-bench sinks --records "$RECORDS"
+target/release/gale-bench backfill
 target/release/gale-bench validate --records "$RECORDS"

@@ -5,9 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use gale_runtime::schema::{
-    AssetKind, IngestChannel, QualityTier, ScoredReading, VALIDATED_READING,
-};
+use gale_model::{AssetKind, IngestChannel, QualityTier, ScoredReading, VALIDATED_READING};
 use gale_tests::*;
 
 fn reading(i: usize, t0: i64) -> ScoredReading {
