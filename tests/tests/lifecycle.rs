@@ -21,6 +21,7 @@ fn reading(i: usize, now: i64) -> RawReading {
             unit: Some("kW".into()),
         }],
         attributes: Default::default(),
+        interval_ms: None,
     }
 }
 

@@ -43,6 +43,7 @@ fn reading(i: usize, t0: i64) -> RawReading {
             unit: Some("kW".into()),
         }],
         attributes: Default::default(),
+        interval_ms: None,
     };
     if n % 11 == 5 {
         // The asset's reading two intervals back, sent again.

@@ -93,6 +93,7 @@ impl Feed {
                 unit: Some("kW".into()),
             }],
             attributes: Default::default(),
+            interval_ms: None,
         };
         let payload = self.encoder.encode(&r).unwrap();
         send(&self.producer, &self.topic, asset, &payload).await;

@@ -73,6 +73,7 @@ impl AvroRecord for RawReading {
         }
         w.long(0);
         w.map(&self.attributes);
+        w.opt_long(self.interval_ms);
         true
     }
 
@@ -112,6 +113,7 @@ fn read_raw(datum: &[u8]) -> Result<RawReading, String> {
         }
     }
     let attributes = r.map()?;
+    let interval_ms = r.opt_long()?;
     r.done()?;
     Ok(RawReading {
         event_id,
@@ -123,6 +125,7 @@ fn read_raw(datum: &[u8]) -> Result<RawReading, String> {
         channel,
         measurements,
         attributes,
+        interval_ms,
     })
 }
 
@@ -142,6 +145,7 @@ impl AvroRecord for ScoredReading {
         w.long(self.validated_time);
         w.string(&self.source);
         w.int(index_of(&CHANNELS, &self.channel));
+        w.opt_long(self.interval_ms);
         for m in Metric::ALL {
             w.opt_double(self.metric(m));
         }
@@ -184,7 +188,8 @@ fn read_scored(datum: &[u8]) -> Result<ScoredReading, String> {
     let validated_time = r.long()?;
     let source = r.string()?;
     let channel = CHANNELS[r.enum_index(CHANNELS.len(), "IngestChannel")?];
-    let mut values = [None; 16];
+    let interval_ms = r.opt_long()?;
+    let mut values = [None; Metric::ALL.len()];
     for v in values.iter_mut() {
         *v = r.opt_double()?;
     }
@@ -222,6 +227,7 @@ fn read_scored(datum: &[u8]) -> Result<ScoredReading, String> {
         validated_time,
         source,
         channel,
+        interval_ms,
         quality_score,
         quality_tier,
         flags,
@@ -265,7 +271,7 @@ mod tests {
             channel: CHANNELS[rng.random_range(0..4)],
             measurements: (0..rng.random_range(0..20))
                 .map(|_| Measurement {
-                    metric: Metric::ALL[rng.random_range(0..16)],
+                    metric: Metric::ALL[rng.random_range(0..Metric::ALL.len())],
                     value: rng.random::<f64>() * 1e6 - 5e5,
                     unit: rng.random_bool(0.5).then(|| text(rng)),
                 })
@@ -273,6 +279,7 @@ mod tests {
             attributes: (0..rng.random_range(0..5))
                 .map(|_| (text(rng), text(rng)))
                 .collect(),
+            interval_ms: rng.random_bool(0.5).then(|| rng.random()),
         }
     }
 
@@ -291,13 +298,14 @@ mod tests {
                     code: CODES[rng.random_range(0..CODES.len())],
                     metric: rng
                         .random_bool(0.5)
-                        .then(|| Metric::ALL[rng.random_range(0..16)]),
+                        .then(|| Metric::ALL[rng.random_range(0..Metric::ALL.len())]),
                     deduction: rng.random_range(0..40),
                     quarantine: rng.random(),
                     detail: text(rng),
                 })
                 .collect(),
             attributes: r.attributes,
+            interval_ms: r.interval_ms,
             ..ScoredReading::new(
                 r.event_id,
                 r.asset_id,

@@ -101,11 +101,23 @@ pub enum Metric {
     Latitude,
     /// Longitude, decimal degrees.
     Longitude,
+    /// Outdoor temperature, °C.
+    AmbientTemperature,
+    /// Wind direction against the nacelle axis, degrees.
+    RelativeWindDirection,
+    /// Reactive power, kvar.
+    ReactivePower,
+    /// Line voltage, V.
+    Voltage,
+    /// Line current, A.
+    Current,
+    /// Grid frequency, Hz.
+    Frequency,
 }
 
 impl Metric {
     /// Every metric, in schema order.
-    pub const ALL: [Metric; 16] = [
+    pub const ALL: [Metric; 22] = [
         Metric::WindSpeed,
         Metric::WindDirection,
         Metric::RotorSpeed,
@@ -122,6 +134,12 @@ impl Metric {
         Metric::TowerLean,
         Metric::Latitude,
         Metric::Longitude,
+        Metric::AmbientTemperature,
+        Metric::RelativeWindDirection,
+        Metric::ReactivePower,
+        Metric::Voltage,
+        Metric::Current,
+        Metric::Frequency,
     ];
 
     /// snake_case name used in config files and input columns (`power`, `gearbox_temperature`).
@@ -143,6 +161,12 @@ impl Metric {
             Metric::TowerLean => "tower_lean",
             Metric::Latitude => "latitude",
             Metric::Longitude => "longitude",
+            Metric::AmbientTemperature => "ambient_temperature",
+            Metric::RelativeWindDirection => "relative_wind_direction",
+            Metric::ReactivePower => "reactive_power",
+            Metric::Voltage => "voltage",
+            Metric::Current => "current",
+            Metric::Frequency => "frequency",
         }
     }
 
@@ -155,15 +179,21 @@ impl Metric {
             | Metric::YawAngle
             | Metric::TowerLean
             | Metric::Latitude
-            | Metric::Longitude => "deg",
+            | Metric::Longitude
+            | Metric::RelativeWindDirection => "deg",
             Metric::RotorSpeed => "rpm",
             Metric::Power => "kW",
             Metric::Energy => "kWh",
             Metric::NacelleTemperature
             | Metric::GearboxTemperature
-            | Metric::GeneratorTemperature => "degC",
+            | Metric::GeneratorTemperature
+            | Metric::AmbientTemperature => "degC",
             Metric::Vibration => "m/s2",
             Metric::OilPressure | Metric::BrakePressure => "bar",
+            Metric::ReactivePower => "kvar",
+            Metric::Voltage => "V",
+            Metric::Current => "A",
+            Metric::Frequency => "Hz",
         }
     }
 
@@ -186,6 +216,12 @@ impl Metric {
             Metric::TowerLean => "tower_lean_deg",
             Metric::Latitude => "latitude_deg",
             Metric::Longitude => "longitude_deg",
+            Metric::AmbientTemperature => "ambient_temperature_c",
+            Metric::RelativeWindDirection => "relative_wind_direction_deg",
+            Metric::ReactivePower => "reactive_power_kvar",
+            Metric::Voltage => "voltage_v",
+            Metric::Current => "current_a",
+            Metric::Frequency => "frequency_hz",
         }
     }
 }
@@ -257,6 +293,9 @@ pub struct RawReading {
     /// Unmapped columns.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    /// Spacing of the source's readings (ms), when it declares it.
+    #[serde(default)]
+    pub interval_ms: Option<i64>,
 }
 
 /// Quality tier derived from the score.
@@ -333,6 +372,9 @@ pub struct ScoredReading {
     /// Ingest channel.
     #[serde(default)]
     pub channel: IngestChannel,
+    /// Spacing of the asset's readings (ms), declared or inferred.
+    #[serde(default)]
+    pub interval_ms: Option<i64>,
     /// m/s.
     pub wind_speed_ms: Option<f64>,
     /// degrees.
@@ -365,6 +407,24 @@ pub struct ScoredReading {
     pub latitude_deg: Option<f64>,
     /// decimal degrees.
     pub longitude_deg: Option<f64>,
+    /// °C.
+    #[serde(default)]
+    pub ambient_temperature_c: Option<f64>,
+    /// degrees.
+    #[serde(default)]
+    pub relative_wind_direction_deg: Option<f64>,
+    /// kvar.
+    #[serde(default)]
+    pub reactive_power_kvar: Option<f64>,
+    /// V.
+    #[serde(default)]
+    pub voltage_v: Option<f64>,
+    /// A.
+    #[serde(default)]
+    pub current_a: Option<f64>,
+    /// Hz.
+    #[serde(default)]
+    pub frequency_hz: Option<f64>,
     /// 0–100.
     pub quality_score: i32,
     /// Tier.
@@ -395,6 +455,7 @@ impl ScoredReading {
             validated_time: event_time,
             source: String::new(),
             channel: IngestChannel::Unknown,
+            interval_ms: None,
             wind_speed_ms: None,
             wind_direction_deg: None,
             rotor_speed_rpm: None,
@@ -411,6 +472,12 @@ impl ScoredReading {
             tower_lean_deg: None,
             latitude_deg: None,
             longitude_deg: None,
+            ambient_temperature_c: None,
+            relative_wind_direction_deg: None,
+            reactive_power_kvar: None,
+            voltage_v: None,
+            current_a: None,
+            frequency_hz: None,
             quality_score: 100,
             quality_tier: QualityTier::Premium,
             flags: Vec::new(),
@@ -446,6 +513,12 @@ impl ScoredReading {
             Metric::TowerLean => &self.tower_lean_deg,
             Metric::Latitude => &self.latitude_deg,
             Metric::Longitude => &self.longitude_deg,
+            Metric::AmbientTemperature => &self.ambient_temperature_c,
+            Metric::RelativeWindDirection => &self.relative_wind_direction_deg,
+            Metric::ReactivePower => &self.reactive_power_kvar,
+            Metric::Voltage => &self.voltage_v,
+            Metric::Current => &self.current_a,
+            Metric::Frequency => &self.frequency_hz,
         }
     }
 
@@ -467,6 +540,12 @@ impl ScoredReading {
             Metric::TowerLean => &mut self.tower_lean_deg,
             Metric::Latitude => &mut self.latitude_deg,
             Metric::Longitude => &mut self.longitude_deg,
+            Metric::AmbientTemperature => &mut self.ambient_temperature_c,
+            Metric::RelativeWindDirection => &mut self.relative_wind_direction_deg,
+            Metric::ReactivePower => &mut self.reactive_power_kvar,
+            Metric::Voltage => &mut self.voltage_v,
+            Metric::Current => &mut self.current_a,
+            Metric::Frequency => &mut self.frequency_hz,
         }
     }
 }
@@ -492,6 +571,7 @@ mod tests {
                 unit: Some("W".into()),
             }],
             attributes: BTreeMap::from([("firmware".into(), "1.2".into())]),
+            interval_ms: Some(900_000),
         }
     }
 

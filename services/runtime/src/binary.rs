@@ -77,6 +77,16 @@ impl AvroWriter<'_> {
             }
         }
     }
+    /// `["null", "long"]`.
+    pub fn opt_long(&mut self, v: Option<i64>) {
+        match v {
+            None => self.long(0),
+            Some(v) => {
+                self.long(1);
+                self.long(v);
+            }
+        }
+    }
     /// `["null", "double"]`.
     pub fn opt_double(&mut self, v: Option<f64>) {
         match v {
@@ -178,6 +188,13 @@ impl<'a> AvroReader<'a> {
         Ok(match self.union(2)? {
             0 => None,
             _ => Some(self.string()?),
+        })
+    }
+    /// `["null", "long"]`.
+    pub fn opt_long(&mut self) -> Result<Option<i64>, String> {
+        Ok(match self.union(2)? {
+            0 => None,
+            _ => Some(self.long()?),
         })
     }
     /// `["null", "double"]`.

@@ -173,6 +173,21 @@ impl AssetHistory {
         }
     }
 
+    /// The asset's reading interval as its recent readings show it: the
+    /// smallest spacing between them and a reading at `event_time` (one
+    /// missing reading doubles a spacing, never the smallest).
+    pub fn spacing(&self, event_time: i64) -> Option<i64> {
+        let mut times: Vec<i64> = self.recent.iter().map(|s| s.t).collect();
+        times.push(event_time);
+        times.sort_unstable();
+        times.dedup();
+        times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .filter(|d| *d > 0)
+            .min()
+    }
+
     /// Event time of the newest reading remembered.
     pub fn newest(&self) -> Option<i64> {
         self.recent.last().map(|s| s.t)
@@ -332,6 +347,17 @@ mod tests {
         assert!(h.times.windows(2).all(|w| w[0].0 <= w[1].0));
         let json = serde_json::to_vec(&h).unwrap();
         assert!(json.len() < 20_000, "{} bytes", json.len());
+    }
+
+    #[test]
+    fn the_interval_is_the_smallest_spacing() {
+        let mut h = AssetHistory::default();
+        assert_eq!(h.spacing(0), None);
+        for t in [0, 900_000, 2_700_000] {
+            h.record(&scored(&format!("e{t}"), t, 1.0), &[Metric::Power], 8);
+        }
+        // A missing reading (1.8 M) does not double it.
+        assert_eq!(h.spacing(3_600_000), Some(900_000));
     }
 
     #[test]

@@ -210,6 +210,7 @@ mod tests {
                 unit: Some("kW".into()),
             }],
             attributes: Default::default(),
+            interval_ms: None,
         }
     }
 

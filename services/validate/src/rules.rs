@@ -128,9 +128,15 @@ pub struct RuleSet {
     /// Score deductions and tiers.
     pub scoring: Scoring,
     /// Largest distance between event time and reception time before a
-    /// reading is flagged as future or backdated.
+    /// reading is flagged as future or backdated (and, in live mode,
+    /// quarantined; a reading from the future is quarantined in any mode).
     #[serde(with = "humantime_serde")]
     pub timestamp_tolerance: Duration,
+    /// Event times accepted at all; a reading outside is rejected
+    /// (dead-lettered, class `event_time_range`) so one absurd timestamp
+    /// cannot pin a dashboard or create a database partition for its year.
+    #[serde(default)]
+    pub event_time_range: EventTimeRange,
     /// Rules for turbines.
     pub turbine: Preset,
     /// Rules for meters.
@@ -203,6 +209,13 @@ impl RuleSet {
         if self.timestamp_tolerance.is_zero() {
             return Err("key `timestamp_tolerance`: must be more than 0s".into());
         }
+        if self.event_time_range.max_ahead < self.timestamp_tolerance {
+            return Err(format!(
+                "key `event_time_range.max_ahead`: {} is shorter than `timestamp_tolerance` ({})",
+                humantime::format_duration(self.event_time_range.max_ahead),
+                humantime::format_duration(self.timestamp_tolerance)
+            ));
+        }
         self.turbine.check("turbine")?;
         self.meter.check("meter")
     }
@@ -219,7 +232,7 @@ impl Preset {
                     ))
                 }
                 (Some(above), Some(unit)) => {
-                    units::to_canonical(name.0, 1.0, unit)
+                    units::to_canonical(name.0, 1.0, unit, None)
                         .map_err(|e| format!("key `{key}.large_unit`: {e}"))?;
                     if let Some(below) = inf.canonical_below {
                         if below > *above {
@@ -296,15 +309,38 @@ impl Preset {
     }
 }
 
+/// The event times validate accepts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTimeRange {
+    /// Earliest event time (RFC 3339): older readings are rejected, in
+    /// backfill mode too.
+    pub earliest: chrono::DateTime<chrono::Utc>,
+    /// How far ahead of its reception a reading may be stamped before it is
+    /// rejected rather than quarantined as from the future.
+    #[serde(with = "humantime_serde")]
+    pub max_ahead: Duration,
+}
+
+impl Default for EventTimeRange {
+    fn default() -> Self {
+        EventTimeRange {
+            earliest: chrono::DateTime::from_timestamp(631_152_000, 0).expect("1990-01-01"),
+            max_ahead: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
 /// Whether timestamps are checked against reception time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// Live data: future and backdated readings are flagged.
+    /// Live data: readings outside the timestamp tolerance of their
+    /// reception (future or backdated) are flagged and quarantined.
     #[default]
     Live,
     /// Replay or backfill of historical data: backdated readings are
-    /// expected and not flagged; future ones still are.
+    /// expected and not flagged; future ones are still quarantined.
     Backfill,
 }
 
@@ -381,6 +417,29 @@ pub fn evaluate(
     mode: Mode,
     validated_time: i64,
 ) -> Result<ScoredReading, Rejection> {
+    evaluate_at(
+        raw,
+        asset,
+        previous,
+        raw.interval_ms,
+        rules,
+        mode,
+        validated_time,
+    )
+}
+
+/// [`evaluate`] with the reading's interval known (declared by the source,
+/// or inferred from the asset's previous reading), for energy per interval.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_at(
+    raw: &RawReading,
+    asset: &Asset,
+    previous: Option<&Previous>,
+    interval_ms: Option<i64>,
+    rules: &RuleSet,
+    mode: Mode,
+    validated_time: i64,
+) -> Result<ScoredReading, Rejection> {
     if let Some(declared) = raw.asset_kind {
         if declared != asset.kind {
             return Err(reject(
@@ -398,6 +457,18 @@ pub fn evaluate(
             format!("reading {} of {} has no values", raw.event_id, raw.asset_id),
         ));
     }
+    if raw.event_id.trim().is_empty() {
+        return Err(reject(
+            "missing_field",
+            format!("a reading of {} has no event id", raw.asset_id),
+        ));
+    }
+    if raw.asset_id.trim().is_empty() {
+        return Err(reject(
+            "missing_field",
+            format!("reading {} has no asset id", raw.event_id),
+        ));
+    }
     if !plausible_event_time(raw.event_time) {
         return Err(reject(
             "invalid_timestamp",
@@ -407,9 +478,45 @@ pub fn evaluate(
             ),
         ));
     }
+    if !plausible_event_time(raw.received_time) {
+        return Err(reject(
+            "invalid_timestamp",
+            format!(
+                "reception time {} ms of reading {} is outside the years 1 to 9999",
+                raw.received_time, raw.event_id
+            ),
+        ));
+    }
+    let range = &rules.event_time_range;
+    let max_ahead = i64::try_from(range.max_ahead.as_millis()).unwrap_or(i64::MAX);
+    if raw.event_time < range.earliest.timestamp_millis()
+        || raw.event_time > raw.received_time.saturating_add(max_ahead)
+    {
+        return Err(reject(
+            "event_time_range",
+            format!(
+                "event time {} of reading {} is outside the accepted range ({} up to {} after reception)",
+                layout_time(raw.event_time),
+                raw.event_id,
+                range.earliest.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                humantime::format_duration(range.max_ahead)
+            ),
+        ));
+    }
+    if raw.interval_ms.is_some_and(|i| i <= 0) {
+        return Err(reject(
+            "invalid_value",
+            format!(
+                "reading {} declares an interval of {} ms",
+                raw.event_id,
+                raw.interval_ms.unwrap_or_default()
+            ),
+        ));
+    }
     let preset = rules.preset(asset.kind);
     let scoring = &rules.scoring;
     let mut scored = empty_scored(raw, asset, validated_time);
+    scored.interval_ms = interval_ms;
     let mut flags = Vec::new();
 
     // 1. Unit standardisation.
@@ -430,9 +537,17 @@ pub fn evaluate(
         }
         let value = match m.unit.as_deref().filter(|u| !u.trim().is_empty()) {
             Some(unit) => {
-                let (v, c) = units::to_canonical(m.metric, m.value, unit)
+                let (v, c) = units::to_canonical(m.metric, m.value, unit, interval_ms)
                     .map_err(|e| reject("unit", format!("{}: {e}", raw.asset_id)))?;
-                if c == Conversion::Converted {
+                if c == Conversion::Assumed {
+                    inferred.push(format!(
+                        "{} {} {unit} with no interval known taken as hourly -> {} {}",
+                        m.metric,
+                        m.value,
+                        round(v),
+                        m.metric.canonical_unit()
+                    ));
+                } else if c == Conversion::Converted {
                     converted.push(format!(
                         "{} {} {} -> {} {}",
                         m.metric,
@@ -527,7 +642,7 @@ pub fn evaluate(
             code: FlagCode::FutureTimestamp,
             metric: None,
             deduction: scoring.validation_warning,
-            quarantine: false,
+            quarantine: true,
             detail: format!(
                 "event time is {} ahead of reception (tolerance {})",
                 human_ms(ahead),
@@ -539,7 +654,7 @@ pub fn evaluate(
             code: FlagCode::BackdatedTimestamp,
             metric: None,
             deduction: scoring.validation_warning,
-            quarantine: false,
+            quarantine: true,
             detail: format!(
                 "event time is {} behind reception (tolerance {})",
                 human_ms(behind),
@@ -650,7 +765,7 @@ fn infer_unit(
     }
     if let (Some(above), Some(unit)) = (inf.large_above, &inf.large_unit) {
         if magnitude > above {
-            let (v, _) = units::to_canonical(metric, value, unit)?;
+            let (v, _) = units::to_canonical(metric, value, unit, None)?;
             inferred.push(format!(
                 "{metric} {value} without unit taken as {unit} -> {} {canonical}",
                 round(v)
@@ -704,6 +819,12 @@ fn empty_scored(raw: &RawReading, asset: &Asset, validated_time: i64) -> ScoredR
     }
 }
 
+fn layout_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
 fn round(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
@@ -753,6 +874,7 @@ mod tests {
                 })
                 .collect(),
             attributes: Default::default(),
+            interval_ms: None,
         }
     }
 
@@ -850,14 +972,14 @@ mod tests {
     }
 
     #[test]
-    fn future_and_backdated_timestamps_are_flagged_backfill_only_relaxes_backdated() {
+    fn out_of_tolerance_timestamps_are_quarantined_backfill_only_relaxes_backdated() {
         let mut r = reading("M", &[(Metric::Power, 1.0, Some("kW"))]);
         r.event_time = r.received_time + 2 * 3_600_000;
         let s = eval(&r, &meter(), None).unwrap();
         assert_eq!(s.flags[0].code, FlagCode::FutureTimestamp);
         assert_eq!(
             (s.quality_score, s.quality_tier),
-            (85, QualityTier::Standard)
+            (85, QualityTier::Quarantine)
         );
         let backfill = |r: &RawReading| {
             evaluate(
@@ -868,34 +990,117 @@ mod tests {
                 Mode::Backfill,
                 0,
             )
-            .unwrap()
         };
-        // Backfill still catches a reading from the future.
-        assert_eq!(backfill(&r).flags[0].code, FlagCode::FutureTimestamp);
+        // Backfill still quarantines a reading from the future.
+        let s = backfill(&r).unwrap();
+        assert_eq!(s.flags[0].code, FlagCode::FutureTimestamp);
+        assert_eq!(s.quality_tier, QualityTier::Quarantine);
         r.event_time = r.received_time - 3 * 3_600_000;
+        let s = eval(&r, &meter(), None).unwrap();
+        assert_eq!(s.flags[0].code, FlagCode::BackdatedTimestamp);
+        assert_eq!(s.quality_tier, QualityTier::Quarantine);
+        assert!(backfill(&r).unwrap().flags.is_empty());
+    }
+
+    #[test]
+    fn event_times_outside_the_range_are_rejected_in_both_modes() {
+        let mut r = reading("M", &[(Metric::Power, 1.0, Some("kW"))]);
+        let at = |y: i32| {
+            chrono::NaiveDate::from_ymd_opt(y, 1, 1)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap()
+                .and_utc()
+                .timestamp_millis()
+        };
+        for mode in [Mode::Live, Mode::Backfill] {
+            for event in [at(2199), at(1970), r.received_time + 25 * 3_600_000] {
+                r.event_time = event;
+                let err =
+                    evaluate(&r, &meter(), None, &RuleSet::default_rules(), mode, 0).unwrap_err();
+                assert_eq!(err.class, "event_time_range", "{}", err.message);
+            }
+        }
+        // 20 hours ahead: accepted, quarantined.
+        r.event_time = r.received_time + 20 * 3_600_000;
         assert_eq!(
-            eval(&r, &meter(), None).unwrap().flags[0].code,
-            FlagCode::BackdatedTimestamp
+            eval(&r, &meter(), None).unwrap().quality_tier,
+            QualityTier::Quarantine
         );
-        assert!(backfill(&r).flags.is_empty());
+        // A backfill of 1995 data goes through.
+        r.event_time = at(1995);
+        let s = evaluate(
+            &r,
+            &meter(),
+            None,
+            &RuleSet::default_rules(),
+            Mode::Backfill,
+            0,
+        )
+        .unwrap();
+        assert!(s.flags.is_empty());
+    }
+
+    #[test]
+    fn required_fields_must_be_there() {
+        let mut r = reading("M", &[(Metric::Power, 1.0, Some("kW"))]);
+        r.event_id = " ".into();
+        assert_eq!(eval(&r, &meter(), None).unwrap_err().class, "missing_field");
+        let mut r = reading("M", &[(Metric::Power, 1.0, Some("kW"))]);
+        r.received_time = i64::MAX;
+        assert_eq!(
+            eval(&r, &meter(), None).unwrap_err().class,
+            "invalid_timestamp"
+        );
+        let mut r = reading("M", &[(Metric::Power, 1.0, Some("kW"))]);
+        r.interval_ms = Some(0);
+        assert_eq!(eval(&r, &meter(), None).unwrap_err().class, "invalid_value");
+    }
+
+    #[test]
+    fn values_are_finite_after_conversion() {
+        let r = reading("T", &[(Metric::WindDirection, 1e308, Some("rad"))]);
+        let err = eval(&r, &turbine(), None).unwrap_err();
+        assert_eq!(err.class, "unit");
+        assert!(
+            err.message.contains("not a finite value"),
+            "{}",
+            err.message
+        );
+        let r = reading("T", &[(Metric::Power, 1e308, Some("MW"))]);
+        assert_eq!(eval(&r, &turbine(), None).unwrap_err().class, "unit");
+    }
+
+    #[test]
+    fn a_15_minute_meters_kwh_is_four_times_the_power() {
+        let r = reading("M", &[(Metric::Power, 0.5, Some("kWh"))]);
+        let s = evaluate_at(
+            &r,
+            &meter(),
+            None,
+            Some(900_000),
+            &RuleSet::default_rules(),
+            Mode::Live,
+            0,
+        )
+        .unwrap();
+        assert_eq!(s.power_kw, Some(2.0));
+        assert_eq!(s.interval_ms, Some(900_000));
+        assert_eq!(s.flags[0].code, FlagCode::UnitConverted);
+        // No interval known: hourly, flagged as inferred.
+        let s = eval(&r, &meter(), None).unwrap();
+        assert_eq!(s.power_kw, Some(0.5));
+        assert_eq!(s.flags[0].code, FlagCode::UnitInferred);
+        assert!(
+            s.flags[0].detail.contains("taken as hourly"),
+            "{}",
+            s.flags[0].detail
+        );
     }
 
     #[test]
     fn extreme_timestamps_saturate_instead_of_overflowing() {
         let mut r = reading("M", &[(Metric::Power, 1.0, Some("kW"))]);
-        // Both plausible event times, received at the ends of the range.
-        r.event_time = MAX_EVENT_TIME;
-        r.received_time = i64::MIN;
-        assert_eq!(
-            eval(&r, &meter(), None).unwrap().flags[0].code,
-            FlagCode::FutureTimestamp
-        );
-        r.event_time = MIN_EVENT_TIME;
-        r.received_time = i64::MAX;
-        assert_eq!(
-            eval(&r, &meter(), None).unwrap().flags[0].code,
-            FlagCode::BackdatedTimestamp
-        );
         for t in [i64::MAX, i64::MIN, MAX_EVENT_TIME + 1, MIN_EVENT_TIME - 1] {
             r.event_time = t;
             for received in [i64::MIN, 0, i64::MAX] {
@@ -904,18 +1109,31 @@ mod tests {
                 assert_eq!(err.class, "invalid_timestamp");
             }
         }
-        // A huge tolerance does not overflow either.
+        // Both plausible, far apart: a range rejection, not an overflow.
+        r.event_time = MAX_EVENT_TIME;
+        r.received_time = MIN_EVENT_TIME;
+        assert_eq!(
+            eval(&r, &meter(), None).unwrap_err().class,
+            "event_time_range"
+        );
+        // A huge tolerance and range do not overflow either.
         let mut rules = RuleSet::default_rules();
         rules.timestamp_tolerance = Duration::MAX;
+        rules.event_time_range.max_ahead = Duration::MAX;
+        rules.event_time_range.earliest =
+            chrono::DateTime::from_timestamp_millis(MIN_EVENT_TIME).unwrap();
         r.event_time = T0;
-        r.received_time = i64::MIN;
+        r.received_time = MIN_EVENT_TIME;
         let s = evaluate(&r, &meter(), None, &rules, Mode::Live, 0).unwrap();
         assert!(s.flags.is_empty());
         // Nor does an ancient baseline.
         let prev = Previous::with(MIN_EVENT_TIME, &[(Metric::Power, 1.0)]);
         r.event_time = MAX_EVENT_TIME;
         r.received_time = MAX_EVENT_TIME;
-        assert!(eval(&r, &meter(), Some(&prev)).unwrap().flags.is_empty());
+        assert!(evaluate(&r, &meter(), Some(&prev), &rules, Mode::Live, 0)
+            .unwrap()
+            .flags
+            .is_empty());
     }
 
     #[test]
