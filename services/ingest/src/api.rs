@@ -1,8 +1,16 @@
 //! The ingest HTTP API: `POST /v1/readings`.
 //!
 //! A request carries a batch as JSON (object or array), NDJSON or CSV with a
-//! header row, authenticated by a per-source API key (`Authorization: Bearer
-//! <key>` or `X-Api-Key`), checked before the body is read. Good rows are
+//! header row (gzip-compressed or not), authenticated by a per-source API key
+//! (`Authorization: Bearer <key>` or `X-Api-Key`), checked before the body is
+//! read.
+//!
+//! Hostile or careless clients cannot take the service's memory: a request
+//! is refused with 503 and `Retry-After` when too many are in hand or their
+//! bodies would exceed the in-flight byte budget, with 413 above the body
+//! size or row limits (rows are read only up to the limit), and with 408
+//! when its body does not arrive within `body_timeout`. Rows are mapped and
+//! sent in chunks, so a request's readings are never all in memory at once. Good rows are
 //! accepted even when others are bad; rows whose metric values are all
 //! missing are skipped (counted, not errors). The answer is 200 when no row
 //! was bad, 207 with a line-level error list when some were, 400 when no row
@@ -29,8 +37,9 @@ use gale_runtime::metrics::TopicMetrics;
 use gale_runtime::telemetry::MessagingTracer;
 use serde_json::json;
 
-use crate::mapping::{now_ms, RowOutcome, SourceMapping};
-use crate::parse::{self, Format, Position};
+use crate::mapping::{now_ms, ReadContext, RowOutcome, SourceMapping};
+use crate::parse;
+use crate::parse::{Format, Position};
 use crate::writer::RawWriter;
 
 /// Shared state of the API handlers.
@@ -47,22 +56,61 @@ pub struct ApiState {
     pub max_listed_errors: usize,
 }
 
-/// The API routes, with a body size limit (413 above it).
-pub fn routes(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
+/// What one request may cost.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    /// Largest body, after decompression (413 above it).
+    pub max_body_bytes: usize,
+    /// Most rows per request (413 above it).
+    pub max_rows: usize,
+    /// Requests in hand at once (503 beyond).
+    pub max_concurrent_requests: usize,
+    /// Body bytes in memory at once, counted by declared or limit size (503 beyond).
+    pub max_inflight_bytes: usize,
+    /// Time for the whole body to arrive (408 after it).
+    pub body_timeout: Duration,
+}
+
+/// The API routes, with `limits`.
+pub fn routes(state: Arc<ApiState>, limits: ApiLimits) -> Router {
     Router::new()
         .route("/v1/readings", post(post_readings))
         // The handler reads the body itself, after the key check, with its own limit.
         .layer(DefaultBodyLimit::disable())
         .with_state(ApiRoutes {
             state,
-            max_body_bytes,
+            requests: Arc::new(tokio::sync::Semaphore::new(
+                limits.max_concurrent_requests.max(1),
+            )),
+            kib: Arc::new(tokio::sync::Semaphore::new(
+                (limits.max_inflight_bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+            max_body_bytes: limits.max_body_bytes,
+            limits,
         })
 }
 
 #[derive(Clone)]
 struct ApiRoutes {
     state: Arc<ApiState>,
+    limits: ApiLimits,
     max_body_bytes: usize,
+    /// One permit per request in hand.
+    requests: Arc<tokio::sync::Semaphore>,
+    /// One permit per KiB of body in memory.
+    kib: Arc<tokio::sync::Semaphore>,
+}
+
+/// Rows mapped and sent at a time.
+const CHUNK_ROWS: usize = 5000;
+
+/// 503 with `Retry-After`: come back shortly.
+fn busy(message: &str) -> Response {
+    metrics::counter!("gale_ingest_requests_refused_total", "reason" => "busy").increment(1);
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    r
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -162,23 +210,79 @@ async fn post_readings(
         linger(body, routes.max_body_bytes);
         return unauthorized();
     };
-    let body = match read_body(&headers, body, routes.max_body_bytes).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge(rest)) => {
-            linger(rest, routes.max_body_bytes);
+    let encoding = match content_encoding(&headers) {
+        Ok(e) => e,
+        Err(e) => {
+            linger(body, routes.max_body_bytes);
+            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, e);
+        }
+    };
+    let Ok(_request) = routes.requests.clone().try_acquire_owned() else {
+        linger(body, routes.max_body_bytes);
+        return busy("too many requests in hand; retry shortly");
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let wire_limit = match encoding {
+        Encoding::Identity => routes.max_body_bytes,
+        // Compressed data is smaller; its expansion is checked as it is read.
+        Encoding::Gzip => routes.max_body_bytes,
+    };
+    let reserve = declared.unwrap_or(wire_limit).min(wire_limit).max(1);
+    let Ok(_bytes) = routes
+        .kib
+        .clone()
+        .try_acquire_many_owned(reserve.div_ceil(1024) as u32)
+    else {
+        linger(body, routes.max_body_bytes);
+        return busy("too many bytes in hand; retry shortly");
+    };
+    let read = tokio::time::timeout(
+        routes.limits.body_timeout,
+        read_body(&headers, body, wire_limit),
+    )
+    .await;
+    let body = match read {
+        Err(_) => {
+            metrics::counter!("gale_ingest_requests_refused_total", "reason" => "slow")
+                .increment(1);
             return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
+                StatusCode::REQUEST_TIMEOUT,
                 format!(
-                    "the body is larger than {} bytes (ingest.max_body_bytes); split the batch",
-                    routes.max_body_bytes
+                    "the body did not arrive within {} (ingest.body_timeout)",
+                    humantime::format_duration(routes.limits.body_timeout)
                 ),
             );
         }
-        Err(BodyError::Broken(e)) => {
+        Ok(Ok(b)) => b,
+        Ok(Err(BodyError::TooLarge(rest))) => {
+            linger(rest, routes.max_body_bytes);
+            return too_large(routes.max_body_bytes);
+        }
+        Ok(Err(BodyError::Broken(e))) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the body: {e}"),
             )
+        }
+    };
+    let body = match encoding {
+        Encoding::Identity => body,
+        Encoding::Gzip => {
+            let max = routes.max_body_bytes;
+            match tokio::task::spawn_blocking(move || gunzip(&body, max)).await {
+                Ok(Ok(b)) => b,
+                Ok(Err(GunzipError::TooLarge)) => return too_large(routes.max_body_bytes),
+                Ok(Err(GunzipError::Broken(e))) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("the body is not valid gzip: {e}"),
+                    )
+                }
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
         }
     };
     let content_type = headers
@@ -193,53 +297,70 @@ async fn post_readings(
             ),
         );
     };
-    let rows = match parse::rows(format, &body) {
-        Ok(rows) => rows,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
+    let max_rows = routes.limits.max_rows;
+    let rows =
+        match tokio::task::spawn_blocking(move || parse::rows_limited(format, &body, max_rows))
+            .await
+        {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e @ parse::InputError::TooManyRows(_))) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("{e} (ingest.max_rows)"),
+                )
+            }
+            Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        };
     if rows.is_empty() {
         return error(StatusCode::BAD_REQUEST, "the batch holds no rows");
     }
     state.received.consumed(rows.len() as u64);
     let received_time = now_ms();
-    let mut readings = Vec::with_capacity(rows.len());
-    let mut positions = Vec::with_capacity(rows.len());
+    let parent = state.tracer.extract_map(|k| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    });
     let mut errors = Vec::new();
     let mut skipped = 0usize;
-    for row in rows {
-        match row
-            .fields
-            .and_then(|f| mapping.read_row(&f, IngestChannel::Http, received_time))
-        {
-            Ok(RowOutcome::Reading(r)) => {
-                readings.push(r);
-                positions.push(row.position);
+    let mut accepted = 0usize;
+    let mut total = 0usize;
+    let mut context = ReadContext::default();
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let mut readings = Vec::with_capacity(CHUNK_ROWS);
+        let mut positions = Vec::with_capacity(CHUNK_ROWS);
+        for row in rows.by_ref().take(CHUNK_ROWS) {
+            match row.fields.and_then(|f| {
+                mapping.read_row_in(&f, IngestChannel::Http, received_time, &mut context)
+            }) {
+                Ok(RowOutcome::Reading(r)) => {
+                    readings.push(r);
+                    positions.push(row.position);
+                }
+                Ok(RowOutcome::Skipped) => skipped += 1,
+                Err(e) => errors.push((row.position, e)),
             }
-            Ok(RowOutcome::Skipped) => skipped += 1,
-            Err(e) => errors.push((row.position, e)),
         }
-    }
-    let mut accepted = 0;
-    if !readings.is_empty() {
-        let parent = state.tracer.extract_map(|k| {
-            headers
-                .get(k)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        });
+        if readings.is_empty() {
+            continue;
+        }
+        total += readings.len();
         let deliveries = state.writer.send_each(&readings, Some(&parent)).await;
-        accepted = deliveries.iter().filter(|d| d.is_ok()).count();
+        accepted += deliveries.iter().filter(|d| d.is_ok()).count();
         if let Some(failure) = deliveries
             .iter()
             .find_map(|d| d.as_ref().err().filter(|e| !e.is_refused()))
         {
-            tracing::warn!(source = mapping.name(), acknowledged = accepted, total = readings.len(), error = %failure, "batch not acknowledged; answering 503");
+            tracing::warn!(source = mapping.name(), acknowledged = accepted, total, error = %failure, "batch not acknowledged; answering 503");
             let mut response = (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({
                     "error": format!("the broker did not acknowledge the batch: {failure}"),
                     "acknowledged": accepted,
-                    "total": readings.len(),
+                    "total": total,
                     "hint": "retry the whole request; readings carry deterministic event ids, so rows stored twice are deduplicated downstream",
                 })),
             )
@@ -254,8 +375,8 @@ async fn post_readings(
                 errors.push((position, e.to_string()));
             }
         }
-        errors.sort_by_key(|(position, _)| *position);
     }
+    errors.sort_by_key(|(position, _)| *position);
     let rejected = errors.len();
     let listed: Vec<serde_json::Value> = errors
         .into_iter()
@@ -292,6 +413,56 @@ fn answer_status(accepted: usize, rejected: usize, skipped: usize) -> StatusCode
     } else {
         StatusCode::BAD_REQUEST
     }
+}
+
+fn too_large(max: usize) -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the body is larger than {max} bytes (ingest.max_body_bytes); split the batch"),
+    )
+}
+
+/// How a body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+}
+
+/// The body's `Content-Encoding`: none or gzip (which gateways send);
+/// anything else is refused rather than read as text.
+fn content_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
+    let Some(value) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(Encoding::Identity);
+    };
+    let value = value.to_str().unwrap_or("").trim().to_ascii_lowercase();
+    match value.as_str() {
+        "" | "identity" => Ok(Encoding::Identity),
+        "gzip" | "x-gzip" => Ok(Encoding::Gzip),
+        other => Err(format!(
+            "content encoding {other:?} is not supported; send the body uncompressed or gzip-compressed"
+        )),
+    }
+}
+
+enum GunzipError {
+    TooLarge,
+    Broken(String),
+}
+
+/// Decompresses `body`, refusing more than `max` bytes of output (a
+/// small gzip bomb must not become gigabytes).
+fn gunzip(body: &[u8], max: usize) -> Result<Bytes, GunzipError> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(max));
+    let mut reader = flate2::read::MultiGzDecoder::new(body).take(max as u64 + 1);
+    reader
+        .read_to_end(&mut out)
+        .map_err(|e| GunzipError::Broken(e.to_string()))?;
+    if out.len() > max {
+        return Err(GunzipError::TooLarge);
+    }
+    Ok(Bytes::from(out))
 }
 
 fn unauthorized() -> Response {

@@ -59,8 +59,25 @@ impl Default for Topics {
 pub struct Settings {
     /// Address of the readings API (probes and metrics stay on `http.listen`).
     pub listen: SocketAddr,
-    /// Largest request body; larger ones get 413.
+    /// Largest request body (after decompression); larger ones get 413.
     pub max_body_bytes: usize,
+    /// Most rows in one request or dropped file; more get 413 (split it).
+    pub max_rows: usize,
+    /// Requests handled at once; beyond it 503 with `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// Request bodies held in memory at once (declared or limit sizes);
+    /// beyond it 503 with `Retry-After`.
+    pub max_inflight_bytes: usize,
+    /// A request's body must arrive within this (408 otherwise), so a
+    /// stalled upload cannot hold a slot.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// A request's headers must arrive within this; an idle or stalled
+    /// connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Open connections at most; beyond it new ones get 503 and are closed.
+    pub max_connections: usize,
     /// How long a request waits for the broker to acknowledge its rows before
     /// answering 503 (also the producer's delivery timeout).
     #[serde(with = "humantime_serde")]
@@ -78,6 +95,12 @@ impl Default for Settings {
         Settings {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             max_body_bytes: 16 * 1024 * 1024,
+            max_rows: 100_000,
+            max_concurrent_requests: 16,
+            max_inflight_bytes: 64 * 1024 * 1024,
+            body_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 1024,
             ack_timeout: Duration::from_secs(10),
             max_listed_errors: 1000,
             sources: Vec::new(),
@@ -104,6 +127,25 @@ impl Config {
 
     /// Checks the sources and file drops and builds their mappings.
     pub fn mappings(&self) -> Result<Vec<Arc<SourceMapping>>, IngestError> {
+        let i = &self.ingest;
+        for (key, v) in [
+            ("max_body_bytes", i.max_body_bytes),
+            ("max_rows", i.max_rows),
+            ("max_concurrent_requests", i.max_concurrent_requests),
+            ("max_connections", i.max_connections),
+        ] {
+            if v == 0 {
+                return Err(IngestError::Config(format!(
+                    "key `ingest.{key}`: must be more than 0"
+                )));
+            }
+        }
+        if i.max_inflight_bytes < i.max_body_bytes {
+            return Err(IngestError::Config(format!(
+                "key `ingest.max_inflight_bytes`: {} is below `ingest.max_body_bytes` ({}); no request of the largest size could be taken",
+                i.max_inflight_bytes, i.max_body_bytes
+            )));
+        }
         if self.ingest.sources.is_empty() {
             return Err(IngestError::Config(
                 "key `ingest.sources`: no sources configured; add at least one [[ingest.sources]] with a name and api_keys".into(),

@@ -46,6 +46,9 @@ use crate::writer::{Delivery, DeliveryError, RawWriter};
 /// `message.max.bytes` of 1 000 000, with room for the headers.
 pub const MAX_DLQ_BYTES: usize = 900 * 1024;
 
+/// Rows read, mapped and sent at a time.
+const CHUNK_ROWS: usize = 5000;
+
 /// One watched object-store prefix.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,6 +75,15 @@ pub struct FileDropConfig {
     /// A file is read only once it has not been modified for this long.
     #[serde(default = "default_settle", with = "humantime_serde")]
     pub settle_time: Duration,
+    /// Largest file read; a larger one goes to the failed prefix unread,
+    /// with a dead letter saying why. Files are read into memory whole and
+    /// their rows a chunk at a time.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+}
+
+fn default_max_file_bytes() -> u64 {
+    256 * 1024 * 1024
 }
 
 fn default_inbox() -> String {
@@ -394,6 +406,22 @@ impl FileDrop {
                 return Ok(());
             }
         }
+        let origin = format!("{}/{}", self.location.url.trim_end_matches('/'), rel);
+        if listed.size > self.config.max_file_bytes {
+            // Not read: only its start goes into the dead letter.
+            let head = self
+                .location
+                .store
+                .get_range(&listed.location, 0..listed.size.min(MAX_DLQ_BYTES as u64))
+                .await
+                .map(|b| b.to_vec())
+                .unwrap_or_default();
+            let why = format!(
+                "the file is {} bytes, more than max_file_bytes ({}); split it (the dead letter holds its start, the file is under {})",
+                listed.size, self.config.max_file_bytes, self.config.failed
+            );
+            return self.fail(listed, rel, &head, &origin, &why, unmoved).await;
+        }
         // The marker describes the file as read, in case it changed since the listing.
         let (bytes, meta) = match self.location.store.get(&listed.location).await {
             Ok(r) => match (r.meta.clone(), r.bytes().await) {
@@ -410,7 +438,6 @@ impl FileDrop {
             }
         };
         let file = &meta;
-        let origin = format!("{}/{}", self.location.url.trim_end_matches('/'), rel);
         let Some(format) = Format::from_path(rel) else {
             return self
                 .fail(
@@ -423,87 +450,110 @@ impl FileDrop {
                 )
                 .await;
         };
-        let rows = match parse::rows(format, &bytes) {
-            Ok(rows) => rows,
-            Err(e) => return self.fail(file, rel, &bytes, &origin, &e, unmoved).await,
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                let why = format!("input is not UTF-8: {e}");
+                return self.fail(file, rel, &bytes, &origin, &why, unmoved).await;
+            }
+        };
+        let mut reader = match parse::RowReader::new(format, text) {
+            Ok(r) => r,
+            Err(e) => {
+                let why = e.to_string();
+                return self.fail(file, rel, &bytes, &origin, &why, unmoved).await;
+            }
         };
         let received = now_ms();
-        let mut readings = Vec::new();
-        let mut sent_rows = Vec::new();
-        let mut skipped = 0;
-        let mut bad = Vec::new();
-        for row in rows {
-            let at = Row {
-                position: row.position,
-                bytes: row.bytes,
-            };
-            match row
-                .fields
-                .and_then(|f| self.mapping.read_row(&f, IngestChannel::File, received))
-            {
-                Ok(RowOutcome::Reading(r)) => {
-                    readings.push(r);
-                    sent_rows.push(at);
+        let mut context = crate::mapping::ReadContext::default();
+        let (mut acknowledged, mut refused, mut skipped, mut dead) = (0, 0, 0, 0);
+        let mut first_error: Option<String> = None;
+        let mut outcome = Outcome::Done;
+        let kept_under = format!("{} or {}", self.config.done, self.config.failed);
+        // A chunk of rows at a time: mapped, sent, its bad rows dead-lettered.
+        loop {
+            let chunk =
+                gale_runtime::blocking(|| reader.next_chunk(CHUNK_ROWS)).map_err(|e| e.to_string());
+            let chunk = match chunk {
+                Ok(c) if c.is_empty() => break,
+                Ok(c) => c,
+                Err(e) => {
+                    // Rows already sent stay sent; the rest is unreadable.
+                    first_error.get_or_insert(e.clone());
+                    outcome = Outcome::Failed;
+                    break;
                 }
-                Ok(RowOutcome::Skipped) => skipped += 1,
-                Err(e) => bad.push((at, "unparseable_row", e)),
+            };
+            let mut readings = Vec::new();
+            let mut sent_rows = Vec::new();
+            let mut bad = Vec::new();
+            for row in chunk {
+                let at = Row {
+                    position: row.position,
+                    bytes: row.bytes,
+                };
+                match row.fields.and_then(|f| {
+                    self.mapping
+                        .read_row_in(&f, IngestChannel::File, received, &mut context)
+                }) {
+                    Ok(RowOutcome::Reading(r)) => {
+                        readings.push(r);
+                        sent_rows.push(at);
+                    }
+                    Ok(RowOutcome::Skipped) => skipped += 1,
+                    Err(e) => {
+                        first_error.get_or_insert(e.clone());
+                        bad.push((at, "unparseable_row", e));
+                    }
+                }
+            }
+            let deliveries = self.send_all(rel, &readings).await?;
+            for (delivery, at) in deliveries.into_iter().zip(sent_rows) {
+                match delivery {
+                    Ok(()) => acknowledged += 1,
+                    Err(e) => {
+                        refused += 1;
+                        outcome = Outcome::Failed;
+                        bad.push((
+                            at,
+                            "refused_row",
+                            format!("{e}; the file is moved to the failed prefix"),
+                        ));
+                    }
+                }
+            }
+            bad.sort_by_key(|(at, _, _)| at.position);
+            for (at, class, error) in &bad {
+                let where_ = match at.position {
+                    Position::Line(n) => format!("{origin}#line={n}"),
+                    Position::Index(i) => format!("{origin}#index={i}"),
+                };
+                let (payload, message) = capped(&bytes[at.bytes.clone()], error, &kept_under);
+                if !self
+                    .dead_letter(rel, payload, &where_, class, &message)
+                    .await?
+                {
+                    outcome = Outcome::Failed;
+                }
+                dead += 1;
             }
         }
-        if readings.is_empty() && skipped == 0 {
-            let why = match bad.first() {
-                Some((_, _, e)) => format!("no readable rows; first error: {e}"),
+        if acknowledged + refused == 0 && skipped == 0 {
+            let why = match first_error {
+                Some(e) => format!("no readable rows; first error: {e}"),
                 None => "file holds no rows".into(),
             };
             return self.fail(file, rel, &bytes, &origin, &why, unmoved).await;
         }
-        let deliveries = self.send_all(rel, &readings).await?;
-        let mut acknowledged = 0;
-        let mut refused = 0;
-        for (delivery, at) in deliveries.into_iter().zip(sent_rows) {
-            match delivery {
-                Ok(()) => acknowledged += 1,
-                Err(e) => {
-                    refused += 1;
-                    bad.push((
-                        at,
-                        "refused_row",
-                        format!("{e}; the file is moved to the failed prefix"),
-                    ));
-                }
-            }
-        }
-        bad.sort_by_key(|(at, _, _)| at.position);
-        let mut outcome = if refused > 0 {
-            Outcome::Failed
-        } else {
-            Outcome::Done
-        };
-        let kept_under = match outcome {
-            Outcome::Done => &self.config.done,
-            Outcome::Failed => &self.config.failed,
-        };
-        for (at, class, error) in &bad {
-            let where_ = match at.position {
-                Position::Line(n) => format!("{origin}#line={n}"),
-                Position::Index(i) => format!("{origin}#index={i}"),
-            };
-            let (payload, message) = capped(&bytes[at.bytes.clone()], error, kept_under);
-            if !self
-                .dead_letter(rel, payload, &where_, class, &message)
-                .await?
-            {
-                outcome = Outcome::Failed;
-            }
-        }
         let mut marker = DoneMarker::new(rel, file, outcome);
         marker.readings = acknowledged;
         marker.skipped = skipped;
-        marker.dead_letters = bad.len();
+        marker.dead_letters = dead;
         tracing::info!(
             file = rel,
             readings = acknowledged,
             skipped,
-            bad_rows = bad.len(),
+            bad_rows = dead,
             refused,
             "file ingested"
         );

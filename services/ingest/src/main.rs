@@ -56,10 +56,21 @@ async fn main() -> anyhow::Result<()> {
         received: service.metrics.topic("http"),
         max_listed_errors: cfg.ingest.max_listed_errors,
     });
-    let (addr, api_task) = http::serve(
+    let limits = api::ApiLimits {
+        max_body_bytes: cfg.ingest.max_body_bytes,
+        max_rows: cfg.ingest.max_rows,
+        max_concurrent_requests: cfg.ingest.max_concurrent_requests,
+        max_inflight_bytes: cfg.ingest.max_inflight_bytes,
+        body_timeout: cfg.ingest.body_timeout,
+    };
+    let (addr, api_task) = http::serve_limited(
         cfg.ingest.listen,
-        api::routes(state, cfg.ingest.max_body_bytes),
+        api::routes(state, limits),
         service.shutdown.clone(),
+        http::ConnectionLimits {
+            max_connections: cfg.ingest.max_connections,
+            header_read_timeout: cfg.ingest.header_timeout,
+        },
     )
     .await?;
     tracing::info!(%addr, sources = mappings.len(), "readings API listening");

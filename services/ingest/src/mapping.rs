@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, FixedOffset, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDateTime, Offset, SecondsFormat, TimeZone, Utc};
 use gale_model::{AssetKind, IngestChannel, Measurement, Metric, MetricName, RawReading};
 use gale_runtime::config::Secret;
 use serde::{Deserialize, Deserializer};
@@ -45,7 +45,8 @@ pub enum TimestampFormat {
     EpochSeconds,
     /// Milliseconds since the epoch.
     EpochMillis,
-    /// A `chrono` pattern without offset (`%d/%m/%Y %H:%M:%S`), read in `utc_offset`.
+    /// A `chrono` pattern without offset (`%d/%m/%Y %H:%M:%S`), read in
+    /// `timezone` (or `utc_offset`).
     Pattern(String),
 }
 
@@ -103,9 +104,29 @@ pub struct SourceConfig {
     /// `auto`, `rfc3339`, `epoch_s`, `epoch_ms` or a chrono pattern.
     #[serde(default = "default_timestamp_format")]
     pub timestamp_format: TimestampFormat,
-    /// Offset for pattern timestamps without one, e.g. `+01:00`.
+    /// Fixed offset for local timestamps (a pattern, or ISO 8601 without an
+    /// offset), e.g. `+01:00`; for civil time with daylight saving use
+    /// `timezone` instead.
     #[serde(default = "default_offset")]
     pub utc_offset: String,
+    /// IANA time zone of local timestamps, e.g. `Europe/Paris`: daylight
+    /// saving time is applied as the zone had it on the day.
+    pub timezone: Option<String>,
+    /// A local time that happens twice (the hour repeated when clocks go
+    /// back): `in_order` (default: in a sorted export the first occurrence
+    /// of an asset's time is the earlier instant, the second the later),
+    /// `earliest`, `latest`, or `reject` (a line error).
+    #[serde(default)]
+    pub ambiguous_times: AmbiguousTimes,
+    /// A local time that never happens (the hour skipped when clocks go
+    /// forward): `reject` (default: a line error) or `shift_forward` (read
+    /// as the same time after the jump, as if the clock had not changed).
+    #[serde(default)]
+    pub skipped_times: SkippedTimes,
+    /// Spacing of the source's readings, e.g. `15m`: an energy per interval
+    /// (`kWh` given for power) is average power over it.
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<std::time::Duration>,
     /// Source columns mapped onto canonical metrics.
     #[serde(default)]
     pub columns: BTreeMap<String, ColumnSpec>,
@@ -120,6 +141,49 @@ pub struct SourceConfig {
     /// are always missing.
     #[serde(default = "default_missing_values")]
     pub missing_values: Vec<String>,
+}
+
+/// What to do with a local time that happens twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AmbiguousTimes {
+    /// First occurrence (per asset, in one request or file) the earlier
+    /// instant, a repeat the later one: right for sorted exports.
+    #[default]
+    InOrder,
+    /// Always the earlier instant (daylight saving time).
+    Earliest,
+    /// Always the later instant (standard time).
+    Latest,
+    /// A line error.
+    Reject,
+}
+
+/// What to do with a local time that never happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SkippedTimes {
+    /// A line error.
+    #[default]
+    Reject,
+    /// The same wall-clock time after the jump (02:30 becomes 03:30).
+    ShiftForward,
+}
+
+/// The zone local timestamps are read in.
+#[derive(Debug, Clone, Copy)]
+pub enum Zone {
+    /// A fixed offset from UTC.
+    Fixed(FixedOffset),
+    /// An IANA time zone with its daylight saving rules.
+    Iana(chrono_tz::Tz),
+}
+
+/// What reading one input (a request, a file) remembers between its rows:
+/// the ambiguous local times each asset has had, for `in_order`.
+#[derive(Debug, Default)]
+pub struct ReadContext {
+    seen_ambiguous: std::collections::HashSet<(String, NaiveDateTime)>,
 }
 
 fn default_asset_column() -> String {
@@ -159,6 +223,10 @@ impl SourceConfig {
             timestamp_column: default_timestamp_column(),
             timestamp_format: TimestampFormat::Auto,
             utc_offset: default_offset(),
+            timezone: None,
+            ambiguous_times: AmbiguousTimes::default(),
+            skipped_times: SkippedTimes::default(),
+            interval: None,
             columns: BTreeMap::new(),
             canonical_columns: true,
             keep_unmapped: true,
@@ -172,7 +240,7 @@ impl SourceConfig {
 pub struct SourceMapping {
     config: SourceConfig,
     kind: Option<AssetKind>,
-    offset: FixedOffset,
+    zone: Zone,
     /// Column name → (metric, fixed unit, unit column).
     metric_columns: BTreeMap<String, (Metric, Option<String>, Option<String>)>,
 }
@@ -203,6 +271,22 @@ impl SourceMapping {
                 config.utc_offset
             )
         })?;
+        let zone = match &config.timezone {
+            None => Zone::Fixed(offset),
+            Some(_) if config.utc_offset != default_offset() => {
+                return Err(format!(
+                    "key `{key}.timezone`: give `timezone` or `utc_offset`, not both"
+                ))
+            }
+            Some(name) => Zone::Iana(name.parse::<chrono_tz::Tz>().map_err(|_| {
+                format!(
+                    "key `{key}.timezone`: {name:?} is not an IANA time zone such as Europe/Paris or America/Chicago"
+                )
+            })?),
+        };
+        if config.interval.is_some_and(|i| i.as_millis() == 0) {
+            return Err(format!("key `{key}.interval`: must be more than 0s"));
+        }
         let mut metric_columns = BTreeMap::new();
         if config.canonical_columns {
             for m in Metric::ALL {
@@ -230,7 +314,7 @@ impl SourceMapping {
         Ok(SourceMapping {
             config,
             kind,
-            offset,
+            zone,
             metric_columns,
         })
     }
@@ -282,6 +366,18 @@ impl SourceMapping {
         channel: IngestChannel,
         received_time: i64,
     ) -> Result<RowOutcome, String> {
+        self.read_row_in(row, channel, received_time, &mut ReadContext::default())
+    }
+
+    /// [`SourceMapping::read_row`] for a row of a longer input (a request, a
+    /// file), with what the rows before it left in `context`.
+    pub fn read_row_in(
+        &self,
+        row: &Row,
+        channel: IngestChannel,
+        received_time: i64,
+        context: &mut ReadContext,
+    ) -> Result<RowOutcome, String> {
         let get = |name: &str| row.iter().find(|(c, _)| c == name).map(|(_, f)| f);
         let asset_id = match get(&self.config.asset_column) {
             Some(Field::Number(n)) => n.to_string(),
@@ -306,8 +402,17 @@ impl SourceMapping {
                     self.config.timestamp_column
                 ))
             }
-            Some(f) => parse_timestamp(&f, &self.config.timestamp_format, self.offset)
-                .map_err(|e| format!("column `{}`: {e}", self.config.timestamp_column))?,
+            Some(f) => {
+                let local = Local {
+                    zone: self.zone,
+                    ambiguous: self.config.ambiguous_times,
+                    skipped: self.config.skipped_times,
+                    asset: &asset_id,
+                    context,
+                };
+                parse_local_timestamp(&f, &self.config.timestamp_format, local)
+                    .map_err(|e| format!("column `{}`: {e}", self.config.timestamp_column))?
+            }
         };
         let asset_kind = match (self.kind, self.text(get(&self.config.asset_kind_column))) {
             (Some(k), _) => Some(k),
@@ -397,6 +502,10 @@ impl SourceMapping {
             channel,
             measurements,
             attributes,
+            interval_ms: self
+                .config
+                .interval
+                .map(|i| i64::try_from(i.as_millis()).unwrap_or(i64::MAX)),
         }))
     }
 
@@ -465,12 +574,101 @@ enum Epoch {
     ByMagnitude,
 }
 
-/// Parses a timestamp field into ms since the epoch; rejects times that are
-/// not finite or not between [`EARLIEST_EVENT_MS`] and [`LATEST_EVENT_MS`].
+/// Parses a timestamp field into ms since the epoch, reading local times at
+/// a fixed `offset`; rejects times that are not finite or not between
+/// [`EARLIEST_EVENT_MS`] and [`LATEST_EVENT_MS`].
 pub fn parse_timestamp(
     field: &Field,
     format: &TimestampFormat,
     offset: FixedOffset,
+) -> Result<i64, String> {
+    let mut context = ReadContext::default();
+    parse_local_timestamp(
+        field,
+        format,
+        Local {
+            zone: Zone::Fixed(offset),
+            ambiguous: AmbiguousTimes::Reject,
+            skipped: SkippedTimes::Reject,
+            asset: "",
+            context: &mut context,
+        },
+    )
+}
+
+/// How local times are read into instants.
+pub struct Local<'a> {
+    /// Their zone.
+    pub zone: Zone,
+    /// What a time that happens twice becomes.
+    pub ambiguous: AmbiguousTimes,
+    /// What a time that never happens becomes.
+    pub skipped: SkippedTimes,
+    /// The row's asset (for `in_order`).
+    pub asset: &'a str,
+    /// What earlier rows of the input saw.
+    pub context: &'a mut ReadContext,
+}
+
+impl Local<'_> {
+    /// The instant (ms) of local time `naive`.
+    fn resolve(self, naive: NaiveDateTime, text: &str) -> Result<i64, String> {
+        use chrono::LocalResult;
+        let zone_name = match self.zone {
+            Zone::Fixed(o) => o.to_string(),
+            Zone::Iana(tz) => tz.name().to_string(),
+        };
+        let result: LocalResult<i64> = match self.zone {
+            Zone::Fixed(o) => o.from_local_datetime(&naive).map(|t| t.timestamp_millis()),
+            Zone::Iana(tz) => tz.from_local_datetime(&naive).map(|t| t.timestamp_millis()),
+        };
+        match result {
+            LocalResult::Single(ms) => Ok(ms),
+            LocalResult::Ambiguous(earlier, later) => match self.ambiguous {
+                AmbiguousTimes::Earliest => Ok(earlier),
+                AmbiguousTimes::Latest => Ok(later),
+                AmbiguousTimes::InOrder => {
+                    let first = self
+                        .context
+                        .seen_ambiguous
+                        .insert((self.asset.to_string(), naive));
+                    Ok(if first { earlier } else { later })
+                }
+                AmbiguousTimes::Reject => Err(format!(
+                    "{text:?} happens twice in {zone_name} (clocks go back); set `ambiguous_times` to in_order, earliest or latest"
+                )),
+            },
+            LocalResult::None => match self.skipped {
+                SkippedTimes::Reject => Err(format!(
+                    "{text:?} does not exist in {zone_name} (clocks go forward); fix the export or set `skipped_times = \"shift_forward\"`"
+                )),
+                SkippedTimes::ShiftForward => {
+                    // Read with the offset in force before the jump: 02:30
+                    // on the spring-forward night is 03:30 after it.
+                    let before = naive - chrono::Duration::hours(6);
+                    let offset_s = match self.zone {
+                        Zone::Fixed(o) => Some(o.local_minus_utc()),
+                        Zone::Iana(tz) => tz
+                            .offset_from_local_datetime(&before)
+                            .earliest()
+                            .map(|o| o.fix().local_minus_utc()),
+                    };
+                    offset_s
+                        .map(|o| naive.and_utc().timestamp_millis() - i64::from(o) * 1000)
+                        .ok_or_else(|| format!("{text:?} does not exist in {zone_name}"))
+                }
+            },
+        }
+    }
+}
+
+/// Parses a timestamp field into ms since the epoch, reading local times as
+/// `local` says; rejects times that are not finite or not between
+/// [`EARLIEST_EVENT_MS`] and [`LATEST_EVENT_MS`].
+pub fn parse_local_timestamp(
+    field: &Field,
+    format: &TimestampFormat,
+    local: Local<'_>,
 ) -> Result<i64, String> {
     let text = match field {
         Field::Text(s) => s.trim().to_string(),
@@ -495,20 +693,16 @@ pub fn parse_timestamp(
             Some(n) => return epoch_ms(n, Epoch::Seconds, &text),
             None => return Err(format!("{text:?} is not epoch seconds")),
         },
-        TimestampFormat::Rfc3339 => rfc3339(&text)?,
+        TimestampFormat::Rfc3339 => iso_8601(&text, local)?,
         TimestampFormat::Auto => match numeric {
             Some(n) => return epoch_ms(n, Epoch::ByMagnitude, &text),
-            None => rfc3339(&text)?,
+            None => iso_8601(&text, local)?,
         },
-        TimestampFormat::Pattern(p) => NaiveDateTime::parse_from_str(&text, p)
-            .map_err(|e| format!("{text:?} does not match {p:?}: {e}"))
-            .and_then(|naive| {
-                offset
-                    .from_local_datetime(&naive)
-                    .single()
-                    .map(|t| t.timestamp_millis())
-                    .ok_or_else(|| format!("{text:?} is not a valid local time"))
-            })?,
+        TimestampFormat::Pattern(p) => {
+            let naive = NaiveDateTime::parse_from_str(&text, p)
+                .map_err(|e| format!("{text:?} does not match {p:?}: {e}"))?;
+            local.resolve(naive, &text)?
+        }
     };
     plausible(ms, &text)
 }
@@ -549,6 +743,33 @@ fn implausible(text: &str, ms: Option<i64>) -> String {
     format!("{text:?}{when} is not a plausible event time; accepted are 1970-01-01T00:00:00Z up to 2200-01-01T00:00:00Z")
 }
 
+/// ISO 8601 with an offset; without one, a local time when a time zone or
+/// an offset other than UTC is configured.
+fn iso_8601(text: &str, local: Local<'_>) -> Result<i64, String> {
+    match rfc3339(text) {
+        Ok(ms) => Ok(ms),
+        Err(e) => {
+            let configured = match local.zone {
+                Zone::Iana(_) => true,
+                Zone::Fixed(o) => o.local_minus_utc() != 0,
+            };
+            if !configured {
+                return Err(e);
+            }
+            let naive = [
+                "%Y-%m-%dT%H:%M:%S%.f",
+                "%Y-%m-%d %H:%M:%S%.f",
+                "%Y-%m-%dT%H:%M",
+                "%Y-%m-%d %H:%M",
+            ]
+            .iter()
+            .find_map(|p| NaiveDateTime::parse_from_str(text, p).ok())
+            .ok_or(e)?;
+            local.resolve(naive, text)
+        }
+    }
+}
+
 fn rfc3339(text: &str) -> Result<i64, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.timestamp_millis());
@@ -567,7 +788,7 @@ fn rfc3339(text: &str) -> Result<i64, String> {
         return Err(format!("{text:?} is not an ISO 8601 timestamp"));
     }
     Err(format!(
-        "{text:?} is not an ISO 8601 timestamp with an offset (e.g. 2024-03-15T14:00:00Z); configure `timestamp_format` and `utc_offset` for local times"
+        "{text:?} is not an ISO 8601 timestamp with an offset (e.g. 2024-03-15T14:00:00Z); configure `timezone` (or `utc_offset`) for local times"
     ))
 }
 
@@ -953,5 +1174,137 @@ mod tests {
 
     fn toml_from(text: &str) -> SourceConfig {
         gale_runtime::config::load_str::<SourceConfig>(text).unwrap()
+    }
+
+    fn paris(ambiguous: AmbiguousTimes, skipped: SkippedTimes) -> SourceMapping {
+        let mut c = SourceConfig::canonical("scada");
+        c.timestamp_format = TimestampFormat::Pattern("%Y-%m-%d %H:%M".into());
+        c.timezone = Some("Europe/Paris".into());
+        c.ambiguous_times = ambiguous;
+        c.skipped_times = skipped;
+        SourceMapping::new(c, "ingest.sources[0]").unwrap()
+    }
+
+    fn utc(m: &SourceMapping, rows: &[&str]) -> Vec<Result<String, String>> {
+        let mut context = ReadContext::default();
+        rows.iter()
+            .map(|t| {
+                m.read_row_in(
+                    &row(&[("asset_id", "WTG-1"), ("timestamp", t), ("power", "1")]),
+                    IngestChannel::File,
+                    0,
+                    &mut context,
+                )
+                .map(|o| match o {
+                    RowOutcome::Reading(r) => DateTime::from_timestamp_millis(r.event_time)
+                        .unwrap()
+                        .format("%Y-%m-%dT%H:%MZ")
+                        .to_string(),
+                    RowOutcome::Skipped => "skipped".into(),
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_paris_export_is_right_on_both_sides_of_both_changes() {
+        let m = paris(AmbiguousTimes::InOrder, SkippedTimes::Reject);
+        // Winter (+01:00) and summer (+02:00).
+        assert_eq!(
+            utc(&m, &["2024-01-15 12:00", "2024-07-15 12:00"]),
+            [
+                Ok("2024-01-15T11:00Z".into()),
+                Ok("2024-07-15T10:00Z".into())
+            ]
+        );
+        // 31 March 2024: 02:00-03:00 does not exist.
+        let spring = utc(
+            &m,
+            &["2024-03-31 01:50", "2024-03-31 02:10", "2024-03-31 03:00"],
+        );
+        assert_eq!(spring[0], Ok("2024-03-31T00:50Z".into()));
+        assert!(
+            spring[1].as_ref().unwrap_err().contains("does not exist"),
+            "{:?}",
+            spring[1]
+        );
+        assert_eq!(spring[2], Ok("2024-03-31T01:00Z".into()));
+        let shifted = paris(AmbiguousTimes::InOrder, SkippedTimes::ShiftForward);
+        assert_eq!(
+            utc(&shifted, &["2024-03-31 02:10"]),
+            [Ok("2024-03-31T01:10Z".into())]
+        );
+        // 27 October 2024: 02:00-03:00 happens twice; a sorted export lists
+        // the summer pass first.
+        let autumn = [
+            "2024-10-27 01:50",
+            "2024-10-27 02:00",
+            "2024-10-27 02:50",
+            "2024-10-27 02:00",
+            "2024-10-27 02:50",
+            "2024-10-27 03:00",
+        ];
+        assert_eq!(
+            utc(&m, &autumn),
+            [
+                Ok("2024-10-26T23:50Z".into()),
+                Ok("2024-10-27T00:00Z".into()),
+                Ok("2024-10-27T00:50Z".into()),
+                Ok("2024-10-27T01:00Z".into()),
+                Ok("2024-10-27T01:50Z".into()),
+                Ok("2024-10-27T02:00Z".into()),
+            ]
+        );
+        let earliest = paris(AmbiguousTimes::Earliest, SkippedTimes::Reject);
+        assert_eq!(utc(&earliest, &autumn)[3], Ok("2024-10-27T00:00Z".into()));
+        let latest = paris(AmbiguousTimes::Latest, SkippedTimes::Reject);
+        assert_eq!(utc(&latest, &autumn)[1], Ok("2024-10-27T01:00Z".into()));
+        let reject = paris(AmbiguousTimes::Reject, SkippedTimes::Reject);
+        assert!(utc(&reject, &autumn)[1]
+            .as_ref()
+            .unwrap_err()
+            .contains("happens twice"));
+        // ISO 8601 without an offset is local time in the zone too; with an
+        // offset, the offset wins.
+        let mut c = SourceConfig::canonical("scada");
+        c.timezone = Some("Europe/Paris".into());
+        let auto = SourceMapping::new(c, "k").unwrap();
+        assert_eq!(
+            utc(&auto, &["2024-07-15T12:00:00", "2024-07-15T12:00:00Z"]),
+            [
+                Ok("2024-07-15T10:00Z".into()),
+                Ok("2024-07-15T12:00Z".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn zones_and_intervals_are_checked() {
+        let mut c = SourceConfig::canonical("s");
+        c.timezone = Some("Europe/Pariss".into());
+        let e = SourceMapping::new(c.clone(), "ingest.sources[0]").unwrap_err();
+        assert!(
+            e.contains("ingest.sources[0].timezone") && e.contains("IANA"),
+            "{e}"
+        );
+        c.timezone = Some("Europe/Paris".into());
+        c.utc_offset = "+01:00".into();
+        assert!(SourceMapping::new(c, "k").unwrap_err().contains("not both"));
+        let mut c = SourceConfig::canonical("s");
+        c.interval = Some(std::time::Duration::from_secs(900));
+        let m = SourceMapping::new(c, "k").unwrap();
+        let r = m
+            .to_reading(
+                &row(&[
+                    ("asset_id", "M"),
+                    ("timestamp", "2024-01-01T00:00:00Z"),
+                    ("power", "0.5"),
+                    ("power_unit", "kWh"),
+                ]),
+                IngestChannel::Http,
+                0,
+            )
+            .unwrap();
+        assert_eq!(r.interval_ms, Some(900_000));
     }
 }

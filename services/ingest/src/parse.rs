@@ -101,14 +101,324 @@ pub struct ParsedRow {
     pub fields: Result<Row, String>,
 }
 
-/// Splits `body` into rows. `Err` means the input as a whole is unreadable.
-pub fn rows(format: Format, body: &[u8]) -> Result<Vec<ParsedRow>, String> {
-    let text = std::str::from_utf8(body).map_err(|e| format!("input is not UTF-8: {e}"))?;
-    match format {
-        Format::Json => json_rows(text),
-        Format::Ndjson => Ok(ndjson_rows(text)),
-        Format::Csv => csv_rows(text),
+/// Why an input as a whole cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputError {
+    /// It is not what its format says (not UTF-8, not JSON, no CSV header).
+    Unreadable(String),
+    /// It holds more rows than one input may.
+    TooManyRows(usize),
+}
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InputError::Unreadable(e) => f.write_str(e),
+            InputError::TooManyRows(max) => {
+                write!(f, "the input holds more than {max} rows; split it")
+            }
+        }
     }
+}
+
+impl From<String> for InputError {
+    fn from(e: String) -> Self {
+        InputError::Unreadable(e)
+    }
+}
+
+/// The UTF-8 byte order mark some tools write first.
+const BOM: &str = "\u{feff}";
+
+/// Splits `body` into at most `max_rows` rows. `Err` means the input as a
+/// whole is unreadable or too long; reading stops at the first row too many,
+/// so memory stays bounded by `max_rows` whatever the input. A UTF-8 byte
+/// order mark is skipped.
+pub fn rows_limited(
+    format: Format,
+    body: &[u8],
+    max_rows: usize,
+) -> Result<Vec<ParsedRow>, InputError> {
+    let text = std::str::from_utf8(body).map_err(|e| format!("input is not UTF-8: {e}"))?;
+    let mut reader = RowReader::limited(format, text, max_rows)?;
+    let mut out = Vec::new();
+    loop {
+        let chunk = reader.next_chunk(CHUNK.min(max_rows.saturating_add(1) - out.len()))?;
+        if chunk.is_empty() {
+            return Ok(out);
+        }
+        out.extend(chunk);
+        if out.len() > max_rows {
+            return Err(InputError::TooManyRows(max_rows));
+        }
+    }
+}
+
+/// The elements of a JSON array, at most `max` of them.
+struct Elements {
+    max: usize,
+}
+
+const TOO_MANY: &str = "gale: too many rows";
+
+impl<'de> serde::de::DeserializeSeed<'de> for Elements {
+    type Value = Vec<&'de RawValue>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Elements {
+    type Value = Vec<&'de RawValue>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON array")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(item) = seq.next_element::<&RawValue>()? {
+            if out.len() == self.max {
+                return Err(serde::de::Error::custom(TOO_MANY));
+            }
+            out.push(item);
+        }
+        Ok(out)
+    }
+}
+
+/// Rows read at a time by [`rows_limited`].
+const CHUNK: usize = 5000;
+
+/// Reads an input's rows a chunk at a time, so a large file is never all in
+/// memory as rows (only as bytes).
+pub struct RowReader<'a> {
+    /// The input, without a byte order mark.
+    text: &'a str,
+    /// Bytes skipped at the start (the byte order mark).
+    offset: usize,
+    kind: Kind<'a>,
+}
+
+enum Kind<'a> {
+    Csv {
+        reader: csv::Reader<&'a [u8]>,
+        headers: Vec<String>,
+        /// (byte, line at that byte), for counting lines from bytes.
+        counted: (usize, usize),
+        done: bool,
+    },
+    Ndjson {
+        /// Byte where the next line starts.
+        at: usize,
+        /// Its 1-based line number.
+        line: usize,
+    },
+    Json {
+        items: std::vec::IntoIter<&'a RawValue>,
+        index: usize,
+    },
+    Object(Option<&'a str>),
+}
+
+impl<'a> RowReader<'a> {
+    /// A reader of `full` in `format`. `Err` when the input as a whole
+    /// cannot be read (no CSV header, JSON that does not parse).
+    pub fn new(format: Format, full: &'a str) -> Result<Self, InputError> {
+        Self::limited(format, full, usize::MAX)
+    }
+
+    /// Like [`RowReader::new`]; a JSON array of more than `max_rows`
+    /// elements is refused before its elements are even collected.
+    pub fn limited(format: Format, full: &'a str, max_rows: usize) -> Result<Self, InputError> {
+        let text = full.strip_prefix(BOM).unwrap_or(full);
+        let offset = full.len() - text.len();
+        let kind = match format {
+            Format::Csv => {
+                let mut reader = csv::ReaderBuilder::new()
+                    .flexible(true)
+                    .trim(csv::Trim::All)
+                    .from_reader(text.as_bytes());
+                let headers: Vec<String> = reader
+                    .headers()
+                    .map_err(|e| format!("cannot read the CSV header row: {e}"))?
+                    .iter()
+                    .map(str::to_string)
+                    .collect();
+                if headers.is_empty() || headers.iter().all(String::is_empty) {
+                    return Err(InputError::Unreadable("CSV input has no header row".into()));
+                }
+                Kind::Csv {
+                    reader,
+                    headers,
+                    counted: (0, 1),
+                    done: false,
+                }
+            }
+            Format::Ndjson => Kind::Ndjson { at: 0, line: 1 },
+            Format::Json if looks_like_ndjson(text) => Kind::Ndjson { at: 0, line: 1 },
+            Format::Json => {
+                let value: &RawValue = serde_json::from_str(text)
+                    .map_err(|e| format!("body is not valid JSON: {e}"))?;
+                let trimmed = value.get();
+                if trimmed.starts_with('[') {
+                    let mut d = serde_json::Deserializer::from_str(trimmed);
+                    let items =
+                        serde::de::DeserializeSeed::deserialize(Elements { max: max_rows }, &mut d)
+                            .map_err(|e| {
+                                if e.to_string().starts_with(TOO_MANY) {
+                                    InputError::TooManyRows(max_rows)
+                                } else {
+                                    InputError::Unreadable(format!("body is not valid JSON: {e}"))
+                                }
+                            })?;
+                    Kind::Json {
+                        items: items.into_iter(),
+                        index: 0,
+                    }
+                } else {
+                    match serde_json::from_str::<Value>(trimmed) {
+                        Ok(Value::Object(_)) => Kind::Object(Some(trimmed)),
+                        Ok(other) => {
+                            return Err(format!(
+                                "expected a JSON object or array, found {}",
+                                kind(&other)
+                            )
+                            .into())
+                        }
+                        Err(e) => return Err(format!("body is not valid JSON: {e}").into()),
+                    }
+                }
+            }
+        };
+        Ok(RowReader { text, offset, kind })
+    }
+
+    /// Up to `n` more rows; empty when the input is read to its end.
+    pub fn next_chunk(&mut self, n: usize) -> Result<Vec<ParsedRow>, InputError> {
+        let text = self.text;
+        let mut out = Vec::with_capacity(n.min(CHUNK));
+        match &mut self.kind {
+            Kind::Csv {
+                reader,
+                headers,
+                counted,
+                done,
+            } => {
+                let mut record = csv::StringRecord::new();
+                while out.len() < n && !*done {
+                    let at = reader.position().byte() as usize;
+                    // The record starts after the line end the reader
+                    // stopped in; lines are counted here, from the bytes
+                    // (the csv reader's count lags by one with CRLF).
+                    let start = at
+                        + text.as_bytes()[at.min(text.len())..]
+                            .iter()
+                            .take_while(|b| **b == b'\r' || **b == b'\n')
+                            .count();
+                    let start = start.min(text.len());
+                    if start >= counted.0 {
+                        counted.1 += text.as_bytes()[counted.0..start]
+                            .iter()
+                            .filter(|b| **b == b'\n')
+                            .count();
+                        counted.0 = start;
+                    }
+                    let line = counted.1;
+                    match reader.read_record(&mut record) {
+                        Ok(false) => *done = true,
+                        Ok(true) => {
+                            let end = reader.position().byte() as usize;
+                            let fields = if record.len() != headers.len() {
+                                Err(format!(
+                                    "expected {} fields, found {}",
+                                    headers.len(),
+                                    record.len()
+                                ))
+                            } else {
+                                Ok(headers
+                                    .iter()
+                                    .zip(record.iter())
+                                    .map(|(h, v)| (h.clone(), Field::Text(v.to_string())))
+                                    .collect())
+                            };
+                            out.push(ParsedRow {
+                                position: Position::Line(line),
+                                bytes: start..end.min(text.len()),
+                                fields,
+                            });
+                        }
+                        Err(e) => {
+                            let end = reader.position().byte() as usize;
+                            out.push(ParsedRow {
+                                position: Position::Line(line),
+                                bytes: start..end.min(text.len()),
+                                fields: Err(format!("unreadable CSV row: {e}")),
+                            });
+                            if end <= at {
+                                *done = true;
+                            }
+                        }
+                    }
+                }
+            }
+            Kind::Ndjson { at, line } => {
+                while out.len() < n && *at < text.len() {
+                    let rest = &text[*at..];
+                    let len = rest.find('\n').map_or(rest.len(), |i| i + 1);
+                    let range = *at..*at + len;
+                    let this = *line;
+                    *at += len;
+                    *line += 1;
+                    let trimmed = text[range.clone()].trim();
+                    if trimmed.is_empty() {
+                        continue;
+                    }
+                    let fields = serde_json::from_str::<Value>(trimmed)
+                        .map_err(|e| format!("not valid JSON: {e}"))
+                        .and_then(object_fields);
+                    out.push(ParsedRow {
+                        position: Position::Line(this),
+                        bytes: range,
+                        fields,
+                    });
+                }
+            }
+            Kind::Json { items, index } => {
+                for item in items.by_ref().take(n) {
+                    out.push(ParsedRow {
+                        position: Position::Index(*index),
+                        bytes: span(text, item.get()),
+                        fields: serde_json::from_str::<Value>(item.get())
+                            .map_err(|e| format!("not valid JSON: {e}"))
+                            .and_then(object_fields),
+                    });
+                    *index += 1;
+                }
+            }
+            Kind::Object(object) => {
+                if let Some(o) = object.take() {
+                    out.push(ParsedRow {
+                        position: Position::Index(0),
+                        bytes: span(text, o),
+                        fields: serde_json::from_str::<Value>(o)
+                            .map_err(|e| format!("not valid JSON: {e}"))
+                            .and_then(object_fields),
+                    });
+                }
+            }
+        }
+        if self.offset > 0 {
+            for r in &mut out {
+                r.bytes = r.bytes.start + self.offset..r.bytes.end + self.offset;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Splits `body` into rows (at most a million). `Err` means the input as a
+/// whole is unreadable.
+pub fn rows(format: Format, body: &[u8]) -> Result<Vec<ParsedRow>, String> {
+    rows_limited(format, body, 1_000_000).map_err(|e| e.to_string())
 }
 
 /// The fields of one JSON object.
@@ -142,42 +452,6 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-fn json_rows(text: &str) -> Result<Vec<ParsedRow>, String> {
-    if looks_like_ndjson(text) {
-        return Ok(ndjson_rows(text));
-    }
-    let value: &RawValue =
-        serde_json::from_str(text).map_err(|e| format!("body is not valid JSON: {e}"))?;
-    let trimmed = value.get();
-    if trimmed.starts_with('[') {
-        let items: Vec<&RawValue> =
-            serde_json::from_str(trimmed).map_err(|e| format!("body is not valid JSON: {e}"))?;
-        return Ok(items
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| ParsedRow {
-                position: Position::Index(i),
-                bytes: span(text, item.get()),
-                fields: serde_json::from_str::<Value>(item.get())
-                    .map_err(|e| format!("not valid JSON: {e}"))
-                    .and_then(object_fields),
-            })
-            .collect());
-    }
-    match serde_json::from_str::<Value>(trimmed) {
-        Ok(value @ Value::Object(_)) => Ok(vec![ParsedRow {
-            position: Position::Index(0),
-            bytes: span(text, trimmed),
-            fields: object_fields(value),
-        }]),
-        Ok(other) => Err(format!(
-            "expected a JSON object or array, found {}",
-            kind(&other)
-        )),
-        Err(e) => Err(format!("body is not valid JSON: {e}")),
-    }
-}
-
 /// Where `part` (a slice of `text`) lies in `text`.
 fn span(text: &str, part: &str) -> Range<usize> {
     let start = (part.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
@@ -195,87 +469,6 @@ fn looks_like_ndjson(text: &str) -> bool {
     first.starts_with('{')
         && lines.next().is_some()
         && serde_json::from_str::<&RawValue>(first).is_ok()
-}
-
-fn ndjson_rows(text: &str) -> Vec<ParsedRow> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        let range = start..start + line.len();
-        start += line.len();
-        let trimmed = line.trim();
-        if trimmed.is_empty() {
-            continue;
-        }
-        let fields = serde_json::from_str::<Value>(trimmed)
-            .map_err(|e| format!("not valid JSON: {e}"))
-            .and_then(object_fields);
-        out.push(ParsedRow {
-            position: Position::Line(i + 1),
-            bytes: range,
-            fields,
-        });
-    }
-    out
-}
-
-fn csv_rows(text: &str) -> Result<Vec<ParsedRow>, String> {
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let headers: Vec<String> = reader
-        .headers()
-        .map_err(|e| format!("cannot read the CSV header row: {e}"))?
-        .iter()
-        .map(str::to_string)
-        .collect();
-    if headers.is_empty() || headers.iter().all(String::is_empty) {
-        return Err("CSV input has no header row".into());
-    }
-    let mut out = Vec::new();
-    let mut record = csv::StringRecord::new();
-    loop {
-        let start = reader.position().byte() as usize;
-        let line = reader.position().line() as usize;
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {
-                let end = reader.position().byte() as usize;
-                let line = record.position().map(|p| p.line() as usize).unwrap_or(line);
-                let fields = if record.len() != headers.len() {
-                    Err(format!(
-                        "expected {} fields, found {}",
-                        headers.len(),
-                        record.len()
-                    ))
-                } else {
-                    Ok(headers
-                        .iter()
-                        .zip(record.iter())
-                        .map(|(h, v)| (h.clone(), Field::Text(v.to_string())))
-                        .collect())
-                };
-                out.push(ParsedRow {
-                    position: Position::Line(line),
-                    bytes: start..end.min(text.len()),
-                    fields,
-                });
-            }
-            Err(e) => {
-                let end = reader.position().byte() as usize;
-                out.push(ParsedRow {
-                    position: Position::Line(line),
-                    bytes: start..end.min(text.len()),
-                    fields: Err(format!("unreadable CSV row: {e}")),
-                });
-                if end <= start {
-                    break;
-                }
-            }
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -380,5 +573,50 @@ mod tests {
             Some(Format::Csv)
         );
         assert_eq!(Format::from_path("x.parquet"), None);
+    }
+
+    #[test]
+    fn line_numbers_with_crlf_and_a_bom() {
+        for nl in ["\n", "\r\n"] {
+            let body = format!("\u{feff}asset_id,timestamp,power{nl}A,1,2{nl}B,3{nl}\"C,5,6{nl}");
+            let r = rows(Format::Csv, body.as_bytes()).unwrap();
+            let lines: Vec<Position> = r.iter().map(|r| r.position).collect();
+            assert_eq!(lines[..2], [Position::Line(2), Position::Line(3)], "{nl:?}");
+            if let Some(bad) = r.get(2) {
+                assert_eq!(bad.position, Position::Line(4), "{nl:?}: {:?}", bad.fields);
+            }
+            assert_eq!(&body[r[0].bytes.clone()].trim_end(), &"A,1,2");
+        }
+        let json = "\u{feff}[{\"a\": 1}]";
+        assert_eq!(rows(Format::Json, json.as_bytes()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn row_limits_stop_reading_early() {
+        let csv = format!("a\n{}", "x\n".repeat(11));
+        assert_eq!(
+            rows_limited(Format::Csv, csv.as_bytes(), 10).unwrap_err(),
+            InputError::TooManyRows(10)
+        );
+        assert_eq!(
+            rows_limited(Format::Csv, csv.as_bytes(), 11).unwrap().len(),
+            11
+        );
+        let json = format!("[{}1]", "1,".repeat(10));
+        assert_eq!(
+            rows_limited(Format::Json, json.as_bytes(), 10).unwrap_err(),
+            InputError::TooManyRows(10)
+        );
+        assert_eq!(
+            rows_limited(Format::Json, json.as_bytes(), 11)
+                .unwrap()
+                .len(),
+            11
+        );
+        let nd = "{}\n".repeat(11);
+        assert_eq!(
+            rows_limited(Format::Ndjson, nd.as_bytes(), 10).unwrap_err(),
+            InputError::TooManyRows(10)
+        );
     }
 }
