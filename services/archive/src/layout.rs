@@ -230,6 +230,13 @@ pub struct Checkpoint {
     /// A flush in progress: the range it writes. After a crash exactly this
     /// range is written again, so the same file names come out.
     pub pending: Option<PendingRange>,
+    /// Bumped by every write: what a conditional write compares on a local
+    /// store (see [`crate::fence`]).
+    #[serde(default)]
+    pub seq: u64,
+    /// The archive that wrote it last (host and process), for operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// An offset range being flushed.
@@ -351,6 +358,7 @@ mod tests {
         let c = Checkpoint {
             next_offset: 5,
             pending: Some(PendingRange { from: 5, to: 9 }),
+            ..Default::default()
         };
         let back: Checkpoint = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(back, c);

@@ -13,6 +13,7 @@ pub mod compact;
 pub mod config;
 pub mod decode;
 pub mod dedupe;
+pub mod fence;
 pub mod layout;
 pub mod parquet_io;
 pub mod snapshot;

@@ -42,6 +42,7 @@ use object_store::ObjectStoreExt;
 use crate::config::{Settings, TableConfig};
 use crate::decode::{self, is_path_type};
 use crate::dedupe::{self, IdKey, IdSet, Index};
+use crate::fence::{self, Written};
 use crate::layout::{self, Checkpoint, HiveKey, Manifest, PendingRange};
 use crate::parquet_io;
 
@@ -127,6 +128,8 @@ impl Buffer {
 
 struct PartitionState {
     checkpoint: Checkpoint,
+    /// What this archive last saw of the checkpoint object (for fenced writes).
+    fence: fence::Seen,
     /// Buffers that must be written as they are (a pending range), oldest first.
     sealed: Vec<Buffer>,
     open: Option<Buffer>,
@@ -152,6 +155,11 @@ pub struct Archive {
     durable: BTreeMap<(String, i32), i64>,
     /// Ids already written, per table partition and Kafka partition.
     index: Index,
+    /// Kafka partitions another archive took over (its checkpoint write
+    /// fenced ours): their records are left to it until they are revoked.
+    fenced: BTreeSet<(String, i32)>,
+    /// This archive, as written into the checkpoints it claims.
+    owner: String,
 }
 
 /// A buffer taken out for writing.
@@ -196,6 +204,14 @@ impl Archive {
             })
             .collect();
         Archive {
+            fenced: BTreeSet::new(),
+            owner: format!(
+                "{}/{}",
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "host".into()),
+                std::process::id()
+            ),
             index: Index::new(settings.dedupe_memory_ids),
             location,
             settings,
@@ -210,38 +226,52 @@ impl Archive {
             .child(&format!("{}/{rel}", table.path.trim_matches('/')))
     }
 
-    async fn load_checkpoint(
-        &self,
-        table: &TableConfig,
-        partition: i32,
-    ) -> Result<Option<Checkpoint>, Outage> {
-        let path = self.table_path(table, &layout::checkpoint_path(&table.topic, partition));
-        match self.location.store.get(&path).await {
-            Ok(r) => {
-                let bytes = r.bytes().await.map_err(store_outage)?;
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| store_outage(format!("checkpoint {path} is unreadable: {e}")))
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(store_outage(e)),
-        }
+    fn checkpoint_at(&self, table: &TableConfig, partition: i32) -> object_store::path::Path {
+        self.table_path(table, &layout::checkpoint_path(&table.topic, partition))
     }
 
+    /// Writes `c` as the checkpoint of `topic`/`partition` if this archive
+    /// still owns it. `Ok(false)`: another archive took it over; the
+    /// partition is dropped here.
     async fn save_checkpoint(
-        &self,
-        table: &TableConfig,
+        &mut self,
+        topic: &str,
         partition: i32,
         c: &Checkpoint,
-    ) -> Result<(), Outage> {
-        let path = self.table_path(table, &layout::checkpoint_path(&table.topic, partition));
-        let body = serde_json::to_vec_pretty(c).expect("checkpoint serialises");
-        self.location
-            .store
-            .put(&path, body.into())
-            .await
-            .map_err(store_outage)?;
-        Ok(())
+    ) -> Result<bool, Outage> {
+        let Some(state) = self.tables.get(topic) else {
+            return Ok(false);
+        };
+        let Some(part) = state.partitions.get(&partition) else {
+            return Ok(false);
+        };
+        let path = self.checkpoint_at(&state.config, partition);
+        let mut c = c.clone();
+        c.owner = Some(self.owner.clone());
+        match fence::store(&self.location, &path, &c, &part.fence).await {
+            Written::Ok(seen) => {
+                if let Some(part) = self
+                    .tables
+                    .get_mut(topic)
+                    .and_then(|t| t.partitions.get_mut(&partition))
+                {
+                    part.fence = seen;
+                }
+                Ok(true)
+            }
+            Written::Failed(e) => Err(store_outage(e)),
+            Written::Fenced(why) => {
+                tracing::warn!(topic, partition, reason = %why, "another archive owns this partition now; dropping it here");
+                metrics::counter!("gale_archive_fenced_total").increment(1);
+                if let Some(t) = self.tables.get_mut(topic) {
+                    t.partitions.remove(&partition);
+                }
+                self.index.forget(topic, partition);
+                self.durable.remove(&(topic.to_string(), partition));
+                self.fenced.insert((topic.to_string(), partition));
+                Ok(false)
+            }
+        }
     }
 
     /// Loads the checkpoint of a Kafka partition seen for the first time.
@@ -253,10 +283,26 @@ impl Archive {
             return Ok(());
         }
         let config = state.config.clone();
-        let checkpoint = self
-            .load_checkpoint(&config, partition)
-            .await?
-            .unwrap_or_default();
+        let path = self.checkpoint_at(&config, partition);
+        // Load and claim: whoever claimed last owns the partition, and an
+        // owner that lost it without noticing is fenced at its next write.
+        let mut attempt = 0;
+        let (checkpoint, seen) = loop {
+            let (mut checkpoint, seen) = fence::load(&self.location, &path)
+                .await
+                .map_err(store_outage)?;
+            checkpoint.owner = Some(self.owner.clone());
+            match fence::store(&self.location, &path, &checkpoint, &seen).await {
+                Written::Ok(claimed) => break (checkpoint, claimed),
+                Written::Failed(e) => return Err(store_outage(e)),
+                Written::Fenced(why) if attempt < 3 => {
+                    attempt += 1;
+                    tracing::debug!(topic, partition, reason = %why, "checkpoint changed while claiming; reading it again");
+                }
+                Written::Fenced(why) => return Err(store_outage(why)),
+            }
+        };
+        self.fenced.remove(&(topic.to_string(), partition));
         if let Some(p) = checkpoint.pending {
             tracing::info!(
                 topic,
@@ -275,6 +321,7 @@ impl Archive {
                 PartitionState {
                     seen: checkpoint.next_offset - 1,
                     checkpoint,
+                    fence: seen,
                     sealed: Vec::new(),
                     open: None,
                 },
@@ -506,18 +553,6 @@ fn encode_buffer(
     Ok(out)
 }
 
-/// Runs blocking work off the async worker threads (in place when the
-/// runtime has several; inline in a single-threaded one).
-fn blocking<T>(work: impl FnOnce() -> T) -> T {
-    let multi = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if multi {
-        tokio::task::block_in_place(work)
-    } else {
-        work()
-    }
-}
-
 #[async_trait]
 impl Sink for Archive {
     async fn open_partition(&mut self, topic: &str, partition: i32) -> Result<Option<i64>, Outage> {
@@ -535,7 +570,9 @@ impl Sink for Archive {
         // Group by (topic, partition), keeping offset order.
         let mut groups: BTreeMap<(&str, i32), Vec<usize>> = BTreeMap::new();
         for (i, r) in batch.iter().enumerate() {
-            if self.tables.contains_key(r.topic) {
+            if self.tables.contains_key(r.topic)
+                && !self.fenced.contains(&(r.topic.to_string(), r.partition))
+            {
                 groups.entry((r.topic, r.partition)).or_default().push(i);
             }
         }
@@ -583,7 +620,7 @@ impl Sink for Archive {
             let decoded = match &state.reader {
                 Some((_, reader)) => {
                     let writers = &state.writers;
-                    blocking(|| decode::decode(reader, writers, &payloads))
+                    gale_runtime::blocking(|| decode::decode(reader, writers, &payloads))
                 }
                 None => decode::Decoded {
                     bad: (0..payloads.len())
@@ -892,6 +929,7 @@ impl Sink for Archive {
             }
             self.index.forget(topic, *partition);
             self.durable.remove(&(topic.clone(), *partition));
+            self.fenced.remove(&(topic.clone(), *partition));
         }
     }
 
@@ -938,8 +976,11 @@ impl Archive {
                 from: buffer.first,
                 to: buffer.last,
             }),
+            ..Default::default()
         };
-        self.save_checkpoint(&config, partition, &intent).await?;
+        if !self.save_checkpoint(topic, partition, &intent).await? {
+            return Ok(()); // fenced: its new owner writes this range
+        }
         let stem = layout::file_stem(topic, partition, buffer.first, buffer.last);
         let mut rows = 0;
         let mut repeats = 0;
@@ -997,8 +1038,11 @@ impl Archive {
         let done = Checkpoint {
             next_offset: buffer.last + 1,
             pending: None,
+            ..Default::default()
         };
-        self.save_checkpoint(&config, partition, &done).await?;
+        if !self.save_checkpoint(topic, partition, &done).await? {
+            return Ok(());
+        }
         for (key, ids) in written_ids {
             self.index.extend(&(topic.to_string(), partition, key), ids);
         }
@@ -1009,7 +1053,8 @@ impl Archive {
         else {
             return Ok(()); // revoked while writing: its next owner goes on from here
         };
-        part.checkpoint = done;
+        part.checkpoint.next_offset = done.next_offset;
+        part.checkpoint.pending = None;
         self.durable
             .insert((topic.to_string(), partition), buffer.last + 1);
         tracing::debug!(

@@ -63,6 +63,22 @@ pub fn status(
     let md = admin
         .fetch_metadata(None, TIMEOUT)
         .map_err(|e| broker_unreachable(bootstrap, &e))?;
+    // The topics each group's live members subscribe to.
+    let mut subscribers: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for g in groups {
+        if let Ok(list) = admin.fetch_group_list(Some(g), TIMEOUT) {
+            for group in list.groups() {
+                for m in group.members() {
+                    if let Some(meta) = m.metadata() {
+                        subscribers
+                            .entry(g.clone())
+                            .or_default()
+                            .extend(subscription_topics(meta));
+                    }
+                }
+            }
+        }
+    }
     let mut out = Vec::new();
     let mut topics: Vec<_> = md
         .topics()
@@ -73,10 +89,9 @@ pub fn status(
     for t in topics {
         let partitions: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
         let mut records = 0;
-        let mut highs = BTreeMap::new();
-        for (p, (low, end)) in end_offsets(bootstrap, t.name(), &partitions)? {
+        let ends = end_offsets(bootstrap, t.name(), &partitions)?;
+        for (low, end) in ends.values() {
             records += end - low;
-            highs.insert(p, end);
         }
         let mut lag = BTreeMap::new();
         for g in groups {
@@ -88,16 +103,26 @@ pub fn status(
             let Ok(committed) = c.committed_offsets(tpl, TIMEOUT) else {
                 continue;
             };
+            // A group that consumes the topic but has not committed on a
+            // partition yet starts there from the beginning (Gale's groups
+            // read from the earliest offset): all of it is lag.
+            let subscribed = subscribers
+                .get(g)
+                .is_some_and(|topics| topics.contains(t.name()));
             let mut total = 0;
-            let mut any = false;
+            let mut any = subscribed;
             for e in committed.elements() {
-                if let Offset::Offset(o) = e.offset() {
-                    any = true;
-                    total += highs.get(&e.partition()).copied().unwrap_or(o) - o;
+                let (low, end) = ends.get(&e.partition()).copied().unwrap_or((0, 0));
+                match e.offset() {
+                    Offset::Offset(o) => {
+                        any = true;
+                        total += end - o.max(low);
+                    }
+                    _ => total += end - low,
                 }
             }
             if any {
-                lag.insert(g.clone(), total);
+                lag.insert(g.clone(), total.max(0));
             }
         }
         out.push(TopicStatus {
@@ -108,6 +133,34 @@ pub fn status(
         });
     }
     Ok(out)
+}
+
+/// The topics in a consumer's subscription (the `consumer` protocol's
+/// member metadata: version, then an array of topic names); empty when the
+/// bytes are something else.
+pub fn subscription_topics(meta: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let read_i16 =
+        |b: &[u8], at: usize| b.get(at..at + 2).map(|x| i16::from_be_bytes([x[0], x[1]]));
+    let Some(count) = meta
+        .get(2..6)
+        .map(|x| i32::from_be_bytes([x[0], x[1], x[2], x[3]]))
+    else {
+        return out;
+    };
+    let mut at = 6;
+    for _ in 0..count.clamp(0, 10_000) {
+        let Some(len) = read_i16(meta, at).filter(|l| *l >= 0) else {
+            return out;
+        };
+        at += 2;
+        let Some(name) = meta.get(at..at + len as usize) else {
+            return out;
+        };
+        out.push(String::from_utf8_lossy(name).into_owned());
+        at += len as usize;
+    }
+    out
 }
 
 /// Low watermark and end offset (one past the last record) of each of
@@ -250,4 +303,23 @@ pub async fn peek(
         }));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_are_read_from_member_metadata() {
+        // version 1, two topics, then user data we do not read.
+        let mut meta = vec![0, 1, 0, 0, 0, 2];
+        for t in ["gale.raw", "gale.validated"] {
+            meta.extend((t.len() as i16).to_be_bytes());
+            meta.extend(t.as_bytes());
+        }
+        meta.extend([0, 0, 0, 0]);
+        assert_eq!(subscription_topics(&meta), ["gale.raw", "gale.validated"]);
+        assert!(subscription_topics(&[1, 2]).is_empty());
+        assert_eq!(subscription_topics(&[0, 1, 0, 0, 0, 3, 0, 1, b'a']), ["a"]);
+    }
 }

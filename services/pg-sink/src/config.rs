@@ -56,8 +56,14 @@ pub struct DatabaseConfig {
     /// How long to wait for a connection before treating the database as down.
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
-    /// Daily partitions created ahead of today.
+    /// Daily partitions created ahead of today; rows further ahead go to
+    /// the table's default partition (and move to their day's partition
+    /// when it is created).
     pub partitions_ahead_days: u32,
+    /// Earliest day that gets a partition of its own; older rows go to the
+    /// default partition, so one absurd timestamp cannot create a partition
+    /// for its year.
+    pub partitions_from: chrono::NaiveDate,
     /// Apply the migrations in `services/pg-sink/migrations` at start.
     pub migrate: bool,
 }
@@ -69,6 +75,7 @@ impl Default for DatabaseConfig {
             max_connections: 4,
             acquire_timeout: Duration::from_secs(5),
             partitions_ahead_days: 3,
+            partitions_from: chrono::NaiveDate::from_ymd_opt(1990, 1, 1).expect("a date"),
             migrate: true,
         }
     }
@@ -110,6 +117,7 @@ impl Default for Settings {
                     Some(LatestTable {
                         table: "latest_readings".into(),
                         key: "asset_id".into(),
+                        max_ahead: default_max_ahead(),
                     }),
                 ),
                 TableMapping::new("gale.quarantine", "quarantined_readings", None),
@@ -141,6 +149,15 @@ pub struct LatestTable {
     pub table: String,
     /// Its primary-key column.
     pub key: String,
+    /// A row stamped further ahead of the clock than this never becomes
+    /// the newest row (a reading from the future must not pin the
+    /// dashboard until its date).
+    #[serde(default = "default_max_ahead", with = "humantime_serde")]
+    pub max_ahead: Duration,
+}
+
+fn default_max_ahead() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_time_column() -> String {

@@ -24,6 +24,9 @@ pub fn pool(config: &DatabaseConfig, url: &Secret) -> Result<PgPool, PgSinkError
             redact(&e.to_string(), url)
         ))
     })?;
+    // Routine notices ("relation ... already exists, skipping" for the
+    // staging table of every batch) stay out of the log.
+    let options = options.options([("client_min_messages", "warning")]);
     Ok(PgPoolOptions::new()
         .max_connections(config.max_connections.max(1))
         .acquire_timeout(config.acquire_timeout)
@@ -93,11 +96,17 @@ pub struct Table {
     /// The time column.
     pub time_column: String,
     /// `(table, key)` of the newest-row table, if any.
-    pub latest: Option<(String, String)>,
+    pub latest: Option<(String, String, Duration)>,
     /// Primary-key columns: the conflict target that makes a redelivered
     /// record a no-op.
     pub key: Vec<String>,
     known_days: HashSet<NaiveDate>,
+    /// Days with a partition of their own: from this day...
+    pub partitions_from: NaiveDate,
+    /// ...to this many days ahead of today; the rest go to the default partition.
+    pub partitions_ahead_days: u32,
+    /// The default partition exists.
+    default_ready: bool,
 }
 
 /// Reads a table's columns and decides how each is filled.
@@ -168,9 +177,12 @@ pub async fn describe(pool: &PgPool, mapping: &TableMapping) -> Result<Table, Wr
         latest: mapping
             .latest
             .as_ref()
-            .map(|l| (l.table.clone(), l.key.clone())),
+            .map(|l| (l.table.clone(), l.key.clone(), l.max_ahead)),
         key: key.into_iter().map(|(k,)| k).collect(),
         known_days: HashSet::new(),
+        partitions_from: NaiveDate::from_ymd_opt(1990, 1, 1).expect("a date"),
+        partitions_ahead_days: 3,
+        default_ready: false,
     })
 }
 
@@ -186,6 +198,67 @@ impl Table {
     /// Forgets which partitions exist, so the next `ensure_partitions` checks again.
     pub fn forget_partitions(&mut self) {
         self.known_days.clear();
+        self.default_ready = false;
+    }
+
+    /// Creates the default partition, which holds rows of days without a
+    /// partition of their own.
+    async fn ensure_default(&mut self, pool: &PgPool) -> Result<(), WriteFailure> {
+        if self.default_ready {
+            return Ok(());
+        }
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS {t}_default PARTITION OF {t} DEFAULT",
+            t = self.name
+        );
+        match sqlx::query(&sql).execute(pool).await {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P07") | Some("42P17")) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.default_ready = true;
+        Ok(())
+    }
+
+    /// Creates the partition of `day` while the default partition holds rows
+    /// of that day: they move into it, in one transaction.
+    async fn attach_from_default(
+        &self,
+        pool: &PgPool,
+        day: NaiveDate,
+        next: NaiveDate,
+    ) -> Result<(), WriteFailure> {
+        let part = format!("{}_p{}", self.name, day.format("%Y%m%d"));
+        let mut tx = pool.begin().await?;
+        for sql in [
+            format!(
+                "CREATE TABLE {part} (LIKE {t} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
+                t = self.name
+            ),
+            format!(
+                "WITH moved AS (DELETE FROM {t}_default WHERE {c} >= '{day} 00:00:00+00' AND {c} < '{next} 00:00:00+00' RETURNING *) \
+                 INSERT INTO {part} SELECT * FROM moved",
+                t = self.name,
+                c = self.time_column
+            ),
+            format!(
+                "ALTER TABLE {t} ATTACH PARTITION {part} FOR VALUES FROM ('{day} 00:00:00+00') TO ('{next} 00:00:00+00')",
+                t = self.name
+            ),
+        ] {
+            match sqlx::query(&sql).execute(&mut *tx).await {
+                Ok(_) => {}
+                // Another instance did it at the same moment.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P07") => {
+                    return Ok(())
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        tx.commit().await?;
+        tracing::info!(table = %self.name, %day, "partition created; its rows moved out of the default partition");
+        Ok(())
     }
 
     /// Creates the daily partitions `days` that are not known to exist yet.
@@ -197,8 +270,16 @@ impl Table {
         if !self.partitioned {
             return Ok(());
         }
+        let today = chrono::Utc::now().date_naive();
+        let last = today
+            .checked_add_days(Days::new(u64::from(self.partitions_ahead_days)))
+            .unwrap_or(today);
         for day in days {
             if self.known_days.contains(&day) {
+                continue;
+            }
+            if day < self.partitions_from || day > last {
+                self.ensure_default(pool).await?;
                 continue;
             }
             let next = day.checked_add_days(Days::new(1)).unwrap_or(day);
@@ -211,6 +292,10 @@ impl Table {
                 Ok(_) => {}
                 // Another instance created it at the same moment.
                 Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P07") => {}
+                // The default partition holds rows of the day.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23514") => {
+                    self.attach_from_default(pool, day, next).await?;
+                }
                 Err(e) => return Err(e.into()),
             }
             self.known_days.insert(day);
@@ -283,7 +368,7 @@ impl Table {
             }
             Err(e) => return Err(e.into()),
         };
-        if let Some((latest_table, key)) = &self.latest {
+        if let Some((latest_table, key, max_ahead)) = &self.latest {
             sqlx::query(&create_stage).execute(&mut *tx).await?;
             let mut copy = tx
                 .copy_in_raw(&format!("COPY {stage} ({cols}) FROM STDIN"))
@@ -299,9 +384,11 @@ impl Table {
                 .join(", ");
             sqlx::query(&format!(
                 "INSERT INTO {latest_table} ({cols}) SELECT DISTINCT ON ({key}) {cols} FROM {stage} \
+                 WHERE {time} <= now() + interval '{ahead} seconds' \
                  ORDER BY {key}, {time} DESC \
                  ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE {latest_table}.{time} < EXCLUDED.{time}",
-                time = self.time_column
+                time = self.time_column,
+                ahead = max_ahead.as_secs()
             ))
             .execute(&mut *tx)
             .await?;

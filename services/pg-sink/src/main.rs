@@ -44,7 +44,10 @@ async fn main() -> anyhow::Result<()> {
             }
             let mut tables = HashMap::new();
             for mapping in &cfg.sink.tables {
-                tables.insert(mapping.topic.clone(), db::describe(&pool, mapping).await?);
+                let mut table = db::describe(&pool, mapping).await?;
+                table.partitions_from = cfg.database.partitions_from;
+                table.partitions_ahead_days = cfg.database.partitions_ahead_days;
+                tables.insert(mapping.topic.clone(), table);
             }
             Ok::<_, WriteFailure>(tables)
         };

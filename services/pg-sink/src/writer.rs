@@ -39,12 +39,15 @@ struct Row {
 /// The newest row per key among `rows`, as COPY text; all of them when a
 /// row's key or time is of a type read here only by Postgres (the upsert's
 /// `DISTINCT ON` then picks).
-fn newest_per_key(rows: &[Row]) -> String {
+fn newest_per_key(rows: &[Row], latest_allowed: i64) -> String {
     let mut newest: HashMap<&str, (i64, &str)> = HashMap::new();
     for r in rows {
         let Some((key, time)) = &r.latest else {
             return rows.iter().map(|r| r.line.as_str()).collect();
         };
+        if *time > latest_allowed {
+            continue; // from the future: never the newest (Postgres checks too)
+        }
         let e = newest.entry(key.as_str()).or_insert((*time, &r.line));
         if *time > e.0 {
             *e = (*time, &r.line);
@@ -164,10 +167,13 @@ fn write_rows<'a>(
             return Ok(Vec::new());
         }
         let text: String = rows.iter().map(|r| r.line.as_str()).collect();
-        let latest = if table.latest.is_some() {
-            newest_per_key(rows)
-        } else {
-            String::new()
+        let latest = match &table.latest {
+            Some((_, _, max_ahead)) => {
+                let allowed = chrono::Utc::now().timestamp_micros()
+                    + i64::try_from(max_ahead.as_micros()).unwrap_or(i64::MAX / 2);
+                newest_per_key(rows, allowed)
+            }
+            None => String::new(),
         };
         match table.write(pool, &text, &latest).await {
             Ok(inserted) => {
@@ -236,7 +242,7 @@ impl Sink for PgWriter {
                     if let Some(day) = date_of(&value, &table.time_column) {
                         entry.1.insert(day);
                     }
-                    let latest = table.latest.as_ref().and_then(|(_, key)| {
+                    let latest = table.latest.as_ref().and_then(|(_, key, _)| {
                         Some((
                             text_of(&value, key)?,
                             micros_of(&value, &table.time_column)?,
@@ -325,12 +331,14 @@ mod tests {
             row("a2", Some(("A", 2))),
         ];
         let mut lines: Vec<&str> = Vec::new();
-        let text = newest_per_key(&rows);
+        let text = newest_per_key(&rows, i64::MAX);
         lines.extend(text.lines());
         lines.sort();
         assert_eq!(lines, ["a3", "b5"]);
+        // A row from beyond the allowed time is never the newest.
+        assert_eq!(newest_per_key(&rows[..3], 2), "a1\n");
         // A row whose key could not be read: every row, Postgres picks.
         let rows = [row("a1", Some(("A", 1))), row("x", None)];
-        assert_eq!(newest_per_key(&rows), "a1\nx\n");
+        assert_eq!(newest_per_key(&rows, i64::MAX), "a1\nx\n");
     }
 }

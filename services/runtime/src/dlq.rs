@@ -29,6 +29,13 @@ pub const ATTEMPTS: &str = "gale.dlq.attempts";
 /// When the record was dead-lettered, RFC 3339 UTC.
 pub const TIME: &str = "gale.dlq.time";
 
+/// Set (`true`) when the dead letter holds only the start of the original
+/// value: the whole record was larger than the broker takes. The original
+/// is still at its topic, partition and offset (the headers above).
+pub const PAYLOAD_TRUNCATED: &str = "gale.dlq.payload.truncated";
+/// The original value's size in bytes, when it was truncated.
+pub const PAYLOAD_SIZE: &str = "gale.dlq.payload.size";
+
 /// Every dead-letter header name, in the order they are written.
 pub const ALL_HEADERS: [&str; 9] = [
     STAGE,

@@ -50,6 +50,105 @@ async fn render_metrics(State(state): State<ProbeState>) -> impl IntoResponse {
     )
 }
 
+/// What a public listener (the ingest API) allows each client.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Open connections at most; beyond it a new connection is answered 503
+    /// (with `Retry-After`) and closed.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this, counted from when the
+    /// connection (or the previous response) was ready for it: an idle or
+    /// stalled connection is closed.
+    pub header_read_timeout: std::time::Duration,
+}
+
+/// Binds `addr` and serves `router` with `limits` until `token` is
+/// cancelled, then finishes the requests in hand. Returns the bound
+/// address (useful with port 0).
+pub async fn serve_limited(
+    addr: SocketAddr,
+    router: Router,
+    token: CancellationToken,
+    limits: ConnectionLimits,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), Error> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    use std::sync::Arc;
+    use tokio::io::AsyncWriteExt;
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| Error::Listen {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let task = tokio::spawn(async move {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout);
+        builder.http2().timer(TokioTimer::new());
+        loop {
+            let (stream, _peer) = tokio::select! {
+                _ = token.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                metrics::counter!("gale_http_connections_refused_total").increment(1);
+                tokio::spawn(async move {
+                    let mut stream = stream;
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_secs(1),
+                        stream.write_all(
+                            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        ),
+                    )
+                    .await;
+                });
+                continue;
+            };
+            let service = TowerToHyperService::new(router.clone());
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let wait = limits.header_read_timeout;
+            tokio::spawn(async move {
+                let _slot = slot;
+                // A client that connects and sends nothing is let go after
+                // the header timeout (protocol detection would wait forever).
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(wait, stream.peek(&mut first)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                }
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+    });
+    Ok((bound, task))
+}
+
 /// Binds `addr` and serves `router` until `token` is cancelled.
 /// Returns the bound address (useful with port 0).
 pub async fn serve(

@@ -462,14 +462,7 @@ pub fn committed_offsets(
         tpl.add_partition(topic, *partition);
     }
     // A blocking request, made only when partitions are assigned.
-    let ask = || consumer.committed_offsets(tpl, Duration::from_secs(10));
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    let answer = if multi_thread {
-        tokio::task::block_in_place(ask)
-    } else {
-        ask()
-    };
+    let answer = crate::blocking(|| consumer.committed_offsets(tpl, Duration::from_secs(10)));
     match answer {
         Ok(tpl) => tpl
             .elements()

@@ -34,3 +34,16 @@ pub mod telemetry;
 
 pub use error::Error;
 pub use service::Service;
+
+/// Runs CPU-heavy work (decoding, parsing) off the async worker threads'
+/// queue: in place on a multi-threaded runtime (other tasks move to other
+/// workers), inline on a single-threaded one.
+pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
+}

@@ -31,6 +31,10 @@ pub const DEAD_LETTER: usize = usize::MAX;
 /// too large with its full headers.
 const SHORT_MESSAGE: usize = 200;
 
+/// How much of a value a dead letter keeps when the whole record is more
+/// than the broker takes.
+pub const TRUNCATED_VALUE: usize = 64 * 1024;
+
 /// A record ready to send, kept until acknowledged so it can be re-sent.
 pub struct Outgoing {
     /// Index into the outbox's output topics, or [`DEAD_LETTER`].
@@ -271,32 +275,78 @@ impl<'s> Outbox<'s> {
         }
     }
 
-    /// A dead letter the broker refused for its size: keep the original key,
-    /// value and headers, shorten the error message. A second refusal means
-    /// the original record itself cannot be stored here; stop rather than
-    /// lose it.
+    /// A dead letter the broker refused for its size, made smaller step by
+    /// step so that it can always be stored: first the error message is
+    /// shortened; then the value is cut to its first [`TRUNCATED_VALUE`]
+    /// bytes with headers saying so (the original is still at the topic,
+    /// partition and offset the headers name); then the record's own
+    /// headers are dropped, keeping Gale's. Only a dead letter refused even
+    /// then (a broker limit below a few kilobytes) stops the service:
+    /// going on would lose it.
     fn shrink_dead_letter(&self, mut record: Outgoing, error: &str) -> Outgoing {
-        let already_short = record.headers.iter().any(|h| {
-            h.key == dlq::ERROR_MESSAGE && h.value.is_some_and(|v| v.len() <= SHORT_MESSAGE)
+        let find = |r: &Outgoing, key: &str| {
+            r.headers
+                .iter()
+                .find(|h| h.key == key)
+                .and_then(|h| h.value.map(<[u8]>::len))
+        };
+        let message_long = find(&record, dlq::ERROR_MESSAGE).is_some_and(|n| n > SHORT_MESSAGE);
+        let truncated = find(&record, dlq::PAYLOAD_TRUNCATED).is_some();
+        let foreign = record.headers.iter().any(|h| {
+            !h.key.starts_with("gale.dlq.") && h.key != "traceparent" && h.key != "tracestate"
         });
-        if already_short {
+        let mut headers = OwnedHeaders::new();
+        if message_long {
+            for h in record.headers.iter() {
+                let value = if h.key == dlq::ERROR_MESSAGE {
+                    h.value.map(|v| &v[..v.len().min(SHORT_MESSAGE)])
+                } else {
+                    h.value
+                };
+                headers = headers.insert(rdkafka::message::Header { key: h.key, value });
+            }
+        } else if !truncated {
+            let size = record.payload.as_ref().map_or(0, Vec::len);
+            if let Some(p) = record.payload.as_mut() {
+                p.truncate(TRUNCATED_VALUE);
+            }
+            for h in record.headers.iter() {
+                headers = headers.insert(rdkafka::message::Header {
+                    key: h.key,
+                    value: h.value,
+                });
+            }
+            let size = size.to_string();
+            headers = headers
+                .insert(rdkafka::message::Header {
+                    key: dlq::PAYLOAD_TRUNCATED,
+                    value: Some("true".as_bytes()),
+                })
+                .insert(rdkafka::message::Header {
+                    key: dlq::PAYLOAD_SIZE,
+                    value: Some(size.as_bytes()),
+                });
+            tracing::warn!(topic = %self.dead_letter, bytes = size, "dead letter too large for the broker; storing the start of its value (the original stays at its offset)");
+        } else if foreign {
+            for h in record.headers.iter() {
+                if h.key.starts_with("gale.dlq.") || h.key == "traceparent" || h.key == "tracestate"
+                {
+                    headers = headers.insert(rdkafka::message::Header {
+                        key: h.key,
+                        value: h.value,
+                    });
+                }
+            }
+        } else {
             let reason = format!(
-                "the dead-letter topic {} refuses a dead letter ({error}); raise its max.message.bytes",
-                self.dead_letter
+                "the dead-letter topic {} refuses even a {}-byte dead letter ({error}); raise its max.message.bytes",
+                self.dead_letter,
+                record.payload.as_ref().map_or(0, Vec::len)
             );
             self.service.health.fail("delivery", reason.clone());
             tracing::error!(error = %reason, "cannot store a dead letter; stopping without storing offsets");
             self.producer.flush(std::time::Duration::from_secs(5));
             std::process::exit(4);
-        }
-        let mut headers = OwnedHeaders::new();
-        for h in record.headers.iter() {
-            let value = if h.key == dlq::ERROR_MESSAGE {
-                h.value.map(|v| &v[..v.len().min(SHORT_MESSAGE)])
-            } else {
-                h.value
-            };
-            headers = headers.insert(rdkafka::message::Header { key: h.key, value });
         }
         record.headers = headers;
         record
