@@ -569,3 +569,74 @@ async fn archive_layout_follows_its_settings() {
     assert_eq!(columns["site_id"], "string");
     assert_eq!(columns["kafka_offset"], "int64");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_owner_cannot_overwrite_the_new_owners_checkpoint_on_s3() {
+    use gale_archive::fence::{self, Written};
+    use gale_archive::layout::Checkpoint;
+    let moto = Moto::start();
+    let bucket = unique("lake");
+    let client = reqwest::Client::new();
+    wait_for("moto to create the bucket", Duration::from_secs(30), || {
+        let client = client.clone();
+        let url = format!("{}/{bucket}", moto.endpoint);
+        async move {
+            client
+                .put(url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        }
+    })
+    .await;
+    let location = gale_runtime::storage::open(
+        &gale_runtime::storage::StoreConfig {
+            url: format!("s3://{bucket}/lake"),
+            options: [
+                ("aws_endpoint", moto.endpoint.as_str()),
+                ("aws_allow_http", "true"),
+                ("aws_region", "us-east-1"),
+                ("aws_access_key_id", "gale-test"),
+                ("aws_secret_access_key", "gale-test-secret"),
+                ("aws_conditional_put", "etag"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), gale_runtime::config::Secret::new(v)))
+            .collect(),
+            slow_writes: None,
+        },
+        "test",
+    )
+    .unwrap();
+    let path = location.child("silver/t/_gale_checkpoints/t-0.json");
+    let at = |n: i64| Checkpoint {
+        next_offset: n,
+        ..Default::default()
+    };
+    // The first owner claims the partition and writes a checkpoint...
+    let (_, seen) = fence::load(&location, &path).await.unwrap();
+    let Written::Ok(old) = fence::store(&location, &path, &at(0), &seen).await else {
+        panic!("first claim")
+    };
+    let Written::Ok(old) = fence::store(&location, &path, &at(100), &old).await else {
+        panic!("first owner's checkpoint")
+    };
+    // ...is partitioned away; the new owner claims it and moves on...
+    let (c, seen) = fence::load(&location, &path).await.unwrap();
+    assert_eq!(c.next_offset, 100);
+    let Written::Ok(new) = fence::store(&location, &path, &c, &seen).await else {
+        panic!("second claim")
+    };
+    let Written::Ok(_) = fence::store(&location, &path, &at(250), &new).await else {
+        panic!("new owner's checkpoint")
+    };
+    // ...and the old owner, back from a slow flush, is fenced.
+    assert!(matches!(
+        fence::store(&location, &path, &at(180), &old).await,
+        Written::Fenced(_)
+    ));
+    let (c, _) = fence::load(&location, &path).await.unwrap();
+    assert_eq!(c.next_offset, 250, "the new owner's checkpoint stands");
+}

@@ -273,3 +273,135 @@ async fn gale_db_migrate_applies_the_schema_and_hides_the_password() {
     assert!(!ok);
     assert!(!out.contains(secret), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_times_create_no_partitions_and_never_become_the_newest_reading() {
+    let stack = stack();
+    let db = TestDatabase::create(&stack).await;
+    let dir = tempfile::tempdir().unwrap();
+    let validated = unique("validated");
+    create_topics(&stack.bootstrap, &[&validated], 1).await;
+    let cfg = pg_sink_config(
+        dir.path(),
+        &db.url,
+        &[(&validated, "readings", true)],
+        &unique("dlq-pg"),
+    );
+    let encoder = registry(&stack)
+        .register(&validated, VALIDATED_READING)
+        .await
+        .unwrap();
+    let producer = producer(&stack.bootstrap);
+    let at = |y: i32, m: u32, d: u32| {
+        chrono::NaiveDate::from_ymd_opt(y, m, d)
+            .unwrap()
+            .and_hms_opt(12, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_millis()
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let day = 86_400_000;
+    let readings = [
+        scored("now", "MTR-1", now - 60_000, 1.0, 100),
+        scored("y2199", "MTR-1", at(2199, 1, 1), 2.0, 100),
+        scored("y1970", "MTR-1", at(1970, 1, 1), 3.0, 100),
+        // Five days ahead: beyond the partitions kept ready (three days).
+        scored("ahead", "MTR-1", now + 5 * day, 4.0, 100),
+        // Three hours ahead: it has a partition, but it is from the future.
+        scored("soon", "MTR-1", now + 3 * 3_600_000, 5.0, 100),
+    ];
+    for r in &readings {
+        send(
+            &producer,
+            &validated,
+            &r.asset_id,
+            &encoder.encode(r).unwrap(),
+        )
+        .await;
+    }
+    let mut env = service_env(&stack, None);
+    env.push(("GALE_KAFKA__GROUP_ID", unique("pg-sink")));
+    let mut sink = ServiceProcess::start(
+        "gale-pg-sink",
+        &env,
+        &["--config", cfg.to_str().unwrap()],
+        "pg-sink-absurd",
+    );
+    sink.wait_ready(Duration::from_secs(60)).await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    wait_for("all five stored", Duration::from_secs(60), || {
+        let pool = pool.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM readings")
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+            (n == 5).then_some(())
+        }
+    })
+    .await;
+    let partitions: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'readings'::regclass ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        partitions
+            .iter()
+            .all(|p| !p.contains("2199") && !p.contains("1970")),
+        "{partitions:?}"
+    );
+    assert!(
+        partitions.contains(&"readings_default".to_string()),
+        "{partitions:?}"
+    );
+    let in_default: Vec<String> =
+        sqlx::query_scalar("SELECT event_id FROM readings_default ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(in_default, ["ahead", "y1970", "y2199"]);
+    let newest: String =
+        sqlx::query_scalar("SELECT event_id FROM latest_readings WHERE asset_id = 'MTR-1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(newest, "now", "no reading from the future is the newest");
+
+    // When the day five days ahead gets its partition, its row moves there.
+    sink.terminate(Duration::from_secs(30));
+    let mut env = service_env(&stack, None);
+    env.push(("GALE_KAFKA__GROUP_ID", unique("pg-sink")));
+    env.push(("GALE_DATABASE__PARTITIONS_AHEAD_DAYS", "7".into()));
+    let again = ServiceProcess::start(
+        "gale-pg-sink",
+        &env,
+        &["--config", cfg.to_str().unwrap()],
+        "pg-sink-absurd-2",
+    );
+    again.wait_ready(Duration::from_secs(60)).await;
+    wait_for(
+        "the row to leave the default partition",
+        Duration::from_secs(60),
+        || {
+            let pool = pool.clone();
+            async move {
+                let left: Vec<String> =
+                    sqlx::query_scalar("SELECT event_id FROM readings_default ORDER BY 1")
+                        .fetch_all(&pool)
+                        .await
+                        .ok()?;
+                (left == ["y1970", "y2199"]).then_some(())
+            }
+        },
+    )
+    .await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM readings")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 5, "moved, not lost or doubled");
+}
