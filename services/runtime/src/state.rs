@@ -90,6 +90,8 @@ pub struct Slot<S> {
     changed: bool,
     /// The covers offset of the value taken out of the store.
     covers: i64,
+    /// The store's own copy of the key, reused when the value goes back.
+    key: Option<Vec<u8>>,
 }
 
 impl<S> Slot<S> {
@@ -99,6 +101,7 @@ impl<S> Slot<S> {
             value,
             changed: false,
             covers: 0,
+            key: None,
         }
     }
 
@@ -330,22 +333,24 @@ impl<S: StateValue> StateStore<S> {
     ) -> Slot<S> {
         let watermark = self.watermark(partition);
         let part = self.parts.entry(partition).or_default();
-        let Some(entry) = part.entries.remove(key) else {
+        let Some((stored_key, entry)) = part.entries.remove_entry(key) else {
             return Slot::new(None);
         };
         if watermark.is_some_and(|w| expired(&entry.value, w)) {
-            part.dirty.insert(key.to_vec());
+            part.dirty.insert(stored_key);
             part.touched = true;
             return Slot {
                 value: None,
                 changed: false,
                 covers: entry.covers,
+                key: None,
             };
         }
         Slot {
             value: Some(entry.value),
             changed: false,
             covers: entry.covers,
+            key: Some(stored_key),
         }
     }
 
@@ -353,12 +358,14 @@ impl<S: StateValue> StateStore<S> {
     pub fn put(&mut self, partition: i32, key: &[u8], slot: Slot<S>) {
         let part = self.parts.entry(partition).or_default();
         if slot.changed {
-            part.dirty.insert(key.to_vec());
+            if !part.dirty.contains(key) {
+                part.dirty.insert(key.to_vec());
+            }
             part.touched = true;
         }
         if let Some(value) = slot.value {
             part.entries.insert(
-                key.to_vec(),
+                slot.key.unwrap_or_else(|| key.to_vec()),
                 Entry {
                     value,
                     covers: slot.covers,
