@@ -10,7 +10,8 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use apache_avro::reader::datum::GenericDatumReader;
@@ -352,6 +353,10 @@ pub struct Encoder {
     writer: GenericDatumWriter<'static>,
     subject: String,
     file: SchemaFile,
+    /// The type last encoded and whether it has a fast path for `file`.
+    fast: OnceLock<(std::any::TypeId, bool)>,
+    /// Capacity to allocate for the next record.
+    size_hint: AtomicUsize,
 }
 
 impl Encoder {
@@ -373,6 +378,8 @@ impl Encoder {
             writer,
             subject,
             file,
+            fast: OnceLock::new(),
+            size_hint: AtomicUsize::new(256),
         })
     }
 
@@ -387,16 +394,33 @@ impl Encoder {
     }
 
     /// Wire-format bytes of `value`.
-    pub fn encode<T: AvroRecord>(&self, value: &T) -> Result<Vec<u8>, String> {
-        let mut out = Vec::with_capacity(256);
+    pub fn encode<T: AvroRecord + 'static>(&self, value: &T) -> Result<Vec<u8>, String> {
+        let mut out = Vec::with_capacity(self.size_hint.load(Ordering::Relaxed));
         out.push(0u8);
         out.extend_from_slice(&self.id.to_be_bytes());
-        if fast_path_for::<T>(self.file) && value.write_fast(&mut out) {
-            return Ok(out);
+        // Whether the fast path applies is decided once per type, not per
+        // record (it compares the whole schema text).
+        let type_id = std::any::TypeId::of::<T>();
+        let fast = match self
+            .fast
+            .get_or_init(|| (type_id, fast_path_for::<T>(self.file)))
+        {
+            (t, fast) if *t == type_id => *fast,
+            _ => fast_path_for::<T>(self.file),
+        };
+        if !(fast && value.write_fast(&mut out)) {
+            out.truncate(5);
+            self.writer.write_ser(&mut out, value).map_err(|e| {
+                format!("cannot encode with {} (id {}): {e}", self.subject, self.id)
+            })?;
         }
-        self.writer
-            .write_ser(&mut out, value)
-            .map_err(|e| format!("cannot encode with {} (id {}): {e}", self.subject, self.id))?;
+        // Room for the next one without growing (records of a topic are alike).
+        if out.len() > self.size_hint.load(Ordering::Relaxed) {
+            self.size_hint.store(
+                out.len().next_power_of_two().min(1 << 20),
+                Ordering::Relaxed,
+            );
+        }
         Ok(out)
     }
 }

@@ -506,10 +506,11 @@ pub struct StateConfig {
     /// depends on it, never a result.
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
-    /// How often changed state is written to the changelog and the input
-    /// offsets it covers are stored. A key changed many times in between
-    /// is written once; a crash replays at most this much input (with the
-    /// same results).
+    /// How often changed state is written to the changelog; the input
+    /// offsets it covers are stored one to two intervals later, once the
+    /// writes are acknowledged (the loop does not wait for them). A key
+    /// changed many times in between is written once; a crash replays at
+    /// most about two intervals of input (with the same results).
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
 }

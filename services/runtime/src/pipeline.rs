@@ -117,7 +117,7 @@ pub trait Processor: Send {
     /// Decoded input type.
     type Input: AvroRecord;
     /// Output value type (an enum with `#[serde(untagged)]` if outputs differ).
-    type Output: AvroRecord;
+    type Output: AvroRecord + 'static;
     /// What the stage remembers per input key, kept durable by the runtime
     /// (see [`crate::state`]); `()` for a stateless stage.
     type State: StateValue;
@@ -272,9 +272,10 @@ impl<'s> Pipeline<'s> {
 
         let mut batches = outbox::Batches::new(&consumer, service);
         let mut frontier = Frontier::new();
-        // A stateful stage writes its state and stores its offsets once per
-        // commit interval (changes to a key within it are written once); a
-        // stateless one stores offsets after every batch.
+        // A stateful stage writes its state once per commit interval
+        // (changes to a key within it are written once) and stores offsets
+        // as those writes complete; a stateless one stores offsets after
+        // every batch.
         let interval = service
             .config
             .state
@@ -283,16 +284,27 @@ impl<'s> Pipeline<'s> {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut uncommitted: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut persisting = Persisting::default();
         let mut last_commit = std::time::Instant::now();
         loop {
             let batch = match batches.next_or_tick(Some(&mut ticker)).await {
                 outbox::Next::Stop => break,
                 outbox::Next::Tick => {
                     if let Some((store, changelog)) = state.as_mut() {
-                        if !uncommitted.is_empty() {
-                            store.sweep(|s, w| processor.expired(s, w));
-                            self.commit(store, changelog, &consumer, &mut uncommitted, &keepalive)
-                                .await;
+                        if !uncommitted.is_empty() || !persisting.is_empty() {
+                            if !uncommitted.is_empty() {
+                                store.sweep(|s, w| processor.expired(s, w));
+                            }
+                            self.commit(
+                                store,
+                                changelog,
+                                &mut persisting,
+                                &consumer,
+                                &mut uncommitted,
+                                &keepalive,
+                                false,
+                            )
+                            .await;
                             last_commit = std::time::Instant::now();
                         }
                     }
@@ -307,6 +319,7 @@ impl<'s> Pipeline<'s> {
             };
             let gone = opener.revoked();
             frontier.forget(&gone);
+            persisting.forget(&gone);
             for (_, p) in &gone {
                 uncommitted.remove(p);
             }
@@ -341,8 +354,16 @@ impl<'s> Pipeline<'s> {
                     }
                     if done < batch.len() || last_commit.elapsed() >= interval {
                         store.sweep(|s, w| processor.expired(s, w));
-                        self.commit(store, changelog, &consumer, &mut uncommitted, &keepalive)
-                            .await;
+                        self.commit(
+                            store,
+                            changelog,
+                            &mut persisting,
+                            &consumer,
+                            &mut uncommitted,
+                            &keepalive,
+                            done < batch.len(),
+                        )
+                        .await;
                         last_commit = std::time::Instant::now();
                     }
                 }
@@ -353,38 +374,59 @@ impl<'s> Pipeline<'s> {
             }
         }
         if let Some((store, changelog)) = state.as_mut() {
-            if !uncommitted.is_empty() {
+            if !uncommitted.is_empty() || !persisting.is_empty() {
                 // Forget what was revoked while the last batch ran.
                 let gone = std::mem::take(&mut *revoked.lock().unwrap_or_else(|p| p.into_inner()));
                 for (_, p) in &gone {
                     uncommitted.remove(p);
                 }
+                persisting.forget(&gone);
                 store.revoked(&gone.iter().map(|(_, p)| *p).collect::<Vec<_>>());
-                self.commit(store, changelog, &consumer, &mut uncommitted, &keepalive)
-                    .await;
+                self.commit(
+                    store,
+                    changelog,
+                    &mut persisting,
+                    &consumer,
+                    &mut uncommitted,
+                    &keepalive,
+                    true,
+                )
+                .await;
             }
         }
         outbox::commit_final(&consumer, "pipeline");
         Ok(())
     }
 
-    /// Writes the state changes since the last commit (see [`persist`]),
-    /// then stores the offsets they cover.
+    /// Sends the state changes since the last commit and moves earlier
+    /// writes on (see [`Persisting`]); with `flush`, waits until all of them
+    /// are written and their offsets stored.
+    #[allow(clippy::too_many_arguments)]
     async fn commit<S: StateValue>(
         &self,
         store: &mut StateStore<S>,
         changelog: &Outbox<'_>,
+        persisting: &mut Persisting,
         consumer: &rdkafka::consumer::StreamConsumer<kafka::GaleContext>,
         uncommitted: &mut BTreeMap<i32, i64>,
         keepalive: &Keepalive<'_>,
+        flush: bool,
     ) {
+        persisting
+            .advance(changelog, consumer, &self.input_topic, keepalive)
+            .await;
         let ends = std::mem::take(uncommitted);
-        persist(store, changelog, &ends, keepalive).await;
-        outbox::store_next_offsets(
-            consumer,
-            ends.into_iter()
-                .map(|(p, o)| (self.input_topic.clone(), p, o)),
-        );
+        if !ends.is_empty() {
+            persisting.start(store, changelog, ends).await;
+        }
+        if flush {
+            while !persisting.is_empty() {
+                persisting
+                    .advance(changelog, consumer, &self.input_topic, keepalive)
+                    .await;
+            }
+        }
+        keepalive.resume();
     }
 
     /// The keyed state of a stateful processor and the outbox of its
@@ -678,39 +720,111 @@ impl<'s> Pipeline<'s> {
     }
 }
 
-/// Writes the state changes of the records handled up to `ends` (per
-/// partition, the next offset) to the changelog: values first, markers once
-/// those are acknowledged (see [`crate::state`]). Offsets up to `ends` may
-/// be stored after it returns.
-async fn persist<S: StateValue>(
-    store: &mut StateStore<S>,
-    changelog: &Outbox<'_>,
-    ends: &BTreeMap<i32, i64>,
-    keepalive: &Keepalive<'_>,
-) {
-    let changes = match store.changes(ends) {
-        Ok(c) => c,
-        Err(e) => fatal_state(&e),
-    };
-    for records in [changes.values, changes.markers] {
-        if records.is_empty() {
-            continue;
+/// Per input partition, the next offset.
+type Offsets = BTreeMap<i32, i64>;
+
+/// State writes in flight. The order [`crate::state`] needs (values
+/// acknowledged, then markers, markers acknowledged, then offsets) is kept,
+/// but each step waits for acknowledgements of records sent one commit
+/// interval earlier, which have long arrived: the loop does not stop for a
+/// broker round trip at every commit. Offsets are stored up to two commit
+/// intervals after their records were handled.
+#[derive(Default)]
+struct Persisting {
+    /// Values sent; the markers to send once they are acknowledged, and the
+    /// offsets those allow storing.
+    values: Option<(Vec<outbox::Pending>, Vec<Outgoing>, Offsets)>,
+    /// Markers sent; the offsets to store once they are acknowledged.
+    markers: Option<(Vec<outbox::Pending>, Offsets)>,
+}
+
+impl Persisting {
+    fn is_empty(&self) -> bool {
+        self.values.is_none() && self.markers.is_none()
+    }
+
+    /// Moves every write in flight one step on: acknowledged markers let
+    /// their offsets be stored; acknowledged values let their markers go.
+    async fn advance(
+        &mut self,
+        changelog: &Outbox<'_>,
+        consumer: &rdkafka::consumer::StreamConsumer<kafka::GaleContext>,
+        input_topic: &str,
+        keepalive: &Keepalive<'_>,
+    ) {
+        if let Some((pending, ends)) = self.markers.take() {
+            acknowledged(changelog, pending, keepalive).await;
+            outbox::store_next_offsets(
+                consumer,
+                ends.into_iter()
+                    .map(|(p, o)| (input_topic.to_string(), p, o)),
+            );
         }
-        let mut pending = Vec::with_capacity(records.len());
-        for r in records {
-            pending.push(changelog.send(r).await);
-        }
-        let refused = changelog.await_acks(pending, keepalive).await;
-        if let Some(u) = refused.first() {
-            fatal_state(&format!(
-                "the broker refuses a state record of {} bytes for {}: {}",
-                u.record.payload.as_ref().map_or(0, Vec::len),
-                changelog.topic_name(0),
-                u.error
-            ));
+        if let Some((pending, markers, ends)) = self.values.take() {
+            acknowledged(changelog, pending, keepalive).await;
+            let mut sent = Vec::with_capacity(markers.len());
+            for r in markers {
+                sent.push(changelog.send(r).await);
+            }
+            self.markers = Some((sent, ends));
         }
     }
-    keepalive.resume();
+
+    /// Sends the state changes of the records handled up to `ends` (per
+    /// partition, the next offset); call after [`Persisting::advance`].
+    async fn start<S: StateValue>(
+        &mut self,
+        store: &mut StateStore<S>,
+        changelog: &Outbox<'_>,
+        ends: BTreeMap<i32, i64>,
+    ) {
+        let changes = match store.changes(&ends) {
+            Ok(c) => c,
+            Err(e) => fatal_state(&e),
+        };
+        let mut sent = Vec::with_capacity(changes.values.len());
+        for r in changes.values {
+            sent.push(changelog.send(r).await);
+        }
+        self.values = Some((sent, changes.markers, ends));
+    }
+
+    /// Partitions revoked: their offsets are no longer ours to store and
+    /// their markers not ours to write.
+    fn forget(&mut self, gone: &[(String, i32)]) {
+        if gone.is_empty() {
+            return;
+        }
+        let is_gone = |p: &i32| gone.iter().any(|(_, g)| g == p);
+        if let Some((_, markers, ends)) = self.values.as_mut() {
+            markers.retain(|m| !m.partition.as_ref().is_some_and(is_gone));
+            ends.retain(|p, _| !is_gone(p));
+        }
+        if let Some((_, ends)) = self.markers.as_mut() {
+            ends.retain(|p, _| !is_gone(p));
+        }
+    }
+}
+
+/// Waits until every state record is acknowledged; one the broker will
+/// never take stops the service.
+async fn acknowledged(
+    changelog: &Outbox<'_>,
+    pending: Vec<outbox::Pending>,
+    keepalive: &Keepalive<'_>,
+) {
+    if pending.is_empty() {
+        return;
+    }
+    let refused = changelog.await_acks(pending, keepalive).await;
+    if let Some(u) = refused.first() {
+        fatal_state(&format!(
+            "the broker refuses a state record of {} bytes for {}: {}",
+            u.record.payload.as_ref().map_or(0, Vec::len),
+            changelog.topic_name(0),
+            u.error
+        ));
+    }
 }
 
 /// State that cannot be stored must not be lost by going on: stop, with

@@ -51,7 +51,7 @@
 //! that see no records; since the watermark only grows, when the sweep runs
 //! does not change any result.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -92,6 +92,8 @@ pub struct Slot<S> {
     covers: i64,
     /// The store's own copy of the key, reused when the value goes back.
     key: Option<Vec<u8>>,
+    /// The key is already among the changes to write.
+    dirty: bool,
 }
 
 impl<S> Slot<S> {
@@ -102,6 +104,7 @@ impl<S> Slot<S> {
             changed: false,
             covers: 0,
             key: None,
+            dirty: false,
         }
     }
 
@@ -147,6 +150,8 @@ struct Entry<S> {
     value: S,
     /// Records of this key below this offset are reflected in `value`.
     covers: i64,
+    /// The key is in its partition's `dirty` set.
+    dirty: bool,
 }
 
 /// What a partition's marker says.
@@ -165,6 +170,9 @@ struct Partition<S> {
     /// offset the deletion covers.
     deleted_ahead: FxHashMap<Vec<u8>, i64>,
     marker: Marker,
+    /// The largest `covers` restored: below it, records of some keys may be
+    /// reflected in the state already; at and above it, none is.
+    ahead_until: i64,
     /// Largest event time seen so far (including this batch).
     max_event_time: Option<i64>,
     /// Keys changed by the batch in hand.
@@ -179,6 +187,7 @@ impl<S> Default for Partition<S> {
             entries: FxHashMap::default(),
             deleted_ahead: FxHashMap::default(),
             marker: Marker::default(),
+            ahead_until: 0,
             max_event_time: None,
             dirty: FxHashSet::default(),
             touched: false,
@@ -203,7 +212,7 @@ pub struct StateStore<S> {
     target: usize,
     lateness: i64,
     kafka: KafkaConfig,
-    parts: HashMap<i32, Partition<S>>,
+    parts: FxHashMap<i32, Partition<S>>,
     last_sweep: Instant,
     sweep_every: Duration,
 }
@@ -227,7 +236,7 @@ impl<S: StateValue> StateStore<S> {
             target,
             lateness: i64::try_from(config.lateness.as_millis()).unwrap_or(i64::MAX),
             kafka: kafka.clone(),
-            parts: HashMap::new(),
+            parts: FxHashMap::default(),
             last_sweep: Instant::now(),
             sweep_every: config.sweep_interval,
         }
@@ -309,8 +318,9 @@ impl<S: StateValue> StateStore<S> {
             return false;
         };
         offset < part.marker.next_offset
-            || part.entries.get(key).is_some_and(|e| offset < e.covers)
-            || part.deleted_ahead.get(key).is_some_and(|c| offset < *c)
+            || (offset < part.ahead_until
+                && (part.entries.get(key).is_some_and(|e| offset < e.covers)
+                    || part.deleted_ahead.get(key).is_some_and(|c| offset < *c)))
     }
 
     /// Takes in an event time seen on `partition`.
@@ -344,6 +354,7 @@ impl<S: StateValue> StateStore<S> {
                 changed: false,
                 covers: entry.covers,
                 key: None,
+                dirty: true,
             };
         }
         Slot {
@@ -351,6 +362,7 @@ impl<S: StateValue> StateStore<S> {
             changed: false,
             covers: entry.covers,
             key: Some(stored_key),
+            dirty: entry.dirty,
         }
     }
 
@@ -358,7 +370,7 @@ impl<S: StateValue> StateStore<S> {
     pub fn put(&mut self, partition: i32, key: &[u8], slot: Slot<S>) {
         let part = self.parts.entry(partition).or_default();
         if slot.changed {
-            if !part.dirty.contains(key) {
+            if !slot.dirty {
                 part.dirty.insert(key.to_vec());
             }
             part.touched = true;
@@ -369,6 +381,7 @@ impl<S: StateValue> StateStore<S> {
                 Entry {
                     value,
                     covers: slot.covers,
+                    dirty: slot.dirty || slot.changed,
                 },
             );
         }
@@ -429,6 +442,7 @@ impl<S: StateValue> StateStore<S> {
                 let payload = match part.entries.get_mut(&key) {
                     Some(entry) => {
                         entry.covers = end;
+                        entry.dirty = false;
                         Some(serde_json::to_vec(&entry.value).map_err(|e| {
                             format!(
                                 "state of key {:?} cannot be stored: {e}",
@@ -595,12 +609,26 @@ fn build_partition<S: StateValue>(records: Vec<Stored>) -> Result<Partition<S>, 
                 String::from_utf8_lossy(&key)
             )
         })?;
-        entries.insert(key, Entry { value, covers });
+        entries.insert(
+            key,
+            Entry {
+                value,
+                covers,
+                dirty: false,
+            },
+        );
     }
     tombstones.retain(|_, covers| *covers > marker.next_offset);
+    let ahead_until = entries
+        .values()
+        .map(|e| e.covers)
+        .chain(tombstones.values().copied())
+        .max()
+        .unwrap_or(0);
     Ok(Partition {
         entries,
         deleted_ahead: tombstones,
+        ahead_until,
         max_event_time: marker.max_event_time,
         marker,
         dirty: FxHashSet::default(),

@@ -112,6 +112,7 @@ async fn passthrough(
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("compression.type", "lz4")
+        .set("partitioner", "murmur2_random")
         .create()?;
     let mut done = 0;
     while done < count {
@@ -306,6 +307,7 @@ async fn bench_validate(n: usize) -> anyhow::Result<()> {
         .set("bootstrap.servers", &stack.bootstrap)
         .set("linger.ms", "20")
         .set("compression.type", "lz4")
+        .set("partitioner", "murmur2_random")
         .create()?;
     let mut generator = Generator::new(fleet, 7);
     let start = chrono::Utc::now() - chrono::Duration::hours(1);
@@ -469,6 +471,7 @@ async fn preload(stack: &Stack, topic: &str, payloads: &[(String, Vec<u8>)]) -> 
         .set("bootstrap.servers", &stack.bootstrap)
         .set("linger.ms", "20")
         .set("compression.type", "lz4")
+        .set("partitioner", "murmur2_random")
         .create()?;
     for chunk in payloads.chunks(5000) {
         let mut acks = Vec::new();
