@@ -47,9 +47,3 @@ pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
         work()
     }
 }
-
-/// Every Gale binary links this crate, so this is every service's allocator:
-/// the glibc allocator was a fifth of a stage's CPU per record (see
-/// `docs/performance.md`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
