@@ -283,7 +283,6 @@ impl<'s> Pipeline<'s> {
             .max(std::time::Duration::from_millis(10));
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut uncommitted: BTreeMap<i32, i64> = BTreeMap::new();
         let mut persisting = Persisting::default();
         let mut last_commit = std::time::Instant::now();
         loop {
@@ -291,20 +290,20 @@ impl<'s> Pipeline<'s> {
                 outbox::Next::Stop => break,
                 outbox::Next::Tick => {
                     if let Some((store, changelog)) = state.as_mut() {
-                        if !uncommitted.is_empty() || !persisting.is_empty() {
-                            if !uncommitted.is_empty() {
+                        if !persisting.is_idle() {
+                            if persisting.has_uncommitted() {
                                 store.sweep(|s, w| processor.expired(s, w));
                             }
-                            self.commit(
-                                store,
-                                changelog,
-                                &mut persisting,
-                                &consumer,
-                                &mut uncommitted,
-                                &keepalive,
-                                false,
-                            )
-                            .await;
+                            persisting
+                                .commit(
+                                    store,
+                                    changelog,
+                                    &consumer,
+                                    &self.input_topic,
+                                    &keepalive,
+                                    false,
+                                )
+                                .await;
                             last_commit = std::time::Instant::now();
                         }
                     }
@@ -320,9 +319,6 @@ impl<'s> Pipeline<'s> {
             let gone = opener.revoked();
             frontier.forget(&gone);
             persisting.forget(&gone);
-            for (_, p) in &gone {
-                uncommitted.remove(p);
-            }
             let admitted = frontier::admit(
                 batch,
                 &gone,
@@ -348,22 +344,20 @@ impl<'s> Pipeline<'s> {
                 .await;
             match state.as_mut() {
                 Some((store, changelog)) => {
-                    for m in &batch[..done] {
-                        let e = uncommitted.entry(m.partition()).or_insert(0);
-                        *e = (*e).max(m.offset() + 1);
-                    }
-                    if done < batch.len() || last_commit.elapsed() >= interval {
+                    persisting.handled(&batch[..done]);
+                    let flush = done < batch.len();
+                    if flush || last_commit.elapsed() >= interval {
                         store.sweep(|s, w| processor.expired(s, w));
-                        self.commit(
-                            store,
-                            changelog,
-                            &mut persisting,
-                            &consumer,
-                            &mut uncommitted,
-                            &keepalive,
-                            done < batch.len(),
-                        )
-                        .await;
+                        persisting
+                            .commit(
+                                store,
+                                changelog,
+                                &consumer,
+                                &self.input_topic,
+                                &keepalive,
+                                flush,
+                            )
+                            .await;
                         last_commit = std::time::Instant::now();
                     }
                 }
@@ -374,59 +368,25 @@ impl<'s> Pipeline<'s> {
             }
         }
         if let Some((store, changelog)) = state.as_mut() {
-            if !uncommitted.is_empty() || !persisting.is_empty() {
+            if !persisting.is_idle() {
                 // Forget what was revoked while the last batch ran.
                 let gone = std::mem::take(&mut *revoked.lock().unwrap_or_else(|p| p.into_inner()));
-                for (_, p) in &gone {
-                    uncommitted.remove(p);
-                }
                 persisting.forget(&gone);
                 store.revoked(&gone.iter().map(|(_, p)| *p).collect::<Vec<_>>());
-                self.commit(
-                    store,
-                    changelog,
-                    &mut persisting,
-                    &consumer,
-                    &mut uncommitted,
-                    &keepalive,
-                    true,
-                )
-                .await;
+                persisting
+                    .commit(
+                        store,
+                        changelog,
+                        &consumer,
+                        &self.input_topic,
+                        &keepalive,
+                        true,
+                    )
+                    .await;
             }
         }
         outbox::commit_final(&consumer, "pipeline");
         Ok(())
-    }
-
-    /// Sends the state changes since the last commit and moves earlier
-    /// writes on (see [`Persisting`]); with `flush`, waits until all of them
-    /// are written and their offsets stored.
-    #[allow(clippy::too_many_arguments)]
-    async fn commit<S: StateValue>(
-        &self,
-        store: &mut StateStore<S>,
-        changelog: &Outbox<'_>,
-        persisting: &mut Persisting,
-        consumer: &rdkafka::consumer::StreamConsumer<kafka::GaleContext>,
-        uncommitted: &mut BTreeMap<i32, i64>,
-        keepalive: &Keepalive<'_>,
-        flush: bool,
-    ) {
-        persisting
-            .advance(changelog, consumer, &self.input_topic, keepalive)
-            .await;
-        let ends = std::mem::take(uncommitted);
-        if !ends.is_empty() {
-            persisting.start(store, changelog, ends).await;
-        }
-        if flush {
-            while !persisting.is_empty() {
-                persisting
-                    .advance(changelog, consumer, &self.input_topic, keepalive)
-                    .await;
-            }
-        }
-        keepalive.resume();
     }
 
     /// The keyed state of a stateful processor and the outbox of its
@@ -731,6 +691,8 @@ type Offsets = BTreeMap<i32, i64>;
 /// intervals after their records were handled.
 #[derive(Default)]
 struct Persisting {
+    /// Records handled since the last commit: per partition, the next offset.
+    uncommitted: Offsets,
     /// Values sent; the markers to send once they are acknowledged, and the
     /// offsets those allow storing.
     values: Option<(Vec<outbox::Pending>, Vec<Outgoing>, Offsets)>,
@@ -739,8 +701,50 @@ struct Persisting {
 }
 
 impl Persisting {
-    fn is_empty(&self) -> bool {
-        self.values.is_none() && self.markers.is_none()
+    /// Nothing handled that is not stored.
+    fn is_idle(&self) -> bool {
+        self.uncommitted.is_empty() && !self.in_flight()
+    }
+
+    fn in_flight(&self) -> bool {
+        self.values.is_some() || self.markers.is_some()
+    }
+
+    fn has_uncommitted(&self) -> bool {
+        !self.uncommitted.is_empty()
+    }
+
+    /// Notes records as handled, their outputs acknowledged.
+    fn handled(&mut self, records: &[BorrowedMessage<'_>]) {
+        for m in records {
+            let e = self.uncommitted.entry(m.partition()).or_insert(0);
+            *e = (*e).max(m.offset() + 1);
+        }
+    }
+
+    /// Sends the state changes of the records handled since the last commit
+    /// and moves earlier writes on; with `flush`, waits until all of them
+    /// are written and their offsets stored.
+    async fn commit<S: StateValue>(
+        &mut self,
+        store: &mut StateStore<S>,
+        changelog: &Outbox<'_>,
+        consumer: &rdkafka::consumer::StreamConsumer<kafka::GaleContext>,
+        input_topic: &str,
+        keepalive: &Keepalive<'_>,
+        flush: bool,
+    ) {
+        self.advance(changelog, consumer, input_topic, keepalive)
+            .await;
+        let ends = std::mem::take(&mut self.uncommitted);
+        if !ends.is_empty() {
+            self.start(store, changelog, ends).await;
+        }
+        while flush && self.in_flight() {
+            self.advance(changelog, consumer, input_topic, keepalive)
+                .await;
+        }
+        keepalive.resume();
     }
 
     /// Moves every write in flight one step on: acknowledged markers let
@@ -770,8 +774,8 @@ impl Persisting {
         }
     }
 
-    /// Sends the state changes of the records handled up to `ends` (per
-    /// partition, the next offset); call after [`Persisting::advance`].
+    /// Sends the state changes of the records handled up to `ends`; call
+    /// after [`Persisting::advance`].
     async fn start<S: StateValue>(
         &mut self,
         store: &mut StateStore<S>,
@@ -796,6 +800,7 @@ impl Persisting {
             return;
         }
         let is_gone = |p: &i32| gone.iter().any(|(_, g)| g == p);
+        self.uncommitted.retain(|p, _| !is_gone(p));
         if let Some((_, markers, ends)) = self.values.as_mut() {
             markers.retain(|m| !m.partition.as_ref().is_some_and(is_gone));
             ends.retain(|p, _| !is_gone(p));
