@@ -402,6 +402,17 @@ impl ServiceProcess {
             .expect("metrics body")
     }
 
+    /// Input records taken so far, over every topic and partition
+    /// (`gale_records_in_total`).
+    pub async fn records_in(&self) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with("gale_records_in_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// SIGKILL, no chance to clean up.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

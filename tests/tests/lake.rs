@@ -493,6 +493,13 @@ async fn archive_layout_follows_its_settings() {
     })
     .await;
     assert!(early > 0);
+    // Stopped once it has taken every record (on a busy machine the first
+    // roll can come before that): the final flush writes the rest.
+    wait_for("every record consumed", Duration::from_secs(60), || {
+        let archive = &archive;
+        async move { (archive.records_in().await >= total as f64).then_some(()) }
+    })
+    .await;
     assert_eq!(archive.terminate(Duration::from_secs(30)), Some(0));
 
     let lake = lake_files(&table);
