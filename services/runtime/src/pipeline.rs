@@ -283,7 +283,7 @@ impl<'s> Pipeline<'s> {
             .max(std::time::Duration::from_millis(10));
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut persisting = Persisting::default();
+        let mut persisting = Persisting::new(&consumer, &keepalive, self.input_topic.clone());
         let mut last_commit = std::time::Instant::now();
         loop {
             let batch = match batches.next_or_tick(Some(&mut ticker)).await {
@@ -294,16 +294,7 @@ impl<'s> Pipeline<'s> {
                             if persisting.has_uncommitted() {
                                 store.sweep(|s, w| processor.expired(s, w));
                             }
-                            persisting
-                                .commit(
-                                    store,
-                                    changelog,
-                                    &consumer,
-                                    &self.input_topic,
-                                    &keepalive,
-                                    false,
-                                )
-                                .await;
+                            persisting.commit(store, changelog, false).await;
                             last_commit = std::time::Instant::now();
                         }
                     }
@@ -348,16 +339,7 @@ impl<'s> Pipeline<'s> {
                     let flush = done < batch.len();
                     if flush || last_commit.elapsed() >= interval {
                         store.sweep(|s, w| processor.expired(s, w));
-                        persisting
-                            .commit(
-                                store,
-                                changelog,
-                                &consumer,
-                                &self.input_topic,
-                                &keepalive,
-                                flush,
-                            )
-                            .await;
+                        persisting.commit(store, changelog, flush).await;
                         last_commit = std::time::Instant::now();
                     }
                 }
@@ -373,16 +355,7 @@ impl<'s> Pipeline<'s> {
                 let gone = std::mem::take(&mut *revoked.lock().unwrap_or_else(|p| p.into_inner()));
                 persisting.forget(&gone);
                 store.revoked(&gone.iter().map(|(_, p)| *p).collect::<Vec<_>>());
-                persisting
-                    .commit(
-                        store,
-                        changelog,
-                        &consumer,
-                        &self.input_topic,
-                        &keepalive,
-                        true,
-                    )
-                    .await;
+                persisting.commit(store, changelog, true).await;
             }
         }
         outbox::commit_final(&consumer, "pipeline");
@@ -689,8 +662,13 @@ type Offsets = BTreeMap<i32, i64>;
 /// interval earlier, which have long arrived: the loop does not stop for a
 /// broker round trip at every commit. Offsets are stored up to two commit
 /// intervals after their records were handled.
-#[derive(Default)]
-struct Persisting {
+struct Persisting<'c> {
+    /// The input consumer, which stores the offsets.
+    consumer: &'c rdkafka::consumer::StreamConsumer<kafka::GaleContext>,
+    /// Keeps the consumer in its group while a write waits for an outage.
+    keepalive: &'c Keepalive<'c>,
+    /// The input topic.
+    input_topic: String,
     /// Records handled since the last commit: per partition, the next offset.
     uncommitted: Offsets,
     /// Values sent; the markers to send once they are acknowledged, and the
@@ -700,7 +678,22 @@ struct Persisting {
     markers: Option<(Vec<outbox::Pending>, Offsets)>,
 }
 
-impl Persisting {
+impl<'c> Persisting<'c> {
+    fn new(
+        consumer: &'c rdkafka::consumer::StreamConsumer<kafka::GaleContext>,
+        keepalive: &'c Keepalive<'c>,
+        input_topic: String,
+    ) -> Self {
+        Persisting {
+            consumer,
+            keepalive,
+            input_topic,
+            uncommitted: Offsets::new(),
+            values: None,
+            markers: None,
+        }
+    }
+
     /// Nothing handled that is not stored.
     fn is_idle(&self) -> bool {
         self.uncommitted.is_empty() && !self.in_flight()
@@ -729,43 +722,32 @@ impl Persisting {
         &mut self,
         store: &mut StateStore<S>,
         changelog: &Outbox<'_>,
-        consumer: &rdkafka::consumer::StreamConsumer<kafka::GaleContext>,
-        input_topic: &str,
-        keepalive: &Keepalive<'_>,
         flush: bool,
     ) {
-        self.advance(changelog, consumer, input_topic, keepalive)
-            .await;
+        self.advance(changelog).await;
         let ends = std::mem::take(&mut self.uncommitted);
         if !ends.is_empty() {
             self.start(store, changelog, ends).await;
         }
         while flush && self.in_flight() {
-            self.advance(changelog, consumer, input_topic, keepalive)
-                .await;
+            self.advance(changelog).await;
         }
-        keepalive.resume();
+        self.keepalive.resume();
     }
 
     /// Moves every write in flight one step on: acknowledged markers let
     /// their offsets be stored; acknowledged values let their markers go.
-    async fn advance(
-        &mut self,
-        changelog: &Outbox<'_>,
-        consumer: &rdkafka::consumer::StreamConsumer<kafka::GaleContext>,
-        input_topic: &str,
-        keepalive: &Keepalive<'_>,
-    ) {
+    async fn advance(&mut self, changelog: &Outbox<'_>) {
         if let Some((pending, ends)) = self.markers.take() {
-            acknowledged(changelog, pending, keepalive).await;
+            acknowledged(changelog, pending, self.keepalive).await;
             outbox::store_next_offsets(
-                consumer,
+                self.consumer,
                 ends.into_iter()
-                    .map(|(p, o)| (input_topic.to_string(), p, o)),
+                    .map(|(p, o)| (self.input_topic.clone(), p, o)),
             );
         }
         if let Some((pending, markers, ends)) = self.values.take() {
-            acknowledged(changelog, pending, keepalive).await;
+            acknowledged(changelog, pending, self.keepalive).await;
             let mut sent = Vec::with_capacity(markers.len());
             for r in markers {
                 sent.push(changelog.send(r).await);
