@@ -402,15 +402,9 @@ impl ServiceProcess {
             .expect("metrics body")
     }
 
-    /// Input records taken so far, over every topic and partition
-    /// (`gale_records_in_total`).
+    /// Input records taken so far (see [`records_in`]).
     pub async fn records_in(&self) -> f64 {
-        self.metrics()
-            .await
-            .lines()
-            .filter(|l| l.starts_with("gale_records_in_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        records_in(&self.metrics().await)
     }
 
     /// SIGKILL, no chance to clean up.
@@ -880,6 +874,16 @@ pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
         let rest = line.strip_prefix(series)?;
         rest.strip_prefix(' ')?.trim().parse().ok()
     })
+}
+
+/// Input records a service has taken, over every topic and partition:
+/// the sum of its `gale_records_in_total` series in a `/metrics` text.
+pub fn records_in(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("gale_records_in_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Every event id in each of the local lake `tables`, duplicates kept

@@ -762,7 +762,7 @@ impl<'c> Persisting<'c> {
         &mut self,
         store: &mut StateStore<S>,
         changelog: &Outbox<'_>,
-        ends: BTreeMap<i32, i64>,
+        ends: Offsets,
     ) {
         let changes = match store.changes(&ends) {
             Ok(c) => c,

@@ -489,25 +489,16 @@ async fn preload(stack: &Stack, topic: &str, payloads: &[(String, Vec<u8>)]) -> 
     Ok(())
 }
 
-/// Polls `/metrics` until the stage has consumed its first record.
 /// Records a stage has consumed so far (0 while it does not answer).
 async fn consumed(http: &str) -> f64 {
     let url = format!("http://{http}/metrics");
     match reqwest::get(&url).await {
-        Ok(r) => r
-            .text()
-            .await
-            .map(|text| {
-                text.lines()
-                    .filter(|l| l.starts_with("gale_records_in_total"))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .sum()
-            })
-            .unwrap_or(0.0),
+        Ok(r) => r.text().await.map(|text| records_in(&text)).unwrap_or(0.0),
         Err(_) => 0.0,
     }
 }
 
+/// Polls `/metrics` until the stage has consumed its first record.
 async fn first_consumed(http: &str) -> Instant {
     loop {
         if consumed(http).await > 0.0 {
