@@ -513,6 +513,12 @@ pub struct StateConfig {
     /// most about two intervals of input (with the same results).
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
+    /// A partition that has received nothing for this long (wall clock)
+    /// while its data was live has its event time moved on to the wall
+    /// clock less this timeout, so timers (a silent asset) fire on a quiet
+    /// partition. `0s` turns it off. Never moves backfilled (old) data.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for StateConfig {
@@ -521,6 +527,7 @@ impl Default for StateConfig {
             lateness: Duration::from_secs(0),
             sweep_interval: Duration::from_secs(60),
             commit_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }

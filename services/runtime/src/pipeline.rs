@@ -68,6 +68,9 @@ pub struct RecordMeta<'a> {
     /// time seen on it, less the configured lateness. `None` for stateless
     /// stages and before the first event time.
     pub watermark: Option<i64>,
+    /// The record's W3C `traceparent` header, if it has one: the trace of
+    /// the reading, for outputs that name their cause (a fault event).
+    pub traceparent: Option<&'a str>,
 }
 
 /// One output record: which declared output, its key, its value.
@@ -155,6 +158,29 @@ pub trait Processor: Send {
     /// true as the watermark grows.
     fn expired(&self, _state: &Self::State, _watermark: i64) -> bool {
         false
+    }
+
+    /// The event time at which the key holding `state` wants
+    /// [`Processor::on_timer`] called, once its partition's watermark gets
+    /// there (see [`crate::state`], "Timers"). Computed from the value, so
+    /// timers survive restarts with it. Each time must be later than the
+    /// one that last fired for the key; an earlier one is ignored.
+    fn timer(&self, _state: &Self::State) -> Option<i64> {
+        None
+    }
+
+    /// The watermark of the key's partition has reached the key's
+    /// [`Processor::timer`]. Like [`Processor::process`] it may change the
+    /// state and emit outputs, which are delivered before any offset moves;
+    /// it must depend only on the state and `watermark` (a replay fires the
+    /// same timers), so it cannot fail.
+    async fn on_timer(
+        &mut self,
+        _key: &str,
+        _state: &mut Slot<Self::State>,
+        _watermark: i64,
+    ) -> Vec<Emit<Self::Output>> {
+        Vec::new()
     }
 }
 
@@ -290,6 +316,14 @@ impl<'s> Pipeline<'s> {
                 outbox::Next::Stop => break,
                 outbox::Next::Tick => {
                     if let Some((store, changelog)) = state.as_mut() {
+                        let moved = store.advance_idle();
+                        if !moved.is_empty() {
+                            self.fire_idle(&moved, &mut processor, store, &keepalive)
+                                .await;
+                            for p in moved {
+                                persisting.touch(p, store.stored_offset(p));
+                            }
+                        }
                         if !persisting.is_idle() {
                             if persisting.has_uncommitted() {
                                 store.sweep(|s, w| processor.expired(s, w));
@@ -547,7 +581,9 @@ impl<'s> Pipeline<'s> {
                 // Reflected in the restored state; its outputs were delivered.
                 metrics::counter!("gale_state_skipped_records_total").increment(1);
                 span.end(None);
-                return Ok(Vec::new());
+                return Ok(self
+                    .fire_timers(Some(index), msg.partition(), processor, store)
+                    .await);
             }
         }
         let mut slot = match state.as_deref_mut() {
@@ -566,6 +602,12 @@ impl<'s> Pipeline<'s> {
                 key: msg.key(),
                 attempt,
                 watermark,
+                traceparent: msg_headers.and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == "traceparent")
+                        .and_then(|h| h.value)
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                }),
             };
             let result = processor.process(&value, &meta, &mut slot).await;
             if !matches!(
@@ -573,11 +615,17 @@ impl<'s> Pipeline<'s> {
                 Err(ProcessError::Retry { .. } | ProcessError::Outage { .. })
             ) {
                 if let Some(store) = state.as_deref_mut() {
+                    let due = slot
+                        .changed()
+                        .then(|| slot.get().and_then(|s| processor.timer(s)));
                     store.put(
                         msg.partition(),
                         key,
                         std::mem::replace(&mut slot, Slot::new(None)),
                     );
+                    if let Some(due) = due {
+                        store.set_timer(msg.partition(), key, due);
+                    }
                 }
             }
             match result {
@@ -649,7 +697,85 @@ impl<'s> Pipeline<'s> {
             }
         }
         span.end(None);
+        if let Some(store) = state {
+            out.extend(
+                self.fire_timers(Some(index), msg.partition(), processor, store)
+                    .await,
+            );
+        }
         Ok(out)
+    }
+
+    /// Calls the timers of `partition` the watermark has reached; their
+    /// outputs go with record `origin` (none for an idle partition).
+    async fn fire_timers<P: Processor>(
+        &mut self,
+        origin: Option<usize>,
+        partition: i32,
+        processor: &mut P,
+        store: &mut StateStore<P::State>,
+    ) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        while let Some((key, due)) = store.pop_due(partition) {
+            let watermark = store.watermark(partition).unwrap_or(due);
+            let mut slot = store.take(partition, &key, |s, w| processor.expired(s, w));
+            let name = String::from_utf8_lossy(&key).into_owned();
+            let emits = processor.on_timer(&name, &mut slot, watermark).await;
+            // A timer that does not move on would fire for ever.
+            let next = slot
+                .get()
+                .and_then(|s| processor.timer(s))
+                .filter(|t| *t > due);
+            store.put(partition, &key, slot);
+            store.set_timer(partition, &key, next);
+            metrics::counter!("gale_timers_fired_total").increment(1);
+            for emit in emits {
+                let Some(target) = self.outputs.iter().position(|o| o.name == emit.output) else {
+                    tracing::error!(output = emit.output, key = %name, "timer emitted to an undeclared output; dropped");
+                    continue;
+                };
+                match self.outputs[target].encoder.encode(&emit.value) {
+                    Ok(payload) => out.push(Outgoing {
+                        target,
+                        origin,
+                        partition: None,
+                        key: Some(emit.key.into_bytes()),
+                        payload: Some(payload),
+                        headers: rdkafka::message::OwnedHeaders::new(),
+                    }),
+                    Err(e) => {
+                        tracing::error!(key = %name, error = %e, "cannot encode a timer's output; dropped");
+                    }
+                }
+            }
+        }
+        metrics::gauge!("gale_state_timers").set(store.timers() as f64);
+        out
+    }
+
+    /// Fires the timers of partitions whose event time moved because they
+    /// were idle, and waits until their outputs are acknowledged.
+    async fn fire_idle<P: Processor>(
+        &mut self,
+        partitions: &[i32],
+        processor: &mut P,
+        store: &mut StateStore<P::State>,
+        keepalive: &Keepalive<'_>,
+    ) {
+        let mut pending = Vec::new();
+        for &p in partitions {
+            for record in self.fire_timers(None, p, processor, store).await {
+                pending.push(self.outbox.send(record).await);
+            }
+        }
+        if pending.is_empty() {
+            return;
+        }
+        let refused = self.outbox.await_acks(pending, keepalive).await;
+        for u in refused {
+            tracing::error!(error = %u.error, topic = %self.outbox.topic_name(u.record.target), "the broker refused a timer's output");
+        }
+        keepalive.resume();
     }
 }
 
@@ -671,6 +797,8 @@ struct Persisting<'c> {
     input_topic: String,
     /// Records handled since the last commit: per partition, the next offset.
     uncommitted: Offsets,
+    /// Per owned partition, the next offset after the last record handled.
+    positions: Offsets,
     /// Values sent; the markers to send once they are acknowledged, and the
     /// offsets those allow storing.
     values: Option<(Vec<outbox::Pending>, Vec<Outgoing>, Offsets)>,
@@ -689,6 +817,7 @@ impl<'c> Persisting<'c> {
             keepalive,
             input_topic,
             uncommitted: Offsets::new(),
+            positions: Offsets::new(),
             values: None,
             markers: None,
         }
@@ -712,6 +841,18 @@ impl<'c> Persisting<'c> {
         for m in records {
             let e = self.uncommitted.entry(m.partition()).or_insert(0);
             *e = (*e).max(m.offset() + 1);
+            let e = self.positions.entry(m.partition()).or_insert(0);
+            *e = (*e).max(m.offset() + 1);
+        }
+    }
+
+    /// State of `partition` changed without a record (an idle partition's
+    /// timers): write it at the partition's current position, or `stored`
+    /// (the restored marker) when nothing was handled since assignment. With
+    /// neither, the change waits for the partition's next record.
+    fn touch(&mut self, partition: i32, stored: Option<i64>) {
+        if let Some(at) = self.positions.get(&partition).copied().or(stored) {
+            self.uncommitted.entry(partition).or_insert(at);
         }
     }
 
@@ -783,6 +924,7 @@ impl<'c> Persisting<'c> {
         }
         let is_gone = |p: &i32| gone.iter().any(|(_, g)| g == p);
         self.uncommitted.retain(|p, _| !is_gone(p));
+        self.positions.retain(|p, _| !is_gone(p));
         if let Some((_, markers, ends)) = self.values.as_mut() {
             markers.retain(|m| !m.partition.as_ref().is_some_and(is_gone));
             ends.retain(|p, _| !is_gone(p));
@@ -835,7 +977,12 @@ struct OpenState<'a, P: Processor> {
 impl<P: Processor> Opener for OpenState<'_, P> {
     async fn open(&mut self, _topic: &str, partition: i32) -> Result<Option<i64>, Outage> {
         match self.state.as_deref_mut() {
-            Some(store) => store.restore(partition).await,
+            Some(store) => {
+                let marker = store.restore(partition).await?;
+                let processor = &*self.processor;
+                store.index_timers(partition, |s| processor.timer(s));
+                Ok(marker)
+            }
             None => Ok(None),
         }
     }

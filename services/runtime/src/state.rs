@@ -43,6 +43,30 @@
 //! still write to a changelog partition; only transactions fence it. The
 //! runtime stops writing for a partition as soon as it is revoked.
 //!
+//! # Timers
+//!
+//! A processor asks to be called again for a key when its partition's
+//! watermark reaches an event time ([`crate::pipeline::Processor::timer`],
+//! computed from the key's value, so it is restored with the state and not
+//! stored separately). The store keeps an index of those times; after each
+//! record the runtime calls [`crate::pipeline::Processor::on_timer`] for every
+//! key whose time the watermark has reached, in (time, key) order. Its
+//! outputs travel with the record's outputs (acknowledged before any offset
+//! moves) and its changes with the record's state changes. Since the
+//! watermark follows the records, a replay fires the same timers at the same
+//! records: backfilled data from 2014 behaves as live data does.
+//!
+//! A partition that receives nothing holds its watermark still, which would
+//! keep a silent asset on a quiet partition from ever being noticed. With
+//! `state.idle_timeout` set, a partition that has been quiet that long (by the
+//! wall clock) while its data was live (its last record's event time was
+//! within the timeout of the wall clock) has its event time moved to the
+//! wall clock less the timeout, and its timers fire without a record. This
+//! changes only when a timer's output appears, never what it says: outputs
+//! are computed from state, and the same timer fires with the same content
+//! when records move the watermark there in a replay. A backfill (event
+//! times far behind the wall clock) is never live, so its time never jumps.
+//!
 //! # Expiry
 //!
 //! [`crate::pipeline::Processor::expired`] says when a value is of no more
@@ -51,7 +75,7 @@
 //! that see no records; since the watermark only grows, when the sweep runs
 //! does not change any result.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -179,6 +203,13 @@ struct Partition<S> {
     dirty: FxHashSet<Vec<u8>>,
     /// Whether the batch in hand moved the watermark or changed a key.
     touched: bool,
+    /// Timers: (event time, key), and each key's time.
+    timers: BTreeSet<(i64, Vec<u8>)>,
+    due: FxHashMap<Vec<u8>, i64>,
+    /// When the partition last saw a record (wall clock).
+    last_record: Option<Instant>,
+    /// Whether its last record's event time was close to the wall clock.
+    live: bool,
 }
 
 impl<S> Default for Partition<S> {
@@ -191,6 +222,29 @@ impl<S> Default for Partition<S> {
             max_event_time: None,
             dirty: FxHashSet::default(),
             touched: false,
+            timers: BTreeSet::new(),
+            due: FxHashMap::default(),
+            last_record: None,
+            live: false,
+        }
+    }
+}
+
+impl<S> Partition<S> {
+    fn set_due(&mut self, key: &[u8], due: Option<i64>) {
+        match (self.due.get(key).copied(), due) {
+            (Some(old), Some(new)) if old == new => {}
+            (old, new) => {
+                if let Some(old) = old {
+                    let k = self.due.remove_entry(key).map(|(k, _)| k);
+                    let k = k.unwrap_or_else(|| key.to_vec());
+                    self.timers.remove(&(old, k));
+                }
+                if let Some(new) = new {
+                    self.timers.insert((new, key.to_vec()));
+                    self.due.insert(key.to_vec(), new);
+                }
+            }
         }
     }
 }
@@ -211,6 +265,7 @@ pub struct StateStore<S> {
     /// Index of the changelog among the loop's state outbox targets.
     target: usize,
     lateness: i64,
+    idle_timeout: Option<Duration>,
     kafka: KafkaConfig,
     parts: FxHashMap<i32, Partition<S>>,
     last_sweep: Instant,
@@ -235,6 +290,7 @@ impl<S: StateValue> StateStore<S> {
             topic,
             target,
             lateness: i64::try_from(config.lateness.as_millis()).unwrap_or(i64::MAX),
+            idle_timeout: (!config.idle_timeout.is_zero()).then_some(config.idle_timeout),
             kafka: kafka.clone(),
             parts: FxHashMap::default(),
             last_sweep: Instant::now(),
@@ -325,8 +381,15 @@ impl<S: StateValue> StateStore<S> {
 
     /// Takes in an event time seen on `partition`.
     pub fn observe(&mut self, partition: i32, event_time: Option<i64>) {
-        let Some(t) = event_time else { return };
         let part = self.parts.entry(partition).or_default();
+        if let Some(timeout) = self.idle_timeout {
+            part.last_record = Some(Instant::now());
+            part.live = event_time.is_some_and(|t| {
+                let now = chrono::Utc::now().timestamp_millis();
+                t >= now - i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)
+            });
+        }
+        let Some(t) = event_time else { return };
         if part.max_event_time.is_none_or(|m| t > m) {
             part.max_event_time = Some(t);
             part.touched = true;
@@ -347,6 +410,7 @@ impl<S: StateValue> StateStore<S> {
             return Slot::new(None);
         };
         if watermark.is_some_and(|w| expired(&entry.value, w)) {
+            part.set_due(&stored_key, None);
             part.dirty.insert(stored_key);
             part.touched = true;
             return Slot {
@@ -387,6 +451,80 @@ impl<S: StateValue> StateStore<S> {
         }
     }
 
+    /// Builds the timer index of a restored partition from its values.
+    pub fn index_timers(&mut self, partition: i32, timer: impl Fn(&S) -> Option<i64>) {
+        let Some(part) = self.parts.get_mut(&partition) else {
+            return;
+        };
+        let dues: Vec<(Vec<u8>, i64)> = part
+            .entries
+            .iter()
+            .filter_map(|(k, e)| timer(&e.value).map(|t| (k.clone(), t)))
+            .collect();
+        for (k, t) in dues {
+            part.set_due(&k, Some(t));
+        }
+    }
+
+    /// Sets when `key` wants its timer called (`None`: never).
+    pub fn set_timer(&mut self, partition: i32, key: &[u8], due: Option<i64>) {
+        if let Some(part) = self.parts.get_mut(&partition) {
+            part.set_due(key, due);
+        } else if due.is_some() {
+            self.parts.entry(partition).or_default().set_due(key, due);
+        }
+    }
+
+    /// The next key of `partition` whose timer the watermark has reached,
+    /// removed from the index (the caller sets its next time).
+    pub fn pop_due(&mut self, partition: i32) -> Option<(Vec<u8>, i64)> {
+        let watermark = self.watermark(partition)?;
+        let part = self.parts.get_mut(&partition)?;
+        let first = part.timers.first()?;
+        if first.0 > watermark {
+            return None;
+        }
+        let (due, key) = part.timers.pop_first()?;
+        part.due.remove(&key);
+        Some((key, due))
+    }
+
+    /// Timers waiting on all partitions (a metric).
+    pub fn timers(&self) -> usize {
+        self.parts.values().map(|p| p.timers.len()).sum()
+    }
+
+    /// Moves the event time of partitions that have been quiet for the idle
+    /// timeout while their data was live to the wall clock less the timeout
+    /// (see the module docs); returns those whose watermark moved.
+    pub fn advance_idle(&mut self) -> Vec<i32> {
+        let Some(timeout) = self.idle_timeout else {
+            return Vec::new();
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        let to = now - i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        let mut moved = Vec::new();
+        for (&p, part) in self.parts.iter_mut() {
+            let quiet = part.last_record.is_some_and(|at| at.elapsed() >= timeout);
+            if quiet && part.live && part.max_event_time.is_some_and(|m| m < to) {
+                part.max_event_time = Some(to);
+                part.touched = true;
+                moved.push(p);
+            }
+        }
+        moved.sort_unstable();
+        moved
+    }
+
+    /// The offset below which every record of `partition` is reflected in
+    /// the stored state.
+    pub fn stored_offset(&self, partition: i32) -> Option<i64> {
+        self.parts
+            .get(&partition)
+            .map(|p| p.marker.next_offset)
+            .filter(|o| *o > 0)
+    }
+
     /// Deletes the values that `expired` says are of no more use, at most
     /// every sweep interval. Returns how many.
     pub fn sweep(&mut self, expired: impl Fn(&S, i64) -> bool) -> usize {
@@ -408,6 +546,7 @@ impl<S: StateValue> StateStore<S> {
                 .collect();
             for k in gone {
                 part.entries.remove(&k);
+                part.set_due(&k, None);
                 part.dirty.insert(k);
                 part.touched = true;
                 n += 1;
@@ -633,6 +772,10 @@ fn build_partition<S: StateValue>(records: Vec<Stored>) -> Result<Partition<S>, 
         marker,
         dirty: FxHashSet::default(),
         touched: false,
+        timers: BTreeSet::new(),
+        due: FxHashMap::default(),
+        last_record: None,
+        live: false,
     })
 }
 
@@ -792,5 +935,75 @@ mod tests {
             changelog_topic("validate", "rebuild-2026"),
             "gale.state.rebuild-2026"
         );
+    }
+
+    #[test]
+    fn timers_fire_in_time_then_key_order_once_the_watermark_reaches_them() {
+        let mut s = store();
+        s.observe(0, Some(1_000));
+        s.set_timer(0, b"b", Some(1_500));
+        s.set_timer(0, b"a", Some(1_500));
+        s.set_timer(0, b"c", Some(1_200));
+        s.set_timer(0, b"d", Some(9_000));
+        assert_eq!(s.pop_due(0), None, "watermark 1000 is before every timer");
+        s.observe(0, Some(1_500));
+        let fired: Vec<(Vec<u8>, i64)> = std::iter::from_fn(|| s.pop_due(0)).collect();
+        assert_eq!(
+            fired,
+            vec![
+                (b"c".to_vec(), 1_200),
+                (b"a".to_vec(), 1_500),
+                (b"b".to_vec(), 1_500)
+            ]
+        );
+        assert_eq!(s.timers(), 1);
+        // Moving a timer replaces it; clearing removes it.
+        s.set_timer(0, b"d", Some(1_100));
+        assert_eq!(s.pop_due(0), Some((b"d".to_vec(), 1_100)));
+        s.set_timer(0, b"e", Some(1_000));
+        s.set_timer(0, b"e", None);
+        assert_eq!(s.pop_due(0), None);
+        assert_eq!(s.timers(), 0);
+    }
+
+    #[test]
+    fn restored_values_rebuild_their_timers_and_expired_values_drop_theirs() {
+        let records = vec![
+            stored("a", Some(5), 10),
+            stored("b", Some(50), 10),
+            marker(10, Some(10)),
+        ];
+        let mut s = store();
+        s.parts
+            .insert(0, build_partition::<Count>(records).unwrap());
+        s.index_timers(0, |c| Some(i64::from(c.0)));
+        assert_eq!(s.timers(), 2);
+        assert_eq!(s.pop_due(0), Some((b"a".to_vec(), 5)));
+        assert_eq!(
+            s.pop_due(0),
+            None,
+            "b's timer is at 50, the watermark at 10"
+        );
+        // b expires: taking it hands it over as absent and forgets its timer.
+        let slot = s.take(0, b"b", |_, _| true);
+        assert!(slot.get().is_none());
+        assert_eq!(s.timers(), 0);
+    }
+
+    #[test]
+    fn only_a_live_quiet_partition_has_its_time_moved_by_the_idle_timeout() {
+        let config = StateConfig {
+            idle_timeout: Duration::from_millis(1),
+            ..StateConfig::default()
+        };
+        let mut s: StateStore<Count> =
+            StateStore::new("t".into(), 0, &config, &KafkaConfig::default());
+        let now = chrono::Utc::now().timestamp_millis();
+        s.observe(0, Some(now));
+        s.observe(1, Some(now - 365 * 86_400_000)); // a backfill
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(s.advance_idle(), vec![0]);
+        assert!(s.watermark(0).unwrap() > now);
+        assert_eq!(s.watermark(1), Some(now - 365 * 86_400_000));
     }
 }

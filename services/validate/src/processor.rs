@@ -224,6 +224,7 @@ mod tests {
             key: None,
             attempt: 1,
             watermark: None,
+            traceparent: None,
         };
         let mut slot = Slot::new(h.state.remove(&r.asset_id));
         let out = h.p.process(r, &meta, &mut slot).await;
