@@ -10,6 +10,8 @@
 mod fast;
 pub mod reading;
 pub mod schemas;
+pub mod stages;
 
 pub use reading::*;
 pub use schemas::*;
+pub use stages::*;

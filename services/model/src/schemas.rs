@@ -20,5 +20,30 @@ pub const QUARANTINED_READING: SchemaFile = SchemaFile {
     text: include_str!("../../../schemas/quarantined_reading.avsc"),
 };
 
+/// `schemas/enriched_reading.avsc`: topic `gale.enriched`.
+pub const ENRICHED_READING: SchemaFile = SchemaFile {
+    name: "enriched_reading",
+    text: include_str!("../../../schemas/enriched_reading.avsc"),
+};
+
+/// `schemas/checked_reading.avsc`: topic `gale.checked`.
+pub const CHECKED_READING: SchemaFile = SchemaFile {
+    name: "checked_reading",
+    text: include_str!("../../../schemas/checked_reading.avsc"),
+};
+
+/// `schemas/fault_event.avsc`: topic `gale.faults`.
+pub const FAULT_EVENT: SchemaFile = SchemaFile {
+    name: "fault_event",
+    text: include_str!("../../../schemas/fault_event.avsc"),
+};
+
 /// Every schema Gale ships.
-pub const ALL: &[SchemaFile] = &[RAW_READING, VALIDATED_READING, QUARANTINED_READING];
+pub const ALL: &[SchemaFile] = &[
+    RAW_READING,
+    VALIDATED_READING,
+    QUARANTINED_READING,
+    ENRICHED_READING,
+    CHECKED_READING,
+    FAULT_EVENT,
+];
