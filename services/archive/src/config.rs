@@ -118,6 +118,12 @@ impl Default for Settings {
                 TableConfig::new("gale.raw", "bronze/raw_readings"),
                 TableConfig::new("gale.validated", "silver/validated_readings"),
                 TableConfig::new("gale.quarantine", "silver/quarantined_readings"),
+                TableConfig::new("gale.checked", "gold/checked_readings"),
+                TableConfig {
+                    time_field: "updated_time".into(),
+                    partitioning: Granularity::Day,
+                    ..TableConfig::new("gale.faults", "gold/fault_events")
+                },
             ],
         }
     }

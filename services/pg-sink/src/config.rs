@@ -118,9 +118,21 @@ impl Default for Settings {
                         table: "latest_readings".into(),
                         key: "asset_id".into(),
                         max_ahead: default_max_ahead(),
+                        order_by: None,
                     }),
                 ),
                 TableMapping::new("gale.quarantine", "quarantined_readings", None),
+                TableMapping {
+                    topic: "gale.faults".into(),
+                    table: "fault_events".into(),
+                    time_column: "updated_time".into(),
+                    latest: Some(LatestTable {
+                        table: "faults".into(),
+                        key: "fault_id".into(),
+                        max_ahead: default_max_ahead(),
+                        order_by: Some("revision".into()),
+                    }),
+                },
             ],
         }
     }
@@ -154,6 +166,10 @@ pub struct LatestTable {
     /// dashboard until its date).
     #[serde(default = "default_max_ahead", with = "humantime_serde")]
     pub max_ahead: Duration,
+    /// Column deciding which row is newer; the mapping's `time_column` when
+    /// unset (a fault's `revision`, say, where two events share a time).
+    #[serde(default)]
+    pub order_by: Option<String>,
 }
 
 fn default_max_ahead() -> Duration {
@@ -200,7 +216,12 @@ impl Settings {
                 }
             }
             if let Some(l) = &t.latest {
-                for (key, name) in [("latest.table", &l.table), ("latest.key", &l.key)] {
+                let order = l.order_by.as_ref().unwrap_or(&t.time_column);
+                for (key, name) in [
+                    ("latest.table", &l.table),
+                    ("latest.key", &l.key),
+                    ("latest.order_by", order),
+                ] {
                     if !is_identifier(name) {
                         return Err(PgSinkError::Config(format!(
                             "key `sink.tables[{i}].{key}`: {name:?} is not a plain lower-case SQL identifier"

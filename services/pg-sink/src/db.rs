@@ -95,8 +95,8 @@ pub struct Table {
     pub partitioned: bool,
     /// The time column.
     pub time_column: String,
-    /// `(table, key)` of the newest-row table, if any.
-    pub latest: Option<(String, String, Duration)>,
+    /// The newest-row table, if any.
+    pub latest: Option<Latest>,
     /// Primary-key columns: the conflict target that makes a redelivered
     /// record a no-op.
     pub key: Vec<String>,
@@ -107,6 +107,19 @@ pub struct Table {
     pub partitions_ahead_days: u32,
     /// The default partition exists.
     default_ready: bool,
+}
+
+/// A "newest row per key" table beside a table.
+#[derive(Debug, Clone)]
+pub struct Latest {
+    /// Its name.
+    pub table: String,
+    /// Its primary key.
+    pub key: String,
+    /// Rows stamped further ahead of the clock never become the newest.
+    pub max_ahead: Duration,
+    /// The column that orders rows of a key (the time column by default).
+    pub order_by: String,
 }
 
 /// Reads a table's columns and decides how each is filled.
@@ -174,10 +187,15 @@ pub async fn describe(pool: &PgPool, mapping: &TableMapping) -> Result<Table, Wr
         columns,
         partitioned: kind.is_some_and(|(k,)| k == "p"),
         time_column: mapping.time_column.clone(),
-        latest: mapping
-            .latest
-            .as_ref()
-            .map(|l| (l.table.clone(), l.key.clone(), l.max_ahead)),
+        latest: mapping.latest.as_ref().map(|l| Latest {
+            table: l.table.clone(),
+            key: l.key.clone(),
+            max_ahead: l.max_ahead,
+            order_by: l
+                .order_by
+                .clone()
+                .unwrap_or_else(|| mapping.time_column.clone()),
+        }),
         key: key.into_iter().map(|(k,)| k).collect(),
         known_days: HashSet::new(),
         partitions_from: NaiveDate::from_ymd_opt(1990, 1, 1).expect("a date"),
@@ -368,7 +386,13 @@ impl Table {
             }
             Err(e) => return Err(e.into()),
         };
-        if let Some((latest_table, key, max_ahead)) = &self.latest {
+        if let Some(Latest {
+            table: latest_table,
+            key,
+            max_ahead,
+            order_by,
+        }) = &self.latest
+        {
             sqlx::query(&create_stage).execute(&mut *tx).await?;
             let mut copy = tx
                 .copy_in_raw(&format!("COPY {stage} ({cols}) FROM STDIN"))
@@ -385,8 +409,8 @@ impl Table {
             sqlx::query(&format!(
                 "INSERT INTO {latest_table} ({cols}) SELECT DISTINCT ON ({key}) {cols} FROM {stage} \
                  WHERE {time} <= now() + interval '{ahead} seconds' \
-                 ORDER BY {key}, {time} DESC \
-                 ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE {latest_table}.{time} < EXCLUDED.{time}",
+                 ORDER BY {key}, {order_by} DESC \
+                 ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE {latest_table}.{order_by} < EXCLUDED.{order_by}",
                 time = self.time_column,
                 ahead = max_ahead.as_secs()
             ))

@@ -168,9 +168,9 @@ fn write_rows<'a>(
         }
         let text: String = rows.iter().map(|r| r.line.as_str()).collect();
         let latest = match &table.latest {
-            Some((_, _, max_ahead)) => {
+            Some(l) => {
                 let allowed = chrono::Utc::now().timestamp_micros()
-                    + i64::try_from(max_ahead.as_micros()).unwrap_or(i64::MAX / 2);
+                    + i64::try_from(l.max_ahead.as_micros()).unwrap_or(i64::MAX / 2);
                 newest_per_key(rows, allowed)
             }
             None => String::new(),
@@ -242,12 +242,18 @@ impl Sink for PgWriter {
                     if let Some(day) = date_of(&value, &table.time_column) {
                         entry.1.insert(day);
                     }
-                    let latest = table.latest.as_ref().and_then(|(_, key, _)| {
-                        Some((
-                            text_of(&value, key)?,
-                            micros_of(&value, &table.time_column)?,
-                        ))
-                    });
+                    // Picked here only when time orders the rows; otherwise
+                    // every row goes and Postgres picks by the order column.
+                    let latest = table
+                        .latest
+                        .as_ref()
+                        .filter(|l| l.order_by == table.time_column)
+                        .and_then(|l| {
+                            Some((
+                                text_of(&value, &l.key)?,
+                                micros_of(&value, &table.time_column)?,
+                            ))
+                        });
                     entry.0.push(Row {
                         index,
                         line,
