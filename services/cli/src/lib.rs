@@ -1,6 +1,8 @@
 //! The `gale` operator CLI: traffic simulation now; topic, lake and
 //! database operations join it as the pipeline grows.
 
+pub mod assets;
+pub mod faults;
 pub mod inspect;
 pub mod send;
 pub mod simulate;

@@ -55,6 +55,12 @@ enum Command {
     /// Database maintenance.
     #[command(subcommand)]
     Db(DbCommand),
+    /// The asset registry: sites, turbine models and power curves, turbines and meters.
+    #[command(subcommand)]
+    Assets(AssetsCommand),
+    /// Faults detected by detect-faults, and their acknowledgement.
+    #[command(subcommand)]
+    Faults(FaultsCommand),
     /// Print the first records of a topic, decoded, with their headers (JSON lines).
     Peek {
         #[command(flatten)]
@@ -110,6 +116,84 @@ enum LakeCommand {
         #[arg(long)]
         table: String,
     },
+}
+
+#[derive(Subcommand)]
+enum AssetsCommand {
+    /// Import CSV or JSON files into the registry in one transaction, all or
+    /// nothing, and print what changed (see docs/assets.md).
+    Import {
+        /// CSV tables (sites, models, curves or assets, told by the header)
+        /// or JSON documents with sections sites, models, curves, assets.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Only print what would change.
+        #[arg(long)]
+        dry_run: bool,
+        /// Read every CSV file (and JSON array) as this table: sites, models,
+        /// curves or assets.
+        #[arg(long, value_parser = parse_table)]
+        table: Option<gale_assets::TableKind>,
+        /// Database URL (its password is never printed, `--help` included).
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+    },
+    /// List the registered turbines and meters.
+    List {
+        /// Only this kind: turbine or meter.
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<gale_model::AssetKind>,
+        /// Only assets of this site.
+        #[arg(long)]
+        site: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = gale_cli::assets::ListFormat::Table)]
+        format: gale_cli::assets::ListFormat,
+        /// Database URL (its password is never printed, `--help` included).
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum FaultsCommand {
+    /// Faults from Postgres, newest first: open ones, or all with --all.
+    List {
+        /// Closed faults too.
+        #[arg(long)]
+        all: bool,
+        /// Only this asset.
+        #[arg(long)]
+        asset: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Database URL (its password is never printed, `--help` included).
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+    },
+    /// Acknowledge a fault (open or closed); stored in fault_acks.
+    Ack {
+        /// The fault id, as `gale faults list` prints it.
+        id: String,
+        /// Who acknowledges (defaults to $USER).
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+        /// A note for the log.
+        #[arg(long)]
+        note: Option<String>,
+        /// Database URL (its password is never printed, `--help` included).
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+    },
+}
+
+fn parse_table(s: &str) -> Result<gale_assets::TableKind, String> {
+    s.parse()
+}
+
+fn parse_kind(s: &str) -> Result<gale_model::AssetKind, String> {
+    s.parse()
 }
 
 #[derive(Subcommand)]
@@ -341,6 +425,58 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .map_err(|e| redact(&e))?;
             println!("migrations applied");
+            Ok(())
+        }
+        Command::Assets(AssetsCommand::Import {
+            files,
+            dry_run,
+            table,
+            database_url,
+        }) => {
+            let url = gale_runtime::config::Secret::new(database_url);
+            print!(
+                "{}",
+                gale_cli::assets::import(&url, &files, table, dry_run).await?
+            );
+            Ok(())
+        }
+        Command::Assets(AssetsCommand::List {
+            kind,
+            site,
+            format,
+            database_url,
+        }) => {
+            let url = gale_runtime::config::Secret::new(database_url);
+            print!(
+                "{}",
+                gale_cli::assets::list(&url, kind, site.as_deref(), format).await?
+            );
+            Ok(())
+        }
+        Command::Faults(FaultsCommand::List {
+            all,
+            asset,
+            limit,
+            database_url,
+        }) => {
+            let url = gale_runtime::config::Secret::new(database_url);
+            print!(
+                "{}",
+                gale_cli::faults::list(&url, all, asset.as_deref(), limit).await?
+            );
+            Ok(())
+        }
+        Command::Faults(FaultsCommand::Ack {
+            id,
+            by,
+            note,
+            database_url,
+        }) => {
+            let url = gale_runtime::config::Secret::new(database_url);
+            print!(
+                "{}",
+                gale_cli::faults::ack(&url, &id, &by, note.as_deref()).await?
+            );
             Ok(())
         }
         Command::Peek {
