@@ -21,6 +21,9 @@ pub const CHECKED: &str = "checked";
 pub const FAULTS: &str = "faults";
 /// Output: readings the fault deduction pushed below the standard tier.
 pub const QUARANTINE: &str = "quarantine";
+/// Attribute on the readings this stage quarantines: enrich, which also
+/// reads the quarantine topic, passes them by (they were checked already).
+pub const QUARANTINED_BY: &str = "gale.quarantined_by";
 
 /// What the stage keeps per asset: the rules' state and the asset's site,
 /// so events a timer emits (no reading in hand) still name it.
@@ -227,6 +230,8 @@ impl Processor for DetectProcessor {
         }
         if r.quality_tier == QualityTier::Quarantine && !was_quarantined {
             let mut q = r.clone();
+            q.attributes
+                .insert(QUARANTINED_BY.into(), "detect-faults".into());
             q.attributes.insert(
                 "gale.faults".into(),
                 checked
@@ -376,7 +381,18 @@ mod tests {
             .await
             .unwrap();
         // 95 - 30 = 65 < 70: quarantined as well as checked.
-        assert!(out.iter().any(|e| e.output == QUARANTINE));
+        let q = out.iter().find(|e| e.output == QUARANTINE).unwrap();
+        let Output::Quarantine(q) = &q.value else {
+            panic!()
+        };
+        assert_eq!(
+            q.attributes.get(QUARANTINED_BY).map(String::as_str),
+            Some("detect-faults")
+        );
+        assert_eq!(
+            q.attributes.get("gale.faults").map(String::as_str),
+            Some("GEARBOX_OVERHEAT")
+        );
         let mut p = processor(60);
         let mut slot = Slot::new(None);
         p.process(&reading(0, 60.0), &meta(), &mut slot)

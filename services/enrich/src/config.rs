@@ -50,6 +50,12 @@ impl Config {
 pub struct Topics {
     /// Validated readings consumed.
     pub input: String,
+    /// Quarantined readings consumed too (empty, the default: none), so
+    /// detect-faults sees them: they end gaps, and a meter's overload is
+    /// quarantined by validate but is what OVERLOAD counts. Records of the
+    /// two topics reach detect-faults in arrival order, not event-time
+    /// order, so a run counted across both can come out shorter.
+    pub quarantine: String,
     /// Enriched readings produced.
     pub output: String,
     /// Undecodable records.
@@ -60,6 +66,7 @@ impl Default for Topics {
     fn default() -> Self {
         Topics {
             input: "gale.validated".into(),
+            quarantine: String::new(),
             output: "gale.enriched".into(),
             dead_letter: "gale.dlq.enrich".into(),
         }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use gale_enrich::config::Config;
 use gale_enrich::processor::{EnrichProcessor, ENRICHED};
-use gale_model::{ENRICHED_READING, VALIDATED_READING};
+use gale_model::{ENRICHED_READING, QUARANTINED_READING, VALIDATED_READING};
 use gale_runtime::pipeline::PipelineBuilder;
 use gale_runtime::{config, Service};
 
@@ -45,8 +45,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    let pipeline = PipelineBuilder::new(&service)
-        .input(&cfg.topics.input, VALIDATED_READING)
+    let mut builder = PipelineBuilder::new(&service).input(&cfg.topics.input, VALIDATED_READING);
+    if !cfg.topics.quarantine.is_empty() {
+        builder = builder.also_input(&cfg.topics.quarantine, QUARANTINED_READING);
+    }
+    let pipeline = builder
         .output(ENRICHED, &cfg.topics.output, ENRICHED_READING)
         .dead_letters(&cfg.topics.dead_letter)
         .build()

@@ -10,6 +10,11 @@ use gale_runtime::pipeline::{Emit, ProcessError, Processor, RecordMeta};
 use gale_runtime::state::Slot;
 use tokio::sync::watch;
 
+/// Attribute detect-faults puts on the readings it quarantines (that
+/// crate depends on the runtime loop, not the other way round, so the name
+/// is repeated here; a test in the tests crate checks that they agree).
+pub const QUARANTINED_BY: &str = "gale.quarantined_by";
+
 /// Name of the output in the pipeline.
 pub const ENRICHED: &str = "enriched";
 
@@ -39,6 +44,11 @@ impl Processor for EnrichProcessor {
         _meta: &RecordMeta<'_>,
         _state: &mut Slot<()>,
     ) -> Result<Vec<Emit<EnrichedReading>>, ProcessError> {
+        // Quarantined by detect-faults, downstream: already enriched and
+        // checked once (the quarantine topic is read for validate's).
+        if input.attributes.contains_key(QUARANTINED_BY) {
+            return Ok(Vec::new());
+        }
         if self.registry.has_changed().unwrap_or(false) {
             self.current = self.registry.borrow_and_update().clone();
         }

@@ -193,6 +193,7 @@ struct OutputTopic {
 pub struct PipelineBuilder<'s> {
     service: &'s Service,
     input: Option<(String, SchemaFile)>,
+    more_inputs: Vec<(String, SchemaFile)>,
     outputs: Vec<(&'static str, String, SchemaFile)>,
     dead_letter: Option<String>,
 }
@@ -203,6 +204,7 @@ impl<'s> PipelineBuilder<'s> {
         PipelineBuilder {
             service,
             input: None,
+            more_inputs: Vec::new(),
             outputs: Vec::new(),
             dead_letter: None,
         }
@@ -211,6 +213,15 @@ impl<'s> PipelineBuilder<'s> {
     /// The topic consumed, and the schema its records are read into.
     pub fn input(mut self, topic: impl Into<String>, reader_schema: SchemaFile) -> Self {
         self.input = Some((topic.into(), reader_schema));
+        self
+    }
+
+    /// Another topic consumed into the same input type, read with its own
+    /// schema (enrich reads validated and quarantined readings alike).
+    /// Stateless stages only: keyed state is per input partition, and two
+    /// topics' offsets cannot share one partition's changelog.
+    pub fn also_input(mut self, topic: impl Into<String>, reader_schema: SchemaFile) -> Self {
+        self.more_inputs.push((topic.into(), reader_schema));
         self
     }
 
@@ -240,6 +251,7 @@ impl<'s> PipelineBuilder<'s> {
             .dead_letter
             .ok_or_else(|| Error::Config("pipeline has no dead-letter topic".into()))?;
         let mut topics: Vec<&str> = vec![input_topic.as_str(), dead_letter.as_str()];
+        topics.extend(self.more_inputs.iter().map(|(t, _)| t.as_str()));
         topics.extend(self.outputs.iter().map(|(_, t, _)| t.as_str()));
         self.service.ensure_topics(&topics).await?;
         let mut outputs = Vec::new();
@@ -252,6 +264,11 @@ impl<'s> PipelineBuilder<'s> {
         Ok(Pipeline {
             service: self.service,
             input_metrics: self.service.metrics.topic(&input_topic),
+            more_inputs: self
+                .more_inputs
+                .iter()
+                .map(|(t, schema)| (t.clone(), *schema, self.service.metrics.topic(t)))
+                .collect(),
             outbox: Outbox::new(self.service, topics, dead_letter),
             ages: EventAges::default(),
             input_topic,
@@ -269,6 +286,9 @@ pub struct Pipeline<'s> {
     outputs: Vec<OutputTopic>,
     outbox: Outbox<'s>,
     input_metrics: TopicMetrics,
+    /// Further input topics ([`PipelineBuilder::also_input`]), their
+    /// schemas and metrics.
+    more_inputs: Vec<(String, SchemaFile, TopicMetrics)>,
     /// Event-time ages of the current batch, recorded once per batch.
     ages: EventAges,
 }
@@ -282,13 +302,28 @@ impl<'s> Pipeline<'s> {
             group,
             revoked,
             hold,
-        } = service.subscribe(&[&self.input_topic], Fetching::Latency)?;
-        let mut decoder: Decoder<P::Input> = service.registry.decoder(self.input_schema)?;
+        } = {
+            if !self.more_inputs.is_empty() && !<P::State as StateValue>::STATELESS {
+                return Err(Error::Config(
+                    "a stage with keyed state consumes one input topic".into(),
+                ));
+            }
+            let mut topics = vec![self.input_topic.as_str()];
+            topics.extend(self.more_inputs.iter().map(|(t, _, _)| t.as_str()));
+            service.subscribe(&topics, Fetching::Latency)?
+        };
+        // One decoder per input topic, the main one first.
+        let mut decoders: Vec<Decoder<P::Input>> =
+            vec![service.registry.decoder(self.input_schema)?];
+        for (_, schema, _) in &self.more_inputs {
+            decoders.push(service.registry.decoder(*schema)?);
+        }
         let keepalive = Keepalive::new(&consumer, hold);
         let mut state = self.open_state::<P>(&group).await?;
         service.started();
         tracing::info!(
             input = %self.input_topic,
+            more_inputs = ?self.more_inputs.iter().map(|(t, _, _)| t).collect::<Vec<_>>(),
             group = %group,
             outputs = ?self.outputs.iter().map(|o| o.encoder.subject()).collect::<Vec<_>>(),
             dead_letter = %self.outbox.dead_letter_topic(),
@@ -361,7 +396,7 @@ impl<'s> Pipeline<'s> {
                 .handle_batch(
                     &batch,
                     &mut processor,
-                    &mut decoder,
+                    &mut decoders,
                     &group,
                     &keepalive,
                     state.as_mut().map(|(s, _)| s),
@@ -427,18 +462,32 @@ impl<'s> Pipeline<'s> {
         Ok(Some((store, changelog)))
     }
 
+    /// The metrics of input topic `topic`.
+    fn metrics_of(&self, topic: &str) -> &TopicMetrics {
+        self.more_inputs
+            .iter()
+            .find(|(t, _, _)| t == topic)
+            .map_or(&self.input_metrics, |(_, _, m)| m)
+    }
+
     /// Handles `batch`; returns how many records (a prefix) are fully done.
     async fn handle_batch<P: Processor>(
         &mut self,
         batch: &[BorrowedMessage<'_>],
         processor: &mut P,
-        decoder: &mut Decoder<P::Input>,
+        decoders: &mut [Decoder<P::Input>],
         group: &str,
         keepalive: &Keepalive<'_>,
         mut state: Option<&mut StateStore<P::State>>,
     ) -> usize {
         let started = Instant::now();
-        self.input_metrics.consumed(batch.len() as u64);
+        if self.more_inputs.is_empty() {
+            self.input_metrics.consumed(batch.len() as u64);
+        } else {
+            for m in batch {
+                self.metrics_of(m.topic()).consumed(1);
+            }
+        }
         let mut pending = Vec::with_capacity(batch.len() * 2);
         let mut done = batch.len();
         for (i, msg) in batch.iter().enumerate() {
@@ -447,7 +496,7 @@ impl<'s> Pipeline<'s> {
                     i,
                     msg,
                     processor,
-                    decoder,
+                    decoders,
                     group,
                     keepalive,
                     state.as_deref_mut(),
@@ -485,7 +534,7 @@ impl<'s> Pipeline<'s> {
                         .send(self.outbox.dead_letter(
                             &batch[i],
                             Some(i),
-                            &self.input_metrics,
+                            self.metrics_of(batch[i].topic()),
                             "produce",
                             &message,
                             1,
@@ -514,7 +563,7 @@ impl<'s> Pipeline<'s> {
         index: usize,
         msg: &BorrowedMessage<'_>,
         processor: &mut P,
-        decoder: &mut Decoder<P::Input>,
+        decoders: &mut [Decoder<P::Input>],
         group: &str,
         keepalive: &Keepalive<'_>,
         mut state: Option<&mut StateStore<P::State>>,
@@ -541,7 +590,7 @@ impl<'s> Pipeline<'s> {
             vec![this.outbox.dead_letter(
                 msg,
                 Some(index),
-                &this.input_metrics,
+                this.metrics_of(msg.topic()),
                 class,
                 message,
                 attempts,
@@ -559,7 +608,12 @@ impl<'s> Pipeline<'s> {
 
         let mut outage = self.outbox.outage_backoff();
         let value = loop {
-            match decoder.decode(payload).await {
+            let which = self
+                .more_inputs
+                .iter()
+                .position(|(t, _, _)| t == msg.topic())
+                .map_or(0, |i| i + 1);
+            match decoders[which].decode(payload).await {
                 Ok(v) => break v,
                 Err(DecodeError::RegistryUnavailable(e)) => {
                     self.outbox
