@@ -22,4 +22,6 @@ RECORDS="${GALE_BENCH_RECORDS:-200000}"
 # line ends the output, as docs/performance.md expects.
 target/release/gale-bench sinks --records "$RECORDS"
 target/release/gale-bench backfill
+target/release/gale-bench enrich --records "$RECORDS"
+target/release/gale-bench detect-faults --records "$RECORDS"
 target/release/gale-bench validate --records "$RECORDS"

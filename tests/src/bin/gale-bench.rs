@@ -73,6 +73,28 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        Some("enrich") => {
+            bench_enrich(
+                arg("--records")
+                    .map(|n| n.parse())
+                    .transpose()?
+                    .unwrap_or(200_000),
+            )
+            .await
+        }
+        Some("detect-faults") => {
+            bench_detect(
+                arg("--records")
+                    .map(|n| n.parse())
+                    .transpose()?
+                    .unwrap_or(200_000),
+                arg("--assets")
+                    .map(|n| n.parse())
+                    .transpose()?
+                    .unwrap_or(10_000),
+            )
+            .await
+        }
         Some("validate") => {
             bench_validate(
                 arg("--records")
@@ -83,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         _ => {
-            eprintln!("usage: gale-bench validate [--records N] | sinks [--records N] [--no-queries] | backfill [--turbines N] [--days N] | passthrough --bootstrap B --input T --output T --group G --count N | consume --bootstrap B --topic T --group G --count N");
+            eprintln!("usage: gale-bench validate [--records N] | enrich [--records N] | detect-faults [--records N] [--assets N] | sinks [--records N] [--no-queries] | backfill [--turbines N] [--days N] | passthrough --bootstrap B --input T --output T --group G --count N | consume --bootstrap B --topic T --group G --count N");
             std::process::exit(2);
         }
     }
@@ -1031,6 +1053,276 @@ async fn bench_backfill(turbines: usize, days: usize) -> anyhow::Result<()> {
         archive_rate,
         (total_cpu - cpu0) * 1e6 / n as f64,
         archive_rate / pg_rate
+    );
+    Ok(())
+}
+
+/// The baseline pass-through over `input`, measured on `output`.
+async fn baseline(stack: &Stack, input: &str, n: usize) -> anyhow::Result<Measured> {
+    let out = unique("bench-passthrough");
+    create_topics(&stack.bootstrap, &[&out], 3).await;
+    let child = Command::new(std::env::current_exe()?)
+        .args([
+            "passthrough",
+            "--bootstrap",
+            &stack.bootstrap,
+            "--input",
+            input,
+            "--output",
+            &out,
+            "--group",
+            &unique("bench-pt"),
+            "--count",
+            &n.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .spawn()?;
+    Ok(run_measured(stack, child, &[&out], n).await)
+}
+
+/// Preloads `values` (key, value) encoded with `schema` into `topic`.
+async fn preload_values<T: gale_runtime::binary::AvroRecord + 'static>(
+    stack: &Stack,
+    topic: &str,
+    schema: gale_runtime::schema::SchemaFile,
+    values: &[(String, T)],
+) -> anyhow::Result<()> {
+    let encoder = registry(stack).register(topic, schema).await?;
+    let payloads: Vec<(String, Vec<u8>)> = values
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), encoder.encode(v).map_err(anyhow::Error::msg)?)))
+        .collect::<anyhow::Result<_>>()?;
+    preload(stack, topic, &payloads).await
+}
+
+/// enrich against the plain pass-through, with the registry of the
+/// simulated fleet (every turbine with a model and power curve) in Postgres.
+async fn bench_enrich(n: usize) -> anyhow::Result<()> {
+    use gale_model::VALIDATED_READING;
+    let stack = stack();
+    let db = TestDatabase::create(&stack).await;
+    let dir = tempfile::tempdir()?;
+    let pool = sqlx::PgPool::connect(&db.url).await?;
+    gale_pg_sink::db::migrate(&pool).await?;
+    let files = gale_cli::fleet_registry::write(&Fleet::generate(200, 800, 11), dir.path())?;
+    let out = Command::new(bin("gale"))
+        .args(["assets", "import"])
+        .args(&files)
+        .env("DATABASE_URL", &db.url)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let input = unique("bench-validated");
+    let (enriched, dlq) = (unique("bench-enriched"), unique("bench-dlq"));
+    create_topics(&stack.bootstrap, &[&input, &enriched, &dlq], 3).await;
+    eprintln!("preloading {n} validated readings");
+    let readings: Vec<(String, gale_model::ScoredReading)> = scored_readings(n)
+        .into_iter()
+        .map(|r| (r.asset_id.clone(), r))
+        .collect();
+    preload_values(&stack, &input, VALIDATED_READING, &readings).await?;
+    eprintln!("baseline: plain consume -> produce of the same bytes");
+    let base = baseline(&stack, &input, n).await?;
+    eprintln!("gale-enrich");
+    let log = log_dir().join("bench-enrich.log");
+    let child = Command::new(bin("gale-enrich"))
+        .envs([
+            ("GALE_KAFKA__BOOTSTRAP_SERVERS", stack.bootstrap.clone()),
+            ("GALE_REGISTRY__URL", stack.registry_url.clone()),
+            ("GALE_HTTP__LISTEN", format!("127.0.0.1:{}", free_port())),
+            ("GALE_TOPICS__INPUT", input.clone()),
+            ("GALE_TOPICS__OUTPUT", enriched.clone()),
+            ("GALE_TOPICS__DEAD_LETTER", dlq.clone()),
+            ("GALE_KAFKA__GROUP_ID", unique("bench-enrich")),
+            ("GALE_ASSETS__URL", db.url.clone()),
+            ("RUST_LOG", "warn".into()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let enrich = run_measured(&stack, child, &[&enriched, &dlq], n).await;
+    println!(
+        "passthrough rec_per_s={:.0} cpu_us_per_rec={:.1}",
+        base.rec_per_s, base.cpu_us_per_rec
+    );
+    println!(
+        "enrich rec_per_s={:.0} cpu_us_per_rec={:.1} passthrough_rec_per_s={:.0} ratio={:.2}",
+        enrich.rec_per_s,
+        enrich.cpu_us_per_rec,
+        base.rec_per_s,
+        enrich.rec_per_s / base.rec_per_s
+    );
+    Ok(())
+}
+
+/// Enriched readings of `assets` assets (half turbines, half meters), ten
+/// minutes apart per asset, with a gearbox episode now and then.
+fn enriched_readings(n: usize, assets: usize) -> Vec<(String, gale_model::EnrichedReading)> {
+    use gale_model::{AssetKind, EnrichedReading, QualityTier, ScoredReading};
+    let t0 = chrono::Utc::now().timestamp_millis() - 30 * 86_400_000;
+    (0..n)
+        .map(|i| {
+            let a = i % assets;
+            let round = (i / assets) as i64;
+            let t = t0 + round * 600_000;
+            let turbine = a < assets / 2;
+            let id = if turbine {
+                format!("WT-{a:05}")
+            } else {
+                format!("MTR-{a:05}")
+            };
+            let kind = if turbine {
+                AssetKind::Turbine
+            } else {
+                AssetKind::Meter
+            };
+            let mut r = ScoredReading::new(format!("{id}-{round}"), id.clone(), kind, t);
+            r.interval_ms = Some(600_000);
+            r.quality_score = 100;
+            r.quality_tier = QualityTier::Premium;
+            let wobble = ((i * 7919) % 100) as f64 / 100.0;
+            if turbine {
+                r.wind_speed_ms = Some(8.0 + wobble);
+                r.power_kw = Some(900.0 + 100.0 * wobble);
+                r.rotor_speed_rpm = Some(14.0);
+                r.gearbox_temperature_c = Some(if a % 50 == 0 && round % 20 < 2 {
+                    85.0
+                } else {
+                    60.0 + wobble
+                });
+                r.vibration_ms2 = Some(0.8 + wobble / 2.0);
+                r.oil_pressure_bar = Some(45.0);
+            } else {
+                r.power_kw = Some(1.0 + 3.0 * wobble);
+            }
+            let mut e = EnrichedReading::bare(r);
+            if turbine {
+                e.expected_power_kw = Some(1_000.0);
+                e.rated_power_kw = Some(2_000.0);
+                e.cut_in_wind_speed_ms = Some(3.0);
+            }
+            (id, e)
+        })
+        .collect()
+}
+
+/// detect-faults (state persistence on) against the plain pass-through,
+/// then the time to restore the state of `assets` assets.
+async fn bench_detect(n: usize, assets: usize) -> anyhow::Result<()> {
+    use gale_model::ENRICHED_READING;
+    let stack = stack();
+    let input = unique("bench-enriched");
+    let (checked, faults, quarantine, dlq) = (
+        unique("bench-checked"),
+        unique("bench-faults"),
+        unique("bench-quarantine"),
+        unique("bench-dlq"),
+    );
+    create_topics(
+        &stack.bootstrap,
+        &[&input, &checked, &faults, &quarantine, &dlq],
+        3,
+    )
+    .await;
+    eprintln!("preloading {n} enriched readings of {assets} assets");
+    preload_values(
+        &stack,
+        &input,
+        ENRICHED_READING,
+        &enriched_readings(n, assets),
+    )
+    .await?;
+    eprintln!("baseline: plain consume -> produce of the same bytes");
+    let base = baseline(&stack, &input, n).await?;
+    let group = unique("bench-detect");
+    let env = |http: &str| {
+        vec![
+            ("GALE_KAFKA__BOOTSTRAP_SERVERS", stack.bootstrap.clone()),
+            ("GALE_REGISTRY__URL", stack.registry_url.clone()),
+            ("GALE_HTTP__LISTEN", http.to_string()),
+            ("GALE_TOPICS__INPUT", input.clone()),
+            ("GALE_TOPICS__CHECKED", checked.clone()),
+            ("GALE_TOPICS__FAULTS", faults.clone()),
+            ("GALE_TOPICS__QUARANTINE", quarantine.clone()),
+            ("GALE_TOPICS__DEAD_LETTER", dlq.clone()),
+            ("GALE_KAFKA__GROUP_ID", group.clone()),
+            ("RUST_LOG", "warn".into()),
+        ]
+    };
+    eprintln!("gale-detect-faults");
+    let child = Command::new(bin("gale-detect-faults"))
+        .envs(env(&format!("127.0.0.1:{}", free_port())))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(
+            log_dir().join("bench-detect-faults.log"),
+        )?)
+        .spawn()?;
+    let detect = run_measured(&stack, child, &[&checked], n).await;
+
+    // Partitions are restored when their first record arrives: a few new
+    // readings on every partition bring all three back.
+    let more: Vec<(String, gale_model::EnrichedReading)> = enriched_readings(n + 300, assets)
+        .into_iter()
+        .skip(n)
+        .collect();
+    preload_values(&stack, &input, ENRICHED_READING, &more).await?;
+    eprintln!("restoring the state of {assets} assets");
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(bin("gale-detect-faults"))
+        .envs(env(&http))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(
+            log_dir().join("bench-detect-faults-restore.log"),
+        )?)
+        .spawn()?;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let (restore_s, keys) = loop {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "no restore in 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Ok(r) = client.get(format!("http://{http}/metrics")).send().await else {
+            continue;
+        };
+        let text = r.text().await.unwrap_or_default();
+        let per: Vec<(f64, f64)> = (0..3)
+            .filter_map(|p| {
+                Some((
+                    metric_value(
+                        &text,
+                        &format!("gale_state_restore_seconds{{partition=\"{p}\"}}"),
+                    )?,
+                    metric_value(&text, &format!("gale_state_keys{{partition=\"{p}\"}}"))?,
+                ))
+            })
+            .collect();
+        if per.len() == 3 {
+            break (
+                per.iter().map(|p| p.0).sum::<f64>(),
+                per.iter().map(|p| p.1).sum::<f64>(),
+            );
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "passthrough rec_per_s={:.0} cpu_us_per_rec={:.1}",
+        base.rec_per_s, base.cpu_us_per_rec
+    );
+    println!(
+        "detect-faults rec_per_s={:.0} cpu_us_per_rec={:.1} passthrough_rec_per_s={:.0} ratio={:.2} state_restore_s={:.2} state_keys={:.0}",
+        detect.rec_per_s,
+        detect.cpu_us_per_rec,
+        base.rec_per_s,
+        detect.rec_per_s / base.rec_per_s,
+        restore_s,
+        keys
     );
     Ok(())
 }
