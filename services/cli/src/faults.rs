@@ -46,20 +46,21 @@ pub async fn list(
     .fetch_all(&pool)
     .await
     .map_err(|e| missing_table(e, url))?;
+    let id_w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(8);
+    let asset_w = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(5);
+    let code_w = rows.iter().map(|r| r.2.len()).max().unwrap_or(0).max(4);
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<44} {:<10} {:<20} {:<9} {:<7} {:<20} {:<20} ack",
+        "{:<id_w$}  {:<asset_w$}  {:<code_w$}  {:<8}  {:<7}  {:<19}  {:<19}  ack",
         "fault_id", "asset", "code", "severity", "status", "opened (UTC)", "closed (UTC)"
     );
     for (id, asset, code, severity, status, opened, closed, ack, _detail) in &rows {
         let _ = writeln!(
             out,
-            "{id:<44} {asset:<10} {code:<20} {severity:<9} {status:<7} {:<20} {:<20} {}",
+            "{id:<id_w$}  {asset:<asset_w$}  {code:<code_w$}  {severity:<8}  {status:<7}  {:<19}  {:<19}  {}",
             opened.format("%Y-%m-%d %H:%M:%S"),
-            closed.map_or("-".to_string(), |c| c
-                .format("%Y-%m-%d %H:%M:%S")
-                .to_string()),
+            closed.map_or("-".to_string(), |c| c.format("%Y-%m-%d %H:%M:%S").to_string()),
             ack.as_deref().unwrap_or("-"),
         );
     }

@@ -86,6 +86,29 @@ pub fn status(
         .filter(|t| t.name().starts_with(prefix))
         .collect();
     topics.sort_by_key(|t| t.name().to_string());
+    // One committed-offsets request per group for every partition listed
+    // (a client and a round trip per group and topic made `gale status`
+    // take seconds per group).
+    let mut all = TopicPartitionList::new();
+    for t in &topics {
+        for p in t.partitions() {
+            all.add_partition(t.name(), p.id());
+        }
+    }
+    let mut committed_by_group: BTreeMap<String, BTreeMap<(String, i32), Offset>> = BTreeMap::new();
+    for g in groups {
+        let c = client(bootstrap, g)?;
+        if let Ok(committed) = c.committed_offsets(all.clone(), TIMEOUT) {
+            committed_by_group.insert(
+                g.clone(),
+                committed
+                    .elements()
+                    .iter()
+                    .map(|e| ((e.topic().to_string(), e.partition()), e.offset()))
+                    .collect(),
+            );
+        }
+    }
     for t in topics {
         let partitions: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
         let mut records = 0;
@@ -95,12 +118,7 @@ pub fn status(
         }
         let mut lag = BTreeMap::new();
         for g in groups {
-            let c = client(bootstrap, g)?;
-            let mut tpl = TopicPartitionList::new();
-            for p in t.partitions() {
-                tpl.add_partition(t.name(), p.id());
-            }
-            let Ok(committed) = c.committed_offsets(tpl, TIMEOUT) else {
+            let Some(committed) = committed_by_group.get(g) else {
                 continue;
             };
             // A group that consumes the topic but has not committed on a
@@ -111,9 +129,12 @@ pub fn status(
                 .is_some_and(|topics| topics.contains(t.name()));
             let mut total = 0;
             let mut any = subscribed;
-            for e in committed.elements() {
-                let (low, end) = ends.get(&e.partition()).copied().unwrap_or((0, 0));
-                match e.offset() {
+            for p in t.partitions() {
+                let Some(offset) = committed.get(&(t.name().to_string(), p.id())) else {
+                    continue;
+                };
+                let (low, end) = ends.get(&p.id()).copied().unwrap_or((0, 0));
+                match *offset {
                     Offset::Offset(o) => {
                         any = true;
                         total += end - o.max(low);

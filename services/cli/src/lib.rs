@@ -3,6 +3,7 @@
 
 pub mod assets;
 pub mod faults;
+pub mod fleet_registry;
 pub mod inspect;
 pub mod send;
 pub mod simulate;

@@ -33,6 +33,11 @@ enum Command {
         /// Output file; standard output when omitted.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Also write the fleet as registry files for `gale assets import`
+        /// (sites, models with the simulator's power curve, curves, assets)
+        /// into this directory.
+        #[arg(long)]
+        registry_dir: Option<PathBuf>,
     },
     /// Records per topic and consumer-group lag.
     Status {
@@ -45,7 +50,7 @@ enum Command {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "gale-validate,gale-pg-sink,gale-archive"
+            default_value = "gale-validate,gale-enrich,gale-detect-faults,gale-pg-sink,gale-archive"
         )]
         groups: Vec<String>,
     },
@@ -304,6 +309,9 @@ struct SimulateArgs {
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Boxed: the options are large and `Command` holds this inline.
+    #[command(flatten)]
+    faults: Box<send::FaultOptions>,
 }
 
 #[tokio::main]
@@ -316,8 +324,15 @@ async fn main() -> anyhow::Result<()> {
             meters,
             seed,
             out,
+            registry_dir,
         } => {
-            let csv = gale_cli::simulate::Fleet::generate(turbines, meters, seed).assets_csv();
+            let fleet = gale_cli::simulate::Fleet::generate(turbines, meters, seed);
+            if let Some(dir) = registry_dir {
+                for path in gale_cli::fleet_registry::write(&fleet, &dir)? {
+                    eprintln!("wrote {}", path.display());
+                }
+            }
+            let csv = fleet.assets_csv();
             match out {
                 Some(path) => std::fs::write(&path, csv)?,
                 None => print!("{csv}"),
@@ -527,6 +542,7 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         batch: a.batch.max(1),
         write_assets: a.write_assets,
         progress: !a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        faults: *a.faults,
     };
     let summary = send::run(run, target).await?;
     println!(

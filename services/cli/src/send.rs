@@ -5,6 +5,11 @@
 //! tick `k` happens at `start + k × interval`, so every asset's readings are
 //! exactly one interval apart and no two share a millisecond, however fast
 //! they are sent. See [`Schedule`] for how start and interval are chosen.
+//!
+//! The schedule also bounds the fault episodes ([`FaultOptions`]): a run
+//! whose size is known (`--count`, or `--duration` with `--rate`) surely
+//! completes its first `count / fleet size` ticks, and the episodes are
+//! planned, and their faults expected to close, within those.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,7 +31,10 @@ use gale_runtime::telemetry::Telemetry;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
-use crate::simulate::{Fleet, Generator, Scenario, SimRow, METER_GAP_RATE};
+use crate::simulate::{
+    EpisodeDurations, FaultMode, FaultPlan, Fleet, Generator, Scenario, SimRow, Timeline,
+    METER_GAP_RATE,
+};
 
 /// `--rate`: readings per second, a positive finite number.
 pub fn parse_rate(text: &str) -> Result<f64, String> {
@@ -51,6 +59,108 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?}: the interval must be at least 1ms"));
     }
     Ok(d)
+}
+
+/// `--fault-share`: a share of the fleet, from 0 to 1.
+pub fn parse_share(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("{text:?}: give a share from 0 to 1, e.g. 0.2")),
+    }
+}
+
+/// `--overload-readings`: at least the 6 readings OVERLOAD needs.
+fn parse_overload_readings(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(n) if n >= 6 => Ok(n),
+        _ => Err(format!(
+            "{text:?}: OVERLOAD opens after 6 readings above 20 kW; give 6 or more"
+        )),
+    }
+}
+
+/// How `simulate` injects faults (see `docs/simulator.md`).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Faults")]
+pub struct FaultOptions {
+    /// `episodes`: a share of the assets get one fault episode each, with a
+    /// known start and end (see --faults-out); `random`: fault values on
+    /// random readings at the spec's rates and meters stuck all run;
+    /// `none`: data-quality scenarios only.
+    #[arg(long = "faults", value_enum, default_value_t = FaultMode::Episodes)]
+    pub mode: FaultMode,
+    /// Write the faults the episodes must raise (JSON lines, with their
+    /// expected open and close times) to this file. Needs --faults
+    /// episodes and a known run size (--count, or --duration with --rate).
+    #[arg(long, value_name = "FILE")]
+    pub faults_out: Option<PathBuf>,
+    /// Share of the turbines, and of the occupied meters, given an episode
+    /// each; while above 0, at least one of each fault as far as the fleet
+    /// allows.
+    #[arg(long, default_value_t = 0.2, value_parser = parse_share)]
+    pub fault_share: f64,
+    /// Length of gearbox, generator, vibration, oil pressure and tower lean
+    /// episodes.
+    #[arg(long, default_value = "20m", value_parser = humantime::parse_duration)]
+    pub limit_fault_duration: Duration,
+    /// Length of UNDERPERFORMANCE episodes (it opens after 30m).
+    #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+    pub underperformance_duration: Duration,
+    /// Length of SILENT episodes (over 24h gives MISSING_SHORT and MISSING_EXTENDED).
+    #[arg(long, default_value = "26h", value_parser = humantime::parse_duration)]
+    pub silence_duration: Duration,
+    /// Length of STUCK_VALUE episodes (it opens after 24h).
+    #[arg(long, default_value = "30h", value_parser = humantime::parse_duration)]
+    pub stuck_duration: Duration,
+    /// Length of ZERO_VALUE episodes (it opens after 48h).
+    #[arg(long, default_value = "50h", value_parser = humantime::parse_duration)]
+    pub zero_duration: Duration,
+    /// Readings above 20 kW in an OVERLOAD episode (it opens at the 6th).
+    #[arg(long, default_value_t = 8, value_parser = parse_overload_readings)]
+    pub overload_readings: u64,
+    /// The receiving source declares the tick interval as its readings'
+    /// interval (ingest: `interval` of the source, equal to --interval; the
+    /// raw-topic path then declares it too). `kWh` meters then report their
+    /// consumption per interval, and --faults-out dates silences from when
+    /// the next reading was due, as detect-faults does with a declared
+    /// interval. Without it, `kWh` values are kW (taken as hourly) and
+    /// silences count from the last reading.
+    #[arg(long)]
+    pub interval_declared: bool,
+}
+
+impl Default for FaultOptions {
+    fn default() -> Self {
+        let d = EpisodeDurations::default();
+        let ms = |ms: i64| Duration::from_millis(ms.unsigned_abs());
+        FaultOptions {
+            mode: FaultMode::Episodes,
+            faults_out: None,
+            fault_share: 0.2,
+            limit_fault_duration: ms(d.limit_ms),
+            underperformance_duration: ms(d.underperformance_ms),
+            silence_duration: ms(d.silence_ms),
+            stuck_duration: ms(d.stuck_ms),
+            zero_duration: ms(d.zero_ms),
+            overload_readings: d.overload_readings,
+            interval_declared: false,
+        }
+    }
+}
+
+impl FaultOptions {
+    /// The episode lengths asked for.
+    pub fn durations(&self) -> EpisodeDurations {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        EpisodeDurations {
+            limit_ms: ms(self.limit_fault_duration),
+            underperformance_ms: ms(self.underperformance_duration),
+            silence_ms: ms(self.silence_duration),
+            stuck_ms: ms(self.stuck_duration),
+            zero_ms: ms(self.zero_duration),
+            overload_readings: self.overload_readings,
+        }
+    }
 }
 
 /// When ticks happen in event time.
@@ -95,6 +205,16 @@ impl Schedule {
                     interval_ms,
                 }
             }
+        }
+    }
+
+    /// The first `ticks` ticks, as the fault plan sees them.
+    pub fn timeline(&self, ticks: u64, interval_declared: bool) -> Timeline {
+        Timeline {
+            start_ms: self.start.timestamp_millis(),
+            interval_ms: self.interval_ms,
+            ticks,
+            interval_declared,
         }
     }
 
@@ -176,6 +296,8 @@ pub struct Run {
     pub write_assets: Option<PathBuf>,
     /// Show a progress bar.
     pub progress: bool,
+    /// Fault injection.
+    pub faults: FaultOptions,
 }
 
 /// What a run did.
@@ -193,6 +315,12 @@ pub struct Summary {
     pub scenarios: BTreeMap<&'static str, u64>,
     /// Intervals a meter skipped.
     pub gaps: u64,
+    /// Readings withheld by SILENT episodes.
+    pub silenced: u64,
+    /// Fault episodes planned.
+    pub episodes: usize,
+    /// Faults the episodes must raise (the lines of `--faults-out`).
+    pub expected_faults: usize,
 }
 
 enum Sink {
@@ -209,7 +337,9 @@ enum Sink {
 }
 
 impl Sink {
-    async fn open(target: Target) -> anyhow::Result<Sink> {
+    /// A sink; `interval_ms` is the interval the Kafka path declares for
+    /// the readings, if any (ingest sources declare theirs in their config).
+    async fn open(target: Target, interval_ms: Option<i64>) -> anyhow::Result<Sink> {
         Ok(match target {
             Target::Http { url, api_key } => Sink::Http {
                 client: reqwest::Client::builder()
@@ -247,11 +377,16 @@ impl Sink {
                     metrics.topic("unused"),
                     Duration::from_secs(30),
                 );
+                // With --interval-declared, as an ingest source declaring
+                // it: detect-faults dates silences from it and validate
+                // turns kWh per interval into kW.
+                let mut source = SourceConfig::canonical("simulator");
+                source.interval =
+                    interval_ms.map(|ms| Duration::from_millis(ms.unsigned_abs().max(1)));
                 Sink::Kafka {
                     writer: Arc::new(writer),
                     mapping: Box::new(
-                        SourceMapping::new(SourceConfig::canonical("simulator"), "simulate")
-                            .map_err(anyhow::Error::msg)?,
+                        SourceMapping::new(source, "simulate").map_err(anyhow::Error::msg)?,
                     ),
                 }
             }
@@ -348,6 +483,68 @@ impl Sink {
     }
 }
 
+/// The episodes of `run`: planned over the ticks it surely completes
+/// (`total` readings, at most a fleet's worth per tick).
+fn plan_faults(
+    run: &Run,
+    fleet: &Fleet,
+    schedule: &Schedule,
+    total: Option<u64>,
+) -> anyhow::Result<FaultPlan> {
+    let ticks = total.map(|n| n / fleet.len() as u64);
+    let faults = &run.faults;
+    if faults.faults_out.is_some() {
+        if faults.mode != FaultMode::Episodes {
+            bail!("--faults-out lists fault episodes: use it with --faults episodes");
+        }
+        if ticks.is_none() {
+            bail!("--faults-out needs a known run size: give --count, or --duration with --rate");
+        }
+    }
+    if faults.mode != FaultMode::Episodes {
+        return Ok(FaultPlan::empty(
+            schedule.timeline(0, faults.interval_declared),
+        ));
+    }
+    let Some(ticks) = ticks else {
+        eprintln!(
+            "note: no fault episodes: they need a known run size (--count, or --duration with --rate)"
+        );
+        return Ok(FaultPlan::empty(
+            schedule.timeline(0, faults.interval_declared),
+        ));
+    };
+    let timeline = schedule.timeline(ticks, faults.interval_declared);
+    let plan = FaultPlan::new(
+        fleet,
+        run.seed,
+        timeline,
+        faults.fault_share,
+        &faults.durations(),
+    );
+    if !plan.skipped.is_empty() {
+        let mut kinds: Vec<&str> = plan.skipped.iter().map(|k| k.name()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        let span =
+            Duration::from_millis((timeline.interval_ms.unsigned_abs()).saturating_mul(ticks));
+        eprintln!(
+            "note: {} fault episode(s) ({}) do not fit in {} of event time and were left out",
+            plan.skipped.len(),
+            kinds.join(", "),
+            humantime::format_duration(span)
+        );
+    }
+    Ok(plan)
+}
+
+fn write_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
 /// Runs the simulation.
 pub async fn run(run: Run, target: Target) -> anyhow::Result<Summary> {
     if let Some(rate) = run.rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
@@ -361,22 +558,27 @@ pub async fn run(run: Run, target: Target) -> anyhow::Result<Summary> {
         bail!("the fleet is empty: give --turbines and/or --meters");
     }
     let schedule = Schedule::new(&run, &fleet, Utc::now());
-    if let Some(path) = &run.write_assets {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).ok();
-        }
-        std::fs::write(path, fleet.assets_csv())
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    let sink = Sink::open(target).await?;
-    let mut generator = Generator::new(fleet, run.seed);
-    let mut summary = Summary::default();
-    let started = Instant::now();
     let total = run.count.or_else(|| {
         run.duration
             .zip(run.rate)
             .map(|(d, r)| (d.as_secs_f64() * r) as u64)
     });
+    let plan = plan_faults(&run, &fleet, &schedule, total)?;
+    if let Some(path) = &run.write_assets {
+        write_file(path, &fleet.assets_csv())?;
+    }
+    if let Some(path) = &run.faults.faults_out {
+        write_file(path, &plan.json_lines())?;
+    }
+    let declared = run.faults.interval_declared.then_some(schedule.interval_ms);
+    let sink = Sink::open(target, declared).await?;
+    let mut summary = Summary {
+        episodes: plan.episodes.len(),
+        expected_faults: plan.expected_faults().len(),
+        ..Summary::default()
+    };
+    let mut generator = Generator::with_faults(fleet, run.seed, run.faults.mode, Some(plan));
+    let started = Instant::now();
     let bar = if run.progress {
         let bar = match total {
             Some(n) => ProgressBar::new(n),
@@ -414,7 +616,9 @@ pub async fn run(run: Run, target: Target) -> anyhow::Result<Summary> {
                 bail!("tick {tick} lies beyond the last representable event time");
             };
             for row in generator.tick(tick, at) {
-                if row.gap {
+                if row.gap && row.episode.is_some() {
+                    summary.silenced += 1;
+                } else if row.gap {
                     summary.gaps += 1;
                 } else {
                     pending.push(row);
@@ -472,6 +676,7 @@ mod tests {
             batch: 25,
             write_assets: None,
             progress: false,
+            faults: FaultOptions::default(),
         }
     }
 
@@ -625,6 +830,94 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[tokio::test]
+    async fn faults_out_lists_what_the_sent_readings_hold() {
+        let (url, rows, _) = fake_ingest(200, "").await;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("faults.jsonl");
+        let start = DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        let mut run_3_days = run_of(432 * 16);
+        run_3_days.turbines = 8;
+        run_3_days.meters = 8;
+        run_3_days.start = Some(start);
+        run_3_days.interval = Duration::from_secs(600);
+        run_3_days.batch = 1000;
+        run_3_days.faults.faults_out = Some(out.clone());
+        run_3_days.faults.interval_declared = true;
+        let target = |url: &str| Target::Http {
+            url: url.into(),
+            api_key: "k".into(),
+        };
+        let summary = run(run_3_days, target(&url)).await.unwrap();
+        let lines: Vec<crate::simulate::ExpectedFault> = std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), summary.expected_faults);
+        assert!(summary.silenced > 0 && summary.episodes >= 11);
+        let codes: std::collections::BTreeSet<(&str, &str)> = lines
+            .iter()
+            .map(|f| (f.kind.as_str(), f.code.as_str()))
+            .collect();
+        assert_eq!(codes.len(), 13, "{codes:?}");
+        let rows = rows.lock().unwrap().clone();
+        let at = |r: &serde_json::Map<String, Value>| {
+            DateTime::parse_from_rfc3339(r["timestamp"].as_str().unwrap())
+                .unwrap()
+                .timestamp_millis()
+        };
+        for f in &lines {
+            let readings: Vec<i64> = rows
+                .iter()
+                .filter(|r| r["asset_id"] == f.asset_id.as_str())
+                .filter(|r| {
+                    r.get("sim_scenario").and_then(Value::as_str) != Some("FUTURE_TIMESTAMP")
+                })
+                .map(at)
+                .collect();
+            let inside = readings
+                .iter()
+                .filter(|t| (f.start_ms..f.end_ms).contains(t))
+                .count() as u64;
+            assert_eq!(inside, f.readings, "{f:?}");
+            // Faults open and close at readings; MISSING_SHORT closes when
+            // it escalates, in the silence.
+            if f.code != "MISSING_SHORT" {
+                assert!(readings.contains(&f.expected_close_ms), "{f:?}");
+            }
+            if f.readings > 0 {
+                assert!(readings.contains(&f.expected_open_ms), "{f:?}");
+            }
+        }
+        // The file lists episodes, of a run whose size is known.
+        let mut random = run_of(100);
+        random.faults.mode = FaultMode::Random;
+        random.faults.faults_out = Some(out.clone());
+        let err = run(random, target(&url)).await.unwrap_err().to_string();
+        assert!(err.contains("--faults episodes"), "{err}");
+        let mut endless = run_of(100);
+        endless.count = None;
+        endless.duration = Some(Duration::from_secs(1));
+        endless.faults.faults_out = Some(out);
+        let err = run(endless, target(&url)).await.unwrap_err().to_string();
+        assert!(err.contains("--count"), "{err}");
+    }
+
+    #[test]
+    fn fault_shares_and_overload_lengths_are_checked() {
+        assert_eq!(parse_share("0.2"), Ok(0.2));
+        for bad in ["-0.1", "1.5", "NaN", "a"] {
+            assert!(parse_share(bad).is_err(), "{bad}");
+        }
+        assert!(parse_overload_readings("5").is_err());
+        assert_eq!(parse_overload_readings("6"), Ok(6));
+        let d = FaultOptions::default().durations();
+        assert_eq!(d, EpisodeDurations::default());
     }
 
     #[tokio::test]
