@@ -62,6 +62,17 @@ fn scenario() -> Vec<ScoredReading> {
             r.quality_tier = QualityTier::Premium;
             out.push(r);
         }
+        if i < 6 {
+            // T4 reports for an hour and never again: only a timer can
+            // notice it.
+            let mut r = ScoredReading::new(format!("T4-{i}"), "T4", AssetKind::Turbine, t);
+            r.interval_ms = Some(STEP);
+            r.wind_speed_ms = Some(9.0);
+            r.power_kw = Some(1_000.0);
+            r.quality_score = 100;
+            r.quality_tier = QualityTier::Premium;
+            out.push(r);
+        }
         let mut m = ScoredReading::new(format!("M1-{i}"), "M1", AssetKind::Meter, t);
         m.site_id = Some("S1".into());
         m.interval_ms = Some(STEP);
@@ -217,10 +228,13 @@ async fn read_faults(stack: &Stack, topic: &str, quiet: Duration) -> Vec<FaultEv
     out
 }
 
-/// What the scenario must yield: (code, opened, closed) per asset.
+/// What the scenario must yield: (code, opened, closed) per asset. T4's
+/// MISSING_EXTENDED stays open: no reading of T4 ever arrives again, so it
+/// was opened by a timer as T1's and M1's readings moved the watermark.
 fn expected() -> Vec<(String, String, i64, Option<i64>)> {
     let t2_last = T0 + 11 * STEP;
     let due = t2_last + STEP;
+    let t4_due = T0 + 6 * STEP;
     vec![
         (
             "M1".into(),
@@ -245,6 +259,18 @@ fn expected() -> Vec<(String, String, i64, Option<i64>)> {
             "MISSING_SHORT".into(),
             due + 4 * HOUR,
             Some(due + 24 * HOUR),
+        ),
+        (
+            "T4".into(),
+            "MISSING_EXTENDED".into(),
+            t4_due + 24 * HOUR,
+            None,
+        ),
+        (
+            "T4".into(),
+            "MISSING_SHORT".into(),
+            t4_due + 4 * HOUR,
+            Some(t4_due + 24 * HOUR),
         ),
     ]
 }
@@ -278,7 +304,12 @@ fn check(faults: &BTreeMap<String, FaultEvent>) {
         }
     }
     for f in faults.values() {
-        assert_eq!(f.status, FaultStatus::Closed, "{f:?}");
+        let want = if f.closed_time.is_some() {
+            FaultStatus::Closed
+        } else {
+            FaultStatus::Opened
+        };
+        assert_eq!(f.status, want, "{f:?}");
         assert_eq!(
             f.fault_id,
             format!("{}:{}:{}", f.asset_id, f.code, f.opened_time)
@@ -382,6 +413,9 @@ async fn faults_come_out_of_the_topic_and_postgres_exactly_once() {
     assert_eq!(hot.enriched.reading.quality_score, 70);
     assert_eq!(hot.enriched.reading.quality_tier, QualityTier::Standard);
 
+    // T4's gap faults can only have come from timers.
+    let fired = metric_value(&detect.metrics().await, "gale_timers_fired_total").unwrap_or(0.0);
+    assert!(fired >= 2.0, "timers fired: {fired}");
     // The fault events on the topic and the rows in Postgres.
     let events = read_faults(&stack, &t.faults, Duration::from_secs(3)).await;
     let ids: HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
@@ -401,7 +435,10 @@ async fn faults_come_out_of_the_topic_and_postgres_exactly_once() {
                 .fetch_all(&pool)
                 .await
                 .ok()?;
-                (rows.len() == n && rows.iter().all(|r| r.2 == "CLOSED")).then_some(rows)
+                let settled = rows
+                    .iter()
+                    .all(|r| r.2 == if r.4.is_some() { "CLOSED" } else { "OPENED" });
+                (rows.len() == n && settled).then_some(rows)
             }
         })
         .await;
