@@ -605,3 +605,71 @@ async fn sigkill_of_detect_faults_changes_no_fault() {
     let ids = |v: &[FaultEvent]| v.iter().map(|e| e.event_id.clone()).collect::<HashSet<_>>();
     assert_eq!(ids(&killed), ids(&uninterrupted));
 }
+
+/// A second instance joins mid-run and leaves again: partitions (and their
+/// state) move to it and back, and the faults are still exactly those of
+/// the scenario, with no event id missing or invented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_changes_no_fault() {
+    let stack = stack();
+    let t = Topics::new();
+    create_topics(
+        &stack.bootstrap,
+        &[&t.enriched, &t.checked, &t.faults, &t.quarantine],
+        2,
+    )
+    .await;
+    let registry = registry(&stack);
+    let encoder = registry
+        .register(&t.enriched, ENRICHED_READING)
+        .await
+        .unwrap();
+    let producer = producer(&stack.bootstrap);
+    let readings: Vec<EnrichedReading> =
+        scenario().into_iter().map(EnrichedReading::bare).collect();
+    for chunk in readings.chunks(100) {
+        let sends = chunk.iter().map(|r| {
+            let payload = encoder.encode(r).unwrap();
+            let producer = producer.clone();
+            let topic = t.enriched.clone();
+            async move { send(&producer, &topic, &r.reading.asset_id, &payload).await }
+        });
+        futures::future::join_all(sends).await;
+    }
+    let group = unique("detect-rebalance");
+    let env = detect_env(&stack, &t, &group);
+    let mut first = ServiceProcess::start("gale-detect-faults", &env, &[], "rebalance-a");
+    first.wait_ready(Duration::from_secs(60)).await;
+    let checked = TopicReader::new(&stack.bootstrap, &t.checked);
+    let mut seen = 0;
+    let progress = |seen: &mut usize, by: usize| {
+        let target = *seen + by;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while *seen < target && std::time::Instant::now() < deadline {
+            *seen += checked.poll_for(Duration::from_millis(50)).len();
+        }
+    };
+    progress(&mut seen, 150);
+    let mut second = ServiceProcess::start("gale-detect-faults", &env, &[], "rebalance-b");
+    second.wait_ready(Duration::from_secs(60)).await;
+    progress(&mut seen, 200);
+    second.terminate(Duration::from_secs(20));
+    wait_for("the run to finish", Duration::from_secs(120), || {
+        let bootstrap = stack.bootstrap.clone();
+        let topic = t.checked.clone();
+        let n = readings.len() as i64;
+        async move { (record_count(&bootstrap, &topic) >= n).then_some(()) }
+    })
+    .await;
+    let events = read_faults(&stack, &t.faults, Duration::from_secs(3)).await;
+    first.terminate(Duration::from_secs(20));
+    let folded = fold(&events);
+    check(&folded);
+    // Every revision of every fault is there (redelivery may repeat one).
+    for f in folded.values() {
+        for rev in 0..=f.revision {
+            let id = format!("{}:{rev}", f.fault_id);
+            assert!(events.iter().any(|e| e.event_id == id), "{id} missing");
+        }
+    }
+}

@@ -177,6 +177,44 @@ async fn passthrough(
     Ok(())
 }
 
+/// [`run_measured`], stopping the child with `stop` instead of SIGKILL.
+async fn run_measured_then(
+    stack: &Stack,
+    mut child: std::process::Child,
+    outputs: &[&str],
+    n: usize,
+    stop: impl FnOnce(&mut std::process::Child),
+) -> Measured {
+    let cpu0 = cpu_seconds(child.id());
+    let readers: Vec<TopicReader> = outputs
+        .iter()
+        .map(|t| TopicReader::new(&stack.bootstrap, t))
+        .collect();
+    let started = Instant::now();
+    let (mut first, mut last, mut count) = (i64::MAX, i64::MIN, 0usize);
+    while count < n {
+        for r in &readers {
+            for m in r.poll_for(Duration::from_millis(100)) {
+                if let Some(ts) = m.timestamp().to_millis() {
+                    first = first.min(ts);
+                    last = last.max(ts);
+                }
+                count += 1;
+            }
+        }
+        if started.elapsed() > Duration::from_secs(900) {
+            panic!("only {count} of {n} records after 15 minutes");
+        }
+    }
+    let cpu = cpu_seconds(child.id()) - cpu0;
+    stop(&mut child);
+    let secs = ((last - first).max(1)) as f64 / 1000.0;
+    Measured {
+        rec_per_s: count as f64 / secs,
+        cpu_us_per_rec: cpu * 1e6 / n as f64,
+    }
+}
+
 /// The archive's baseline: a consumer that does nothing with the records,
 /// tuned as the sinks are (fetches of up to 1 MiB, 100 ms wait). Prints the
 /// seconds from its first record to its `count`-th.
@@ -266,39 +304,15 @@ struct Measured {
 /// the last output's broker timestamp, CPU from /proc over the whole run.
 async fn run_measured(
     stack: &Stack,
-    mut child: std::process::Child,
+    child: std::process::Child,
     outputs: &[&str],
     n: usize,
 ) -> Measured {
-    let cpu0 = cpu_seconds(child.id());
-    let readers: Vec<TopicReader> = outputs
-        .iter()
-        .map(|t| TopicReader::new(&stack.bootstrap, t))
-        .collect();
-    let started = Instant::now();
-    let (mut first, mut last, mut count) = (i64::MAX, i64::MIN, 0usize);
-    while count < n {
-        for r in &readers {
-            for m in r.poll_for(Duration::from_millis(100)) {
-                if let Some(ts) = m.timestamp().to_millis() {
-                    first = first.min(ts);
-                    last = last.max(ts);
-                }
-                count += 1;
-            }
-        }
-        if started.elapsed() > Duration::from_secs(900) {
-            panic!("only {count} of {n} records after 15 minutes");
-        }
-    }
-    let cpu = cpu_seconds(child.id()) - cpu0;
-    let _ = child.kill();
-    let _ = child.wait();
-    let secs = ((last - first).max(1)) as f64 / 1000.0;
-    Measured {
-        rec_per_s: count as f64 / secs,
-        cpu_us_per_rec: cpu * 1e6 / n as f64,
-    }
+    run_measured_then(stack, child, outputs, n, |c| {
+        let _ = c.kill();
+        let _ = c.wait();
+    })
+    .await
 }
 
 async fn bench_validate(n: usize) -> anyhow::Result<()> {
@@ -1261,7 +1275,15 @@ async fn bench_detect(n: usize, assets: usize) -> anyhow::Result<()> {
             log_dir().join("bench-detect-faults.log"),
         )?)
         .spawn()?;
-    let detect = run_measured(&stack, child, &[&checked], n).await;
+    // Stopped with SIGTERM once measured: it commits and leaves the group,
+    // so the restore below starts at once (a SIGKILLed member would hold its
+    // partitions until its session times out).
+    let pid = child.id();
+    let detect = run_measured_then(&stack, child, &[&checked], n, |c| {
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let _ = c.wait();
+    })
+    .await;
 
     // Partitions are restored when their first record arrives: a few new
     // readings on every partition bring all three back.
