@@ -203,6 +203,32 @@ async fn produce(stack: &Stack, topic: &str, readings: &[ScoredReading]) {
     }
 }
 
+/// Sends `readings` to `topic` in small paced chunks in the background
+/// (about 15 s for the scenario), so a test can disturb the stage mid-run.
+async fn feed(
+    stack: &Stack,
+    topic: &str,
+    readings: Vec<EnrichedReading>,
+) -> tokio::task::JoinHandle<()> {
+    let encoder = registry(stack)
+        .register(topic, ENRICHED_READING)
+        .await
+        .unwrap();
+    let producer = producer(&stack.bootstrap);
+    let topic = topic.to_string();
+    tokio::spawn(async move {
+        for chunk in readings.chunks(10) {
+            let sends = chunk.iter().map(|r| {
+                let payload = encoder.encode(r).unwrap();
+                let (producer, topic) = (producer.clone(), topic.clone());
+                async move { send(&producer, &topic, &r.reading.asset_id, &payload).await }
+            });
+            futures::future::join_all(sends).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
 /// Final state per fault id (the event with the highest revision) and
 /// every (fault id, revision) seen.
 fn fold(events: &[FaultEvent]) -> BTreeMap<String, FaultEvent> {
@@ -507,24 +533,11 @@ async fn sigkill_of_detect_faults_changes_no_fault() {
         2,
     )
     .await;
-    // The scenario, enriched by hand (enrich is not under test here).
-    let registry = registry(&stack);
-    let encoder = registry
-        .register(&t.enriched, ENRICHED_READING)
-        .await
-        .unwrap();
-    let producer = producer(&stack.bootstrap);
+    // The scenario, enriched by hand (enrich is not under test here), fed
+    // slowly so the kills land while faults are in progress.
     let readings: Vec<EnrichedReading> =
         scenario().into_iter().map(EnrichedReading::bare).collect();
-    for chunk in readings.chunks(100) {
-        let sends = chunk.iter().map(|r| {
-            let payload = encoder.encode(r).unwrap();
-            let producer = producer.clone();
-            let topic = t.enriched.clone();
-            async move { send(&producer, &topic, &r.reading.asset_id, &payload).await }
-        });
-        futures::future::join_all(sends).await;
-    }
+    let feeder = feed(&stack, &t.enriched, readings.clone()).await;
 
     // Killed: three SIGKILLs while it works through the input.
     let group = unique("detect-killed");
@@ -538,7 +551,7 @@ async fn sigkill_of_detect_faults_changes_no_fault() {
     let checked = TopicReader::new(&stack.bootstrap, &t.checked);
     let mut seen = 0;
     for round in 0..3 {
-        let target = seen + 150;
+        let target = seen + 100;
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while seen < target && std::time::Instant::now() < deadline {
             seen += checked.poll_for(Duration::from_millis(50)).len();
@@ -553,6 +566,7 @@ async fn sigkill_of_detect_faults_changes_no_fault() {
         }
     }
     detect.wait_ready(Duration::from_secs(60)).await;
+    feeder.await.unwrap();
     wait_for("the killed run to finish", Duration::from_secs(120), || {
         let bootstrap = stack.bootstrap.clone();
         let topic = t.checked.clone();
@@ -619,23 +633,9 @@ async fn a_rebalance_changes_no_fault() {
         2,
     )
     .await;
-    let registry = registry(&stack);
-    let encoder = registry
-        .register(&t.enriched, ENRICHED_READING)
-        .await
-        .unwrap();
-    let producer = producer(&stack.bootstrap);
     let readings: Vec<EnrichedReading> =
         scenario().into_iter().map(EnrichedReading::bare).collect();
-    for chunk in readings.chunks(100) {
-        let sends = chunk.iter().map(|r| {
-            let payload = encoder.encode(r).unwrap();
-            let producer = producer.clone();
-            let topic = t.enriched.clone();
-            async move { send(&producer, &topic, &r.reading.asset_id, &payload).await }
-        });
-        futures::future::join_all(sends).await;
-    }
+    let feeder = feed(&stack, &t.enriched, readings.clone()).await;
     let group = unique("detect-rebalance");
     let env = detect_env(&stack, &t, &group);
     let mut first = ServiceProcess::start("gale-detect-faults", &env, &[], "rebalance-a");
@@ -649,11 +649,12 @@ async fn a_rebalance_changes_no_fault() {
             *seen += checked.poll_for(Duration::from_millis(50)).len();
         }
     };
-    progress(&mut seen, 150);
+    progress(&mut seen, 100);
     let mut second = ServiceProcess::start("gale-detect-faults", &env, &[], "rebalance-b");
     second.wait_ready(Duration::from_secs(60)).await;
     progress(&mut seen, 200);
     second.terminate(Duration::from_secs(20));
+    feeder.await.unwrap();
     wait_for("the run to finish", Duration::from_secs(120), || {
         let bootstrap = stack.bootstrap.clone();
         let topic = t.checked.clone();
