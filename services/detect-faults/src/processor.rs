@@ -51,7 +51,22 @@ pub enum Output {
     Quarantine(Box<ScoredReading>),
 }
 
-impl AvroRecord for Output {}
+/// The checked readings (every record) take the hand-written encoding of
+/// `gale-model`; fault events and quarantined copies are rare and take the
+/// general one.
+impl AvroRecord for Output {
+    fn fast_schemas() -> &'static [gale_runtime::schema::SchemaFile] {
+        &[gale_model::CHECKED_READING]
+    }
+
+    fn write_fast(&self, out: &mut Vec<u8>) -> bool {
+        match self {
+            Output::Checked(c) => c.write_fast(out),
+            // Not a checked reading: the general encoder says what is wrong.
+            Output::Fault(_) | Output::Quarantine(_) => false,
+        }
+    }
+}
 
 /// Score thresholds of the tiers (validate's `scoring` section).
 #[derive(Debug, Clone, Copy)]

@@ -12,7 +12,10 @@ use crate::reading::{
     AssetKind, FlagCode, IngestChannel, Measurement, Metric, QualityFlag, QualityTier, RawReading,
     ScoredReading,
 };
-use crate::schemas::{QUARANTINED_READING, RAW_READING, VALIDATED_READING};
+use crate::schemas::{
+    CHECKED_READING, ENRICHED_READING, QUARANTINED_READING, RAW_READING, VALIDATED_READING,
+};
+use crate::stages::{ActiveFault, CheckedReading, EnrichedReading};
 
 const KINDS: [AssetKind; 2] = [AssetKind::Turbine, AssetKind::Meter];
 const CHANNELS: [IngestChannel; 4] = [
@@ -135,40 +138,7 @@ impl AvroRecord for ScoredReading {
     }
 
     fn write_fast(&self, out: &mut Vec<u8>) -> bool {
-        let mut w = AvroWriter(out);
-        w.string(&self.event_id);
-        w.string(&self.asset_id);
-        w.int(index_of(&KINDS, &self.asset_kind));
-        w.opt_string(self.site_id.as_deref());
-        w.long(self.event_time);
-        w.long(self.received_time);
-        w.long(self.validated_time);
-        w.string(&self.source);
-        w.int(index_of(&CHANNELS, &self.channel));
-        w.opt_long(self.interval_ms);
-        for m in Metric::ALL {
-            w.opt_double(self.metric(m));
-        }
-        w.int(self.quality_score);
-        w.int(index_of(&TIERS, &self.quality_tier));
-        if !self.flags.is_empty() {
-            w.long(self.flags.len() as i64);
-            for f in &self.flags {
-                w.int(index_of(&CODES, &f.code));
-                match f.metric {
-                    None => w.long(0),
-                    Some(m) => {
-                        w.long(1);
-                        w.int(m as i32);
-                    }
-                }
-                w.int(f.deduction);
-                w.boolean(f.quarantine);
-                w.string(&f.detail);
-            }
-        }
-        w.long(0);
-        w.map(&self.attributes);
+        write_scored(self, &mut AvroWriter(out));
         true
     }
 
@@ -177,8 +147,183 @@ impl AvroRecord for ScoredReading {
     }
 }
 
+/// The fields of a validated reading, which also open the enriched and
+/// checked readings' schemas.
+fn write_scored(this: &ScoredReading, w: &mut AvroWriter<'_>) {
+    w.string(&this.event_id);
+    w.string(&this.asset_id);
+    w.int(index_of(&KINDS, &this.asset_kind));
+    w.opt_string(this.site_id.as_deref());
+    w.long(this.event_time);
+    w.long(this.received_time);
+    w.long(this.validated_time);
+    w.string(&this.source);
+    w.int(index_of(&CHANNELS, &this.channel));
+    w.opt_long(this.interval_ms);
+    for m in Metric::ALL {
+        w.opt_double(this.metric(m));
+    }
+    w.int(this.quality_score);
+    w.int(index_of(&TIERS, &this.quality_tier));
+    if !this.flags.is_empty() {
+        w.long(this.flags.len() as i64);
+        for f in &this.flags {
+            w.int(index_of(&CODES, &f.code));
+            match f.metric {
+                None => w.long(0),
+                Some(m) => {
+                    w.long(1);
+                    w.int(m as i32);
+                }
+            }
+            w.int(f.deduction);
+            w.boolean(f.quarantine);
+            w.string(&f.detail);
+        }
+    }
+    w.long(0);
+    w.map(&this.attributes);
+}
+
+/// The enriched reading's own fields, after the validated reading's.
+fn write_enriched(e: &EnrichedReading, w: &mut AvroWriter<'_>) {
+    write_scored(&e.reading, w);
+    w.opt_string(e.site_name.as_deref());
+    w.opt_string(e.site_time_zone.as_deref());
+    w.opt_double(e.site_latitude_deg);
+    w.opt_double(e.site_longitude_deg);
+    w.opt_string(e.model_id.as_deref());
+    for v in [
+        e.rated_power_kw,
+        e.cut_in_wind_speed_ms,
+        e.rated_wind_speed_ms,
+        e.cut_out_wind_speed_ms,
+        e.air_density_kg_m3,
+        e.normalized_wind_speed_ms,
+        e.expected_power_kw,
+        e.power_deficit_kw,
+        e.capacity_factor,
+        e.contracted_capacity_kw,
+    ] {
+        w.opt_double(v);
+    }
+    w.opt_string(e.feeder_id.as_deref());
+    w.boolean(e.vacant);
+    if !e.context_flags.is_empty() {
+        w.long(e.context_flags.len() as i64);
+        for f in &e.context_flags {
+            w.string(f);
+        }
+    }
+    w.long(0);
+}
+
+fn read_enriched_from(r: &mut AvroReader<'_>) -> Result<EnrichedReading, String> {
+    let mut e = EnrichedReading::bare(read_scored_from(r)?);
+    e.site_name = r.opt_string()?;
+    e.site_time_zone = r.opt_string()?;
+    e.site_latitude_deg = r.opt_double()?;
+    e.site_longitude_deg = r.opt_double()?;
+    e.model_id = r.opt_string()?;
+    e.rated_power_kw = r.opt_double()?;
+    e.cut_in_wind_speed_ms = r.opt_double()?;
+    e.rated_wind_speed_ms = r.opt_double()?;
+    e.cut_out_wind_speed_ms = r.opt_double()?;
+    e.air_density_kg_m3 = r.opt_double()?;
+    e.normalized_wind_speed_ms = r.opt_double()?;
+    e.expected_power_kw = r.opt_double()?;
+    e.power_deficit_kw = r.opt_double()?;
+    e.capacity_factor = r.opt_double()?;
+    e.contracted_capacity_kw = r.opt_double()?;
+    e.feeder_id = r.opt_string()?;
+    e.vacant = r.boolean()?;
+    loop {
+        let n = r.block()?;
+        if n == 0 {
+            break;
+        }
+        for _ in 0..n {
+            e.context_flags.push(r.string()?);
+        }
+    }
+    Ok(e)
+}
+
+impl AvroRecord for EnrichedReading {
+    fn fast_schemas() -> &'static [SchemaFile] {
+        &[ENRICHED_READING]
+    }
+
+    fn write_fast(&self, out: &mut Vec<u8>) -> bool {
+        write_enriched(self, &mut AvroWriter(out));
+        true
+    }
+
+    fn read_fast(datum: &[u8]) -> Option<Result<Self, String>> {
+        let mut r = AvroReader::new(datum);
+        Some(read_enriched_from(&mut r).and_then(|e| r.done().map(|()| e)))
+    }
+}
+
+impl AvroRecord for CheckedReading {
+    fn fast_schemas() -> &'static [SchemaFile] {
+        &[CHECKED_READING]
+    }
+
+    fn write_fast(&self, out: &mut Vec<u8>) -> bool {
+        let mut w = AvroWriter(out);
+        write_enriched(&self.enriched, &mut w);
+        if !self.faults.is_empty() {
+            w.long(self.faults.len() as i64);
+            for f in &self.faults {
+                w.string(&f.fault_id);
+                w.string(&f.code);
+                w.string(&f.severity);
+            }
+        }
+        w.long(0);
+        w.int(self.fault_deduction);
+        true
+    }
+
+    fn read_fast(datum: &[u8]) -> Option<Result<Self, String>> {
+        let mut r = AvroReader::new(datum);
+        let read = |r: &mut AvroReader<'_>| -> Result<CheckedReading, String> {
+            let enriched = read_enriched_from(r)?;
+            let mut faults = Vec::new();
+            loop {
+                let n = r.block()?;
+                if n == 0 {
+                    break;
+                }
+                for _ in 0..n {
+                    faults.push(ActiveFault {
+                        fault_id: r.string()?,
+                        code: r.string()?,
+                        severity: r.string()?,
+                    });
+                }
+            }
+            let fault_deduction = r.int()?;
+            r.done()?;
+            Ok(CheckedReading {
+                enriched,
+                faults,
+                fault_deduction,
+            })
+        };
+        Some(read(&mut r))
+    }
+}
+
 fn read_scored(datum: &[u8]) -> Result<ScoredReading, String> {
     let mut r = AvroReader::new(datum);
+    let s = read_scored_from(&mut r)?;
+    r.done()?;
+    Ok(s)
+}
+
+fn read_scored_from(r: &mut AvroReader<'_>) -> Result<ScoredReading, String> {
     let event_id = r.string()?;
     let asset_id = r.string()?;
     let asset_kind = KINDS[r.enum_index(KINDS.len(), "AssetKind")?];
@@ -220,7 +365,6 @@ fn read_scored(datum: &[u8]) -> Result<ScoredReading, String> {
         }
     }
     let attributes = r.map()?;
-    r.done()?;
     let mut s = ScoredReading {
         site_id,
         received_time,
@@ -359,6 +503,65 @@ mod tests {
     fn scored_reading_matches_apache_avro_for_both_schemas() {
         check(VALIDATED_READING, scored);
         check(QUARANTINED_READING, scored);
+    }
+
+    fn maybe<T>(rng: &mut impl Rng, v: impl FnOnce(&mut dyn rand::RngCore) -> T) -> Option<T> {
+        if rng.random_bool(0.5) {
+            Some(v(rng))
+        } else {
+            None
+        }
+    }
+
+    fn enriched(rng: &mut rand_chacha::ChaCha8Rng) -> EnrichedReading {
+        let mut e = EnrichedReading::bare(scored(rng));
+        e.site_name = maybe(rng, |r| format!("site {}", r.next_u32()));
+        e.site_time_zone = maybe(rng, |_| "Europe/Berlin".to_string());
+        e.site_latitude_deg = maybe(rng, |r| f64::from(r.next_u32()) / 1e7);
+        e.site_longitude_deg = maybe(rng, |r| f64::from(r.next_u32()) / 1e7);
+        e.model_id = maybe(rng, |r| format!("M{}", r.next_u32() % 9));
+        e.rated_power_kw = maybe(rng, |_| 2000.0);
+        e.cut_in_wind_speed_ms = maybe(rng, |_| 3.0);
+        e.rated_wind_speed_ms = maybe(rng, |_| 12.0);
+        e.cut_out_wind_speed_ms = maybe(rng, |_| 25.0);
+        e.air_density_kg_m3 = maybe(rng, |r| 1.1 + f64::from(r.next_u32() % 300) / 1000.0);
+        e.normalized_wind_speed_ms = maybe(rng, |r| f64::from(r.next_u32() % 2500) / 100.0);
+        e.expected_power_kw = maybe(rng, |r| f64::from(r.next_u32() % 2000));
+        e.power_deficit_kw = maybe(rng, |r| f64::from(r.next_u32() % 400) - 200.0);
+        e.capacity_factor = maybe(rng, |r| f64::from(r.next_u32() % 100) / 100.0);
+        e.contracted_capacity_kw = maybe(rng, |_| 12.5);
+        e.feeder_id = maybe(rng, |r| format!("F{}", r.next_u32() % 5));
+        e.vacant = rng.random_bool(0.1);
+        for _ in 0..rng.random_range(0..3) {
+            e.context_flags.push(text(rng));
+        }
+        e
+    }
+
+    fn checked(rng: &mut rand_chacha::ChaCha8Rng) -> CheckedReading {
+        let enriched = enriched(rng);
+        let faults = (0..rng.random_range(0..3))
+            .map(|i| ActiveFault {
+                fault_id: format!(
+                    "{}:CODE{i}:{}",
+                    enriched.reading.asset_id,
+                    rng.random::<u32>()
+                ),
+                code: text(rng),
+                severity: "WARNING".into(),
+            })
+            .collect::<Vec<_>>();
+        CheckedReading {
+            fault_deduction: 30 * faults.len() as i32,
+            enriched,
+            faults,
+        }
+    }
+
+    #[test]
+    fn enriched_and_checked_readings_match_apache_avro_byte_for_byte() {
+        check(ENRICHED_READING, enriched);
+        check(CHECKED_READING, checked);
     }
 
     #[test]

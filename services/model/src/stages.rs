@@ -229,8 +229,6 @@ pub struct FaultEvent {
     pub traceparent: Option<String>,
 }
 
-impl gale_runtime::binary::AvroRecord for EnrichedReading {}
-impl gale_runtime::binary::AvroRecord for CheckedReading {}
 impl gale_runtime::binary::AvroRecord for FaultEvent {}
 
 #[cfg(test)]
