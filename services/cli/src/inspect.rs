@@ -109,10 +109,23 @@ pub fn status(
             );
         }
     }
+    let listed: Vec<(String, Vec<i32>)> = topics
+        .iter()
+        .map(|t| {
+            (
+                t.name().to_string(),
+                t.partitions().iter().map(|p| p.id()).collect(),
+            )
+        })
+        .collect();
+    let all_ends = end_offsets_of(bootstrap, &listed)?;
     for t in topics {
-        let partitions: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+        let ends: BTreeMap<i32, (i64, i64)> = all_ends
+            .iter()
+            .filter(|((topic, _), _)| topic == t.name())
+            .map(|((_, p), v)| (*p, *v))
+            .collect();
         let mut records = 0;
-        let ends = end_offsets(bootstrap, t.name(), &partitions)?;
         for (low, end) in ends.values() {
             records += end - low;
         }
@@ -197,6 +210,16 @@ pub fn end_offsets(
     topic: &str,
     partitions: &[i32],
 ) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
+    let all = end_offsets_of(bootstrap, &[(topic.to_string(), partitions.to_vec())])?;
+    Ok(all.into_iter().map(|((_, p), v)| (p, v)).collect())
+}
+
+/// [`end_offsets`] of many topics at once, with one client: per (topic,
+/// partition), the low watermark and the end offset.
+pub fn end_offsets_of(
+    bootstrap: &str,
+    topics: &[(String, Vec<i32>)],
+) -> anyhow::Result<BTreeMap<(String, i32), (i64, i64)>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "gale-cli-end-offsets")
@@ -205,11 +228,13 @@ pub fn end_offsets(
         .create()?;
     let mut out = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
-    for &p in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, TIMEOUT)?;
-        out.insert(p, (low, high));
-        if high > low {
-            tpl.add_partition_offset(topic, p, Offset::Offset(high - 1))?;
+    for (topic, partitions) in topics {
+        for &p in partitions {
+            let (low, high) = consumer.fetch_watermarks(topic, p, TIMEOUT)?;
+            out.insert((topic.clone(), p), (low, high));
+            if high > low {
+                tpl.add_partition_offset(topic, p, Offset::Offset(high - 1))?;
+            }
         }
     }
     if tpl.count() == 0 {
@@ -221,7 +246,7 @@ pub fn end_offsets(
     while open > 0 && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
-                if let Some((_, end)) = out.get_mut(&m.partition()) {
+                if let Some((_, end)) = out.get_mut(&(m.topic().to_string(), m.partition())) {
                     *end = (*end).max(m.offset() + 1);
                 }
             }
