@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use gale_model::{
     ActiveFault as ModelFault, AssetKind as ModelKind, CheckedReading, EnrichedReading, FaultEvent,
     FaultStatus as ModelStatus, QualityTier, ScoredReading, Severity as ModelSeverity,
+    QUARANTINED_BY,
 };
 use gale_runtime::binary::AvroRecord;
 use gale_runtime::pipeline::{Emit, ProcessError, Processor, RecordMeta};
@@ -21,9 +22,6 @@ pub const CHECKED: &str = "checked";
 pub const FAULTS: &str = "faults";
 /// Output: readings the fault deduction pushed below the standard tier.
 pub const QUARANTINE: &str = "quarantine";
-/// Attribute on the readings this stage quarantines: enrich, which also
-/// reads the quarantine topic, passes them by (they were checked already).
-pub const QUARANTINED_BY: &str = "gale.quarantined_by";
 
 /// What the stage keeps per asset: the rules' state and the asset's site,
 /// so events a timer emits (no reading in hand) still name it.

@@ -5,15 +5,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use gale_assets::Registry;
-use gale_model::{EnrichedReading, ScoredReading};
+use gale_model::{EnrichedReading, ScoredReading, QUARANTINED_BY};
 use gale_runtime::pipeline::{Emit, ProcessError, Processor, RecordMeta};
 use gale_runtime::state::Slot;
 use tokio::sync::watch;
-
-/// Attribute detect-faults puts on the readings it quarantines (that
-/// crate depends on the runtime loop, not the other way round, so the name
-/// is repeated here; a test in the tests crate checks that they agree).
-pub const QUARANTINED_BY: &str = "gale.quarantined_by";
 
 /// Name of the output in the pipeline.
 pub const ENRICHED: &str = "enriched";

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::reading::{AssetKind, ScoredReading};
 
+/// Attribute on the readings detect-faults quarantines: enrich, which may
+/// also read the quarantine topic, passes them by (they were checked already).
+pub const QUARANTINED_BY: &str = "gale.quarantined_by";
+
 /// What enrich could not add to a reading (`context_flags`).
 pub mod context {
     /// The asset is not in the registry enrich reads (validate's may differ).

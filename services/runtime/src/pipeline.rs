@@ -803,7 +803,6 @@ impl<'s> Pipeline<'s> {
                 }
             }
         }
-        metrics::gauge!("gale_state_timers").set(store.timers() as f64);
         out
     }
 

@@ -619,6 +619,8 @@ impl<S: StateValue> StateStore<S> {
             }
         }
         metrics::counter!("gale_state_writes_total").increment(values.len() as u64);
+        // Once per commit, not per record: the sum walks every partition.
+        metrics::gauge!("gale_state_timers").set(self.timers() as f64);
         Ok(Changes { values, markers })
     }
 }
