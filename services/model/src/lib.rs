@@ -7,11 +7,13 @@
 //! readings on the hot path also have hand-written Avro encodings, checked
 //! byte for byte against `apache-avro`.
 
+pub mod aggregates;
 mod fast;
 pub mod reading;
 pub mod schemas;
 pub mod stages;
 
+pub use aggregates::*;
 pub use reading::*;
 pub use schemas::*;
 pub use stages::*;

@@ -38,6 +38,12 @@ pub const FAULT_EVENT: SchemaFile = SchemaFile {
     text: include_str!("../../../schemas/fault_event.avsc"),
 };
 
+/// `schemas/asset_aggregate.avsc`: topics `gale.agg.asset.10m`, `.1h`, `.1d`.
+pub const ASSET_AGGREGATE: SchemaFile = SchemaFile {
+    name: "asset_aggregate",
+    text: include_str!("../../../schemas/asset_aggregate.avsc"),
+};
+
 /// Every schema Gale ships.
 pub const ALL: &[SchemaFile] = &[
     RAW_READING,
@@ -46,4 +52,5 @@ pub const ALL: &[SchemaFile] = &[
     ENRICHED_READING,
     CHECKED_READING,
     FAULT_EVENT,
+    ASSET_AGGREGATE,
 ];

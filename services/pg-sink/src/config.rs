@@ -133,8 +133,26 @@ impl Default for Settings {
                         order_by: Some("revision".into()),
                     }),
                 },
+                aggregates("10m"),
+                aggregates("1h"),
+                aggregates("1d"),
             ],
         }
+    }
+}
+
+/// An aggregate grain: every revision, and the newest per window.
+fn aggregates(grain: &str) -> TableMapping {
+    TableMapping {
+        topic: format!("gale.agg.asset.{grain}"),
+        table: format!("agg_asset_{grain}_revisions"),
+        time_column: "window_start".into(),
+        latest: Some(LatestTable {
+            table: format!("agg_asset_{grain}"),
+            key: "aggregate_id".into(),
+            max_ahead: default_max_ahead(),
+            order_by: Some("revision".into()),
+        }),
     }
 }
 

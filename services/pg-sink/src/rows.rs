@@ -34,7 +34,8 @@ impl ColumnType {
     /// From `information_schema.columns.data_type`.
     pub fn from_pg(data_type: &str) -> Option<ColumnType> {
         Some(match data_type {
-            "text" | "character varying" | "character" | "uuid" => ColumnType::Text,
+            // A date arrives as ISO text (`2026-03-29`), which COPY parses.
+            "text" | "character varying" | "character" | "uuid" | "date" => ColumnType::Text,
             "smallint" | "integer" | "bigint" => ColumnType::Integer,
             "real" | "double precision" | "numeric" => ColumnType::Float,
             "boolean" => ColumnType::Boolean,

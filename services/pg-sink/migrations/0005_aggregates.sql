@@ -1,0 +1,260 @@
+-- Aggregates of each asset over event-time windows (topics gale.agg.asset.10m,
+-- gale.agg.asset.1h, gale.agg.asset.1d; docs/aggregates.md).
+--
+-- Per grain, agg_asset_<grain>_revisions keeps every record aggregate emitted
+-- (a window's first emission is revision 0, each late-reading correction the
+-- next), and agg_asset_<grain> one row per window: the highest revision,
+-- which pg-sink's newest-row upsert keeps whatever order redeliveries and
+-- replays arrive in. Neither is partitioned: a year of hourly rows for a
+-- thousand assets is under nine million narrow rows.
+
+CREATE TABLE agg_asset_10m_revisions (
+    event_id                     text NOT NULL,
+    aggregate_id                 text NOT NULL,
+    asset_id                     text NOT NULL,
+    asset_kind                   text NOT NULL,
+    site_id                      text,
+    grain                        text NOT NULL,
+    window_start                 timestamptz NOT NULL,
+    window_end                   timestamptz NOT NULL,
+    time_zone                    text NOT NULL,
+    local_date                   date NOT NULL,
+    revision                     integer NOT NULL,
+    readings                     bigint NOT NULL,
+    readings_used                bigint NOT NULL,
+    readings_fault_excluded      bigint NOT NULL,
+    readings_quarantined         bigint NOT NULL,
+    readings_late                bigint NOT NULL,
+    readings_duplicate           bigint NOT NULL,
+    gap                          text,
+    readings_expected            bigint,
+    coverage                     double precision,
+    interval_ms                  bigint,
+    quality_score                double precision,
+    first_event_time             timestamptz,
+    last_event_time              timestamptz,
+    power_kw_count               bigint NOT NULL,
+    power_kw_mean                double precision,
+    power_kw_min                 double precision,
+    power_kw_max                 double precision,
+    power_kw_stddev              double precision,
+    wind_speed_ms_count          bigint NOT NULL,
+    wind_speed_ms_mean           double precision,
+    wind_speed_ms_min            double precision,
+    wind_speed_ms_max            double precision,
+    wind_speed_ms_stddev         double precision,
+    ambient_temperature_c_count  bigint NOT NULL,
+    ambient_temperature_c_mean   double precision,
+    ambient_temperature_c_min    double precision,
+    ambient_temperature_c_max    double precision,
+    ambient_temperature_c_stddev double precision,
+    gearbox_temperature_c_count  bigint NOT NULL,
+    gearbox_temperature_c_mean   double precision,
+    gearbox_temperature_c_min    double precision,
+    gearbox_temperature_c_max    double precision,
+    gearbox_temperature_c_stddev double precision,
+    vibration_ms2_count          bigint NOT NULL,
+    vibration_ms2_mean           double precision,
+    vibration_ms2_min            double precision,
+    vibration_ms2_max            double precision,
+    vibration_ms2_stddev         double precision,
+    voltage_v_count              bigint NOT NULL,
+    voltage_v_mean               double precision,
+    voltage_v_min                double precision,
+    voltage_v_max                double precision,
+    voltage_v_stddev             double precision,
+    energy_kwh                   double precision,
+    energy_register_kwh          double precision,
+    expected_energy_kwh          double precision,
+    performance_ratio            double precision,
+    rated_power_kw               double precision,
+    capacity_factor              double precision,
+    available_hours              double precision,
+    unavailable_hours            double precision,
+    availability                 double precision,
+    kafka_partition       integer,
+    kafka_offset          bigint,
+    stored_at             timestamptz      NOT NULL DEFAULT now(),
+    PRIMARY KEY (event_id)
+);
+
+CREATE TABLE agg_asset_10m (LIKE agg_asset_10m_revisions INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+ALTER TABLE agg_asset_10m ADD PRIMARY KEY (aggregate_id);
+-- One row per (asset, grain, window start): the aggregate_id says the same.
+CREATE UNIQUE INDEX agg_asset_10m_window ON agg_asset_10m (asset_id, window_start DESC);
+CREATE INDEX agg_asset_10m_site_time ON agg_asset_10m (site_id, window_start DESC);
+CREATE INDEX agg_asset_10m_time ON agg_asset_10m (window_start DESC);
+
+CREATE TABLE agg_asset_1h_revisions (
+    event_id                     text NOT NULL,
+    aggregate_id                 text NOT NULL,
+    asset_id                     text NOT NULL,
+    asset_kind                   text NOT NULL,
+    site_id                      text,
+    grain                        text NOT NULL,
+    window_start                 timestamptz NOT NULL,
+    window_end                   timestamptz NOT NULL,
+    time_zone                    text NOT NULL,
+    local_date                   date NOT NULL,
+    revision                     integer NOT NULL,
+    readings                     bigint NOT NULL,
+    readings_used                bigint NOT NULL,
+    readings_fault_excluded      bigint NOT NULL,
+    readings_quarantined         bigint NOT NULL,
+    readings_late                bigint NOT NULL,
+    readings_duplicate           bigint NOT NULL,
+    gap                          text,
+    readings_expected            bigint,
+    coverage                     double precision,
+    interval_ms                  bigint,
+    quality_score                double precision,
+    first_event_time             timestamptz,
+    last_event_time              timestamptz,
+    power_kw_count               bigint NOT NULL,
+    power_kw_mean                double precision,
+    power_kw_min                 double precision,
+    power_kw_max                 double precision,
+    power_kw_stddev              double precision,
+    wind_speed_ms_count          bigint NOT NULL,
+    wind_speed_ms_mean           double precision,
+    wind_speed_ms_min            double precision,
+    wind_speed_ms_max            double precision,
+    wind_speed_ms_stddev         double precision,
+    ambient_temperature_c_count  bigint NOT NULL,
+    ambient_temperature_c_mean   double precision,
+    ambient_temperature_c_min    double precision,
+    ambient_temperature_c_max    double precision,
+    ambient_temperature_c_stddev double precision,
+    gearbox_temperature_c_count  bigint NOT NULL,
+    gearbox_temperature_c_mean   double precision,
+    gearbox_temperature_c_min    double precision,
+    gearbox_temperature_c_max    double precision,
+    gearbox_temperature_c_stddev double precision,
+    vibration_ms2_count          bigint NOT NULL,
+    vibration_ms2_mean           double precision,
+    vibration_ms2_min            double precision,
+    vibration_ms2_max            double precision,
+    vibration_ms2_stddev         double precision,
+    voltage_v_count              bigint NOT NULL,
+    voltage_v_mean               double precision,
+    voltage_v_min                double precision,
+    voltage_v_max                double precision,
+    voltage_v_stddev             double precision,
+    energy_kwh                   double precision,
+    energy_register_kwh          double precision,
+    expected_energy_kwh          double precision,
+    performance_ratio            double precision,
+    rated_power_kw               double precision,
+    capacity_factor              double precision,
+    available_hours              double precision,
+    unavailable_hours            double precision,
+    availability                 double precision,
+    kafka_partition       integer,
+    kafka_offset          bigint,
+    stored_at             timestamptz      NOT NULL DEFAULT now(),
+    PRIMARY KEY (event_id)
+);
+
+CREATE TABLE agg_asset_1h (LIKE agg_asset_1h_revisions INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+ALTER TABLE agg_asset_1h ADD PRIMARY KEY (aggregate_id);
+-- One row per (asset, grain, window start): the aggregate_id says the same.
+CREATE UNIQUE INDEX agg_asset_1h_window ON agg_asset_1h (asset_id, window_start DESC);
+CREATE INDEX agg_asset_1h_site_time ON agg_asset_1h (site_id, window_start DESC);
+CREATE INDEX agg_asset_1h_time ON agg_asset_1h (window_start DESC);
+
+CREATE TABLE agg_asset_1d_revisions (
+    event_id                     text NOT NULL,
+    aggregate_id                 text NOT NULL,
+    asset_id                     text NOT NULL,
+    asset_kind                   text NOT NULL,
+    site_id                      text,
+    grain                        text NOT NULL,
+    window_start                 timestamptz NOT NULL,
+    window_end                   timestamptz NOT NULL,
+    time_zone                    text NOT NULL,
+    local_date                   date NOT NULL,
+    revision                     integer NOT NULL,
+    readings                     bigint NOT NULL,
+    readings_used                bigint NOT NULL,
+    readings_fault_excluded      bigint NOT NULL,
+    readings_quarantined         bigint NOT NULL,
+    readings_late                bigint NOT NULL,
+    readings_duplicate           bigint NOT NULL,
+    gap                          text,
+    readings_expected            bigint,
+    coverage                     double precision,
+    interval_ms                  bigint,
+    quality_score                double precision,
+    first_event_time             timestamptz,
+    last_event_time              timestamptz,
+    power_kw_count               bigint NOT NULL,
+    power_kw_mean                double precision,
+    power_kw_min                 double precision,
+    power_kw_max                 double precision,
+    power_kw_stddev              double precision,
+    wind_speed_ms_count          bigint NOT NULL,
+    wind_speed_ms_mean           double precision,
+    wind_speed_ms_min            double precision,
+    wind_speed_ms_max            double precision,
+    wind_speed_ms_stddev         double precision,
+    ambient_temperature_c_count  bigint NOT NULL,
+    ambient_temperature_c_mean   double precision,
+    ambient_temperature_c_min    double precision,
+    ambient_temperature_c_max    double precision,
+    ambient_temperature_c_stddev double precision,
+    gearbox_temperature_c_count  bigint NOT NULL,
+    gearbox_temperature_c_mean   double precision,
+    gearbox_temperature_c_min    double precision,
+    gearbox_temperature_c_max    double precision,
+    gearbox_temperature_c_stddev double precision,
+    vibration_ms2_count          bigint NOT NULL,
+    vibration_ms2_mean           double precision,
+    vibration_ms2_min            double precision,
+    vibration_ms2_max            double precision,
+    vibration_ms2_stddev         double precision,
+    voltage_v_count              bigint NOT NULL,
+    voltage_v_mean               double precision,
+    voltage_v_min                double precision,
+    voltage_v_max                double precision,
+    voltage_v_stddev             double precision,
+    energy_kwh                   double precision,
+    energy_register_kwh          double precision,
+    expected_energy_kwh          double precision,
+    performance_ratio            double precision,
+    rated_power_kw               double precision,
+    capacity_factor              double precision,
+    available_hours              double precision,
+    unavailable_hours            double precision,
+    availability                 double precision,
+    kafka_partition       integer,
+    kafka_offset          bigint,
+    stored_at             timestamptz      NOT NULL DEFAULT now(),
+    PRIMARY KEY (event_id)
+);
+
+CREATE TABLE agg_asset_1d (LIKE agg_asset_1d_revisions INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+ALTER TABLE agg_asset_1d ADD PRIMARY KEY (aggregate_id);
+-- One row per (asset, grain, window start): the aggregate_id says the same.
+CREATE UNIQUE INDEX agg_asset_1d_window ON agg_asset_1d (asset_id, window_start DESC);
+CREATE INDEX agg_asset_1d_site_time ON agg_asset_1d (site_id, window_start DESC);
+CREATE INDEX agg_asset_1d_time ON agg_asset_1d (window_start DESC);
+
+CREATE INDEX agg_asset_1d_date ON agg_asset_1d (local_date, site_id);
+
+-- What a dashboard's fleet panels read: per hour and site, the sums of the
+-- asset aggregates (turbines produce, meters consume), from the newest
+-- revision of each.
+CREATE VIEW fleet_hourly AS
+SELECT window_start,
+       site_id,
+       asset_kind,
+       count(*)                                   AS assets,
+       sum(readings)                              AS readings,
+       sum(readings_used)                         AS readings_used,
+       sum(readings_fault_excluded)               AS readings_fault_excluded,
+       sum(energy_kwh)                            AS energy_kwh,
+       sum(expected_energy_kwh)                   AS expected_energy_kwh,
+       sum(available_hours) / nullif(sum(available_hours) + sum(unavailable_hours), 0)
+                                                  AS availability
+FROM agg_asset_1h
+GROUP BY window_start, site_id, asset_kind;
