@@ -124,8 +124,26 @@ impl Default for Settings {
                     partitioning: Granularity::Day,
                     ..TableConfig::new("gale.faults", "gold/fault_events")
                 },
+                aggregates("10m"),
+                aggregates("1h"),
+                aggregates("1d"),
             ],
         }
+    }
+}
+
+/// An aggregate grain under `gold/asset_aggregates/grain=<grain>`, so the
+/// three read as one table Hive-partitioned by grain and date. Every
+/// revision is kept (its `event_id` names it); readers take the highest per
+/// `aggregate_id`.
+fn aggregates(grain: &str) -> TableConfig {
+    TableConfig {
+        time_field: "window_start".into(),
+        partitioning: Granularity::Day,
+        ..TableConfig::new(
+            &format!("gale.agg.asset.{grain}"),
+            &format!("gold/asset_aggregates/grain={grain}"),
+        )
     }
 }
 

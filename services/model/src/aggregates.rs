@@ -184,6 +184,8 @@ pub struct AssetAggregate {
     pub availability: Option<f64>,
 }
 
+impl gale_runtime::binary::AvroRecord for AssetAggregate {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
