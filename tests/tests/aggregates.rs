@@ -76,6 +76,48 @@ fn aggregate_env(
     env
 }
 
+/// Topics of the two roll-up deployments.
+struct Rollups {
+    site_1h: String,
+    site_1d: String,
+    fleet_1h: String,
+    fleet_1d: String,
+    peaks: String,
+}
+
+impl Rollups {
+    fn new() -> Rollups {
+        Rollups {
+            site_1h: unique("site1h"),
+            site_1d: unique("site1d"),
+            fleet_1h: unique("fleet1h"),
+            fleet_1d: unique("fleet1d"),
+            peaks: unique("peaks"),
+        }
+    }
+}
+
+fn rollup_env(stack: &Stack, fleet: bool, input: &str, r: &Rollups) -> Vec<(&'static str, String)> {
+    let mut env = service_env(stack, None);
+    env.push((
+        "GALE_ROLLUP__SCOPE",
+        if fleet { "fleet" } else { "site" }.into(),
+    ));
+    env.push(("GALE_TOPICS__INPUT", input.to_string()));
+    let (h, d) = if fleet {
+        (&r.fleet_1h, &r.fleet_1d)
+    } else {
+        (&r.site_1h, &r.site_1d)
+    };
+    env.push(("GALE_TOPICS__HOURLY", h.clone()));
+    env.push(("GALE_TOPICS__DAILY", d.clone()));
+    env.push(("GALE_TOPICS__PEAKS", r.peaks.clone()));
+    env.push(("GALE_TOPICS__DEAD_LETTER", unique("dlq-rollup")));
+    env.push(("GALE_KAFKA__GROUP_ID", unique("rollup")));
+    env.push(("GALE_STATE__COMMIT_INTERVAL", "200ms".into()));
+    env
+}
+
 fn fault(code: &str, severity: &str) -> ActiveFault {
     ActiveFault {
         fault_id: format!("X:{code}:1"),
@@ -127,7 +169,7 @@ fn turbine(id: &str, i: i64, t: i64) -> CheckedReading {
 fn meter(i: i64, t: i64) -> CheckedReading {
     let mut r = ScoredReading::new(format!("M1-{i}"), "M1", AssetKind::Meter, t);
     r.site_id = Some("S2".into());
-    r.interval_ms = Some(15 * MIN);
+    r.interval_ms = Some(30 * MIN);
     let power = 1.5 + ((i * 5) % 9) as f64 * 0.27;
     r.power_kw = Some(power);
     r.voltage_v = Some(229.0 + (i % 7) as f64 * 0.4);
@@ -160,8 +202,10 @@ fn scenario() -> (Vec<CheckedReading>, BTreeMap<String, String>) {
         if !skip_t2 {
             ordered.push((t, turbine("T2", i, t)));
         }
-        if (t - START) % (15 * MIN) == 0 {
-            ordered.push((t, meter((t - START) / (15 * MIN), t)));
+        // The meter reports every 30 minutes, and not at all from 09:00
+        // to 10:00 UTC on 28 March (an interpolated hour, no peak).
+        if (t - START) % (30 * MIN) == 0 && !(10 * HOUR..11 * HOUR).contains(&(t - START)) {
+            ordered.push((t, meter((t - START) / (30 * MIN), t)));
         }
         t += 10 * MIN;
         i += 1;
@@ -192,11 +236,16 @@ fn scenario() -> (Vec<CheckedReading>, BTreeMap<String, String>) {
         out.push(r);
     }
     out.extend(held.into_iter().map(|(_, r)| r));
-    // Readings three days on move every watermark past the run.
+    // Readings three days on close every window of the run; two more hours
+    // of them close its site and then its fleet roll-ups.
     for (k, id) in ["T1", "T2"].iter().enumerate() {
         out.push(turbine(id, 10_000 + k as i64, END + 72 * HOUR));
+        out.push(turbine(id, 10_010 + k as i64, END + 73 * HOUR + 10 * MIN));
+        out.push(turbine(id, 10_020 + k as i64, END + 74 * HOUR + 10 * MIN));
     }
     out.push(meter(10_000, END + 72 * HOUR));
+    out.push(meter(10_010, END + 73 * HOUR + 30 * MIN));
+    out.push(meter(10_020, END + 74 * HOUR + 30 * MIN));
     (out, late)
 }
 
@@ -483,6 +532,31 @@ async fn aggregates_match_a_sql_reference_and_survive_kills_and_replays() {
         &[],
         "agg-killed",
     );
+    let rollups = Rollups::new();
+    create_topics(
+        &stack.bootstrap,
+        &[
+            &rollups.site_1h,
+            &rollups.site_1d,
+            &rollups.fleet_1h,
+            &rollups.fleet_1d,
+            &rollups.peaks,
+        ],
+        2,
+    )
+    .await;
+    let mut site = ServiceProcess::start(
+        "gale-rollup",
+        &rollup_env(&stack, false, &clean.agg[1], &rollups),
+        &[],
+        "rollup-site",
+    );
+    let mut fleet = ServiceProcess::start(
+        "gale-rollup",
+        &rollup_env(&stack, true, &rollups.site_1h, &rollups),
+        &[],
+        "rollup-fleet",
+    );
     let dir = tempfile::tempdir().unwrap();
     let config = pg_sink_config(
         dir.path(),
@@ -496,6 +570,20 @@ async fn aggregates_match_a_sql_reference_and_survive_kills_and_replays() {
             "\n[[sink.tables]]\ntopic = \"{topic}\"\ntable = \"agg_asset_{grain}_revisions\"\ntime_column = \"window_start\"\nlatest = {{ table = \"agg_asset_{grain}\", key = \"aggregate_id\", order_by = \"revision\" }}\n"
         ));
     }
+    for (topic, table) in [
+        (&rollups.site_1h, "agg_site_1h"),
+        (&rollups.site_1d, "agg_site_1d"),
+        (&rollups.fleet_1h, "agg_fleet_1h"),
+        (&rollups.fleet_1d, "agg_fleet_1d"),
+    ] {
+        text.push_str(&format!(
+            "\n[[sink.tables]]\ntopic = \"{topic}\"\ntable = \"{table}_revisions\"\ntime_column = \"window_start\"\nlatest = {{ table = \"{table}\", key = \"aggregate_id\", order_by = \"revision\" }}\n"
+        ));
+    }
+    text.push_str(&format!(
+        "\n[[sink.tables]]\ntopic = \"{}\"\ntable = \"peaks_revisions\"\ntime_column = \"local_date\"\nlatest = {{ table = \"peaks\", key = \"peak_id\", order_by = \"revision\" }}\n",
+        rollups.peaks
+    ));
     std::fs::write(&config, text).unwrap();
     let pg_group = unique("pg");
     let mut pg_env = service_env(&stack, None);
@@ -509,6 +597,8 @@ async fn aggregates_match_a_sql_reference_and_survive_kills_and_replays() {
     a.wait_ready(Duration::from_secs(60)).await;
     b.wait_ready(Duration::from_secs(60)).await;
     pg.wait_ready(Duration::from_secs(60)).await;
+    site.wait_ready(Duration::from_secs(60)).await;
+    fleet.wait_ready(Duration::from_secs(60)).await;
 
     let (readings, late_expected) = scenario();
     let feeder = {
@@ -711,9 +801,13 @@ async fn aggregates_match_a_sql_reference_and_survive_kills_and_replays() {
     }
     assert!(gaps[3..].iter().all(|g| g.2.is_none()));
 
+    check_rollups(&stack, &pool, &pg_group, &rollups).await;
+
     pg.terminate(Duration::from_secs(20));
     a.terminate(Duration::from_secs(20));
     b.terminate(Duration::from_secs(20));
+    site.terminate(Duration::from_secs(20));
+    fleet.terminate(Duration::from_secs(20));
 
     // A replay: a fresh group over the same input emits the same records.
     let replay_group = unique("agg-replay");
@@ -730,15 +824,164 @@ async fn aggregates_match_a_sql_reference_and_survive_kills_and_replays() {
     c.terminate(Duration::from_secs(20));
 }
 
-/// Two years of 10-minute readings from four turbines, sent as a backfill:
-/// every daily window comes out once, in order, complete, while the
-/// process holds only its open windows.
+/// Site and fleet roll-ups in Postgres against SQL over the stored asset
+/// hours; each day's peak hours against SQL over the site hours.
+async fn check_rollups(stack: &Stack, pool: &sqlx::PgPool, pg_group: &str, r: &Rollups) {
+    for topic in [&r.site_1h, &r.site_1d, &r.fleet_1h, &r.fleet_1d, &r.peaks] {
+        wait_for(
+            &format!("{topic} to be written"),
+            Duration::from_secs(120),
+            || {
+                let (b, t) = (stack.bootstrap.clone(), topic.clone());
+                async move { (record_count(&b, &t) > 0).then_some(()) }
+            },
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for topic in [&r.site_1h, &r.site_1d, &r.fleet_1h, &r.fleet_1d, &r.peaks] {
+        wait_caught_up(stack, pg_group, topic).await;
+    }
+    let sums = "count(*)::float8, sum(readings)::float8, sum(readings_used)::float8, \
+        sum(energy_kwh) FILTER (WHERE asset_kind = 'TURBINE'), \
+        sum(energy_kwh) FILTER (WHERE asset_kind = 'METER'), sum(expected_energy_kwh), \
+        sum(available_hours) / nullif(sum(available_hours) + sum(unavailable_hours), 0), \
+        count(*) FILTER (WHERE gap IS NOT NULL)::float8";
+    let stored = "assets::float8, readings::float8, readings_used::float8, production_kwh, \
+        consumption_kwh, expected_energy_kwh, availability, gap_hours::float8";
+    let cases = [
+        (
+            format!(
+                "SELECT site_id, extract(epoch from window_start)::bigint, ARRAY[{sums}] \
+                     FROM agg_asset_1h WHERE window_start < to_timestamp({end}) GROUP BY 1, 2",
+                end = END / 1000
+            ),
+            format!(
+                "SELECT site_id, extract(epoch from window_start)::bigint, ARRAY[{stored}] \
+                     FROM agg_site_1h WHERE window_start < to_timestamp({end})",
+                end = END / 1000
+            ),
+        ),
+        (
+            format!(
+                "SELECT 'fleet', extract(epoch from window_start)::bigint, ARRAY[{sums}] \
+                     FROM agg_asset_1h WHERE window_start < to_timestamp({end}) GROUP BY 1, 2",
+                end = END / 1000
+            ),
+            format!(
+                "SELECT 'fleet', extract(epoch from window_start)::bigint, ARRAY[{stored}] \
+                     FROM agg_fleet_1h WHERE window_start < to_timestamp({end})",
+                end = END / 1000
+            ),
+        ),
+        (
+            // Site days: S1 in Berlin (its assets carry the zone), S2 in UTC.
+            format!(
+                "SELECT site_id, extract(epoch from date_trunc('day', window_start, \
+                       CASE site_id WHEN 'S1' THEN 'Europe/Berlin' ELSE 'UTC' END))::bigint, \
+                       ARRAY[{sums}] FROM agg_asset_1h WHERE window_start < to_timestamp({end}) \
+                     GROUP BY 1, 2",
+                end = END / 1000
+            ),
+            format!(
+                "SELECT site_id, extract(epoch from window_start)::bigint, ARRAY[{stored}] \
+                     FROM agg_site_1d WHERE window_start < to_timestamp({end})",
+                end = END / 1000
+            ),
+        ),
+    ];
+    for (reference, stored) in cases {
+        let want = rows(pool, &reference, &[]).await;
+        let mut got = rows(pool, &stored, &[]).await;
+        // Days at the run's edges are partial on one side: compare what both have.
+        got.retain(|k, _| want.contains_key(k));
+        assert!(!got.is_empty(), "{stored}");
+        for (k, g) in &got {
+            let w = &want[k];
+            for (i, (x, y)) in w.iter().zip(g).enumerate() {
+                assert!(
+                    same(*x, *y),
+                    "{stored}\n{k:?} field {i}: reference {x:?}, stored {y:?}"
+                );
+            }
+        }
+        if !stored.contains("agg_site_1d") {
+            assert_eq!(got.len(), want.len(), "{stored}");
+        }
+    }
+    // S2's peaks: the top three hours of each full UTC day by its meters'
+    // consumption, ties to the earlier hour, leaving out hours whose meters
+    // received under 90 % of their readings.
+    let want: Vec<(String, i32, Option<i64>)> = sqlx::query_as(
+        "SELECT local_date::text, rank::int, extract(epoch from window_start)::bigint FROM ( \
+           SELECT (window_start AT TIME ZONE 'UTC')::date AS local_date, window_start, \
+             row_number() OVER (PARTITION BY (window_start AT TIME ZONE 'UTC')::date \
+                                ORDER BY consumption DESC, window_start) AS rank \
+           FROM (SELECT window_start, sum(energy_kwh) AS consumption, \
+                        sum(readings)::float8 / nullif(sum(readings_expected), 0) AS coverage \
+                 FROM agg_asset_1h WHERE site_id = 'S2' AND asset_kind = 'METER' \
+                 GROUP BY window_start) h \
+           WHERE coverage >= 0.9 AND consumption IS NOT NULL) s \
+         WHERE rank <= 3 AND local_date IN \
+           (SELECT local_date FROM agg_site_1d WHERE site_id = 'S2' AND hours = 24) \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let got: Vec<(String, i32, Option<i64>)> = sqlx::query_as(
+        "SELECT local_date::text, rank, extract(epoch from hour_start)::bigint FROM peaks \
+         WHERE site_id = 'S2' AND local_date IN \
+           (SELECT local_date FROM agg_site_1d WHERE site_id = 'S2' AND hours = 24) \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let gap_hour: Option<i64> = sqlx::query_scalar(
+        "SELECT extract(epoch from window_start)::bigint FROM agg_asset_1h \
+         WHERE asset_id = 'M1' AND gap = 'interpolated'",
+    )
+    .fetch_optional(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        gap_hour,
+        Some((START + 10 * HOUR) / 1000),
+        "M1's silent hour is filled"
+    );
+    if want.is_empty() || got != want {
+        let dbg: Vec<(String, String, Option<f64>)> = sqlx::query_as(
+            "SELECT site_id, local_date::text, meter_coverage FROM agg_site_1h ORDER BY 1, 2",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        panic!("peaks {got:?}\nreference {want:?}\ndays {dbg:?}");
+    }
+    // The fleet's only consumer is S2, and the fleet's days are UTC too.
+    let fleet: Vec<(String, i32, Option<i64>)> = sqlx::query_as(
+        "SELECT local_date::text, rank, extract(epoch from hour_start)::bigint FROM peaks \
+         WHERE scope = 'fleet' AND local_date IN \
+           (SELECT local_date FROM agg_site_1d WHERE site_id = 'S2' AND hours = 24) \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(fleet, want);
+}
+
+/// Two years of 10-minute readings from four turbines, sent as SCADA
+/// backfills are: one turbine's file after another, through one partition.
+/// Every daily window comes out once, in order, complete, while the process
+/// holds only each turbine's open windows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_year_backfill_yields_every_day_in_order_in_bounded_memory() {
     let stack = stack();
     let t = Topics::new("backfill");
-    create_topics(&stack.bootstrap, &[&t.checked], 4).await;
-    create_topics(&stack.bootstrap, &t.outputs(), 4).await;
+    create_topics(&stack.bootstrap, &[&t.checked], 1).await;
+    create_topics(&stack.bootstrap, &t.outputs(), 1).await;
     // 2024-01-01T00:00Z, two years (2024 is a leap year: 731 days).
     let start: i64 = 1_704_067_200_000;
     let days = 731;
@@ -750,30 +993,24 @@ async fn a_two_year_backfill_yields_every_day_in_order_in_bounded_memory() {
     let producer = producer(&stack.bootstrap);
     let started = Instant::now();
     let mut sent = 0usize;
-    let mut pending = Vec::new();
-    for i in 0..(days * per_day) {
-        let ts = start + i * 10 * MIN;
-        for k in 1..=4 {
-            let id = format!("BF{k}");
-            let mut r = turbine(&id, i, ts);
+    for k in 1..=4 {
+        let id = format!("BF{k}");
+        let mut pending = Vec::new();
+        for i in 0..(days * per_day) {
+            let mut r = turbine(&id, i, start + i * 10 * MIN);
             r.enriched.reading.event_id = format!("{id}-{i}");
             r.faults.clear();
             r.enriched.site_time_zone = None;
             let payload = encoder.encode(&r).unwrap();
-            let key = id.clone();
-            let producer = producer.clone();
-            let topic = t.checked.clone();
+            let (producer, topic, key) = (producer.clone(), t.checked.clone(), id.clone());
             pending.push(async move { send(&producer, &topic, &key, &payload).await });
             sent += 1;
+            if pending.len() >= 2000 {
+                futures::future::join_all(std::mem::take(&mut pending)).await;
+            }
         }
-        if pending.len() >= 2000 {
-            futures::future::join_all(std::mem::take(&mut pending)).await;
-        }
-    }
-    futures::future::join_all(pending).await;
-    // One more reading per turbine closes the last day.
-    for k in 1..=4 {
-        let id = format!("BF{k}");
+        futures::future::join_all(pending).await;
+        // One more reading closes the turbine's last day.
         let r = turbine(&id, 999_999, start + (days + 2) * 24 * HOUR);
         send(&producer, &t.checked, &id, &encoder.encode(&r).unwrap()).await;
     }

@@ -125,6 +125,9 @@ pub struct Acc {
     /// Asset kind.
     #[serde(default)]
     pub kind: Option<AssetKind>,
+    /// Site zone of the latest reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_zone: Option<String>,
     /// Quality scores of the readings used.
     #[serde(default)]
     pub quality: Stat,
@@ -219,6 +222,9 @@ impl Acc {
             self.site_id.clone_from(&s.site_id);
         }
         self.kind = Some(s.asset_kind);
+        if r.enriched.site_time_zone.is_some() {
+            self.site_zone.clone_from(&r.enriched.site_time_zone);
+        }
         if let Some(i) = s.interval_ms.filter(|i| *i > 0) {
             self.interval_ms = Some(self.interval_ms.map_or(i, |m| m.max(i)));
         }
@@ -309,6 +315,7 @@ pub fn aggregate(asset_id: &str, w: &Window, acc: &Acc, revision: i32) -> AssetA
         window_end: w.end,
         time_zone: zone_name(w.zone),
         local_date: w.local_date().to_string(),
+        site_time_zone: acc.site_zone.clone(),
         revision,
         readings: count(acc.readings),
         readings_used: count(acc.used),

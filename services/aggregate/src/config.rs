@@ -89,8 +89,8 @@ impl Default for Topics {
 pub struct Settings {
     /// Window sizes computed: any of `10m`, `1h`, `1d`.
     pub grains: Vec<Grain>,
-    /// How long past a window's end (in event time: the watermark) its
-    /// final aggregate waits for stragglers.
+    /// How long past a window's end (in the asset's event time: its latest
+    /// reading) its final aggregate waits for out-of-order readings.
     #[serde(with = "humantime_serde")]
     pub grace: Duration,
     /// How long after that a late reading still produces a corrected
@@ -105,6 +105,12 @@ pub struct Settings {
     pub exclude_fault_severity: Severity,
     /// Faults of this severity or above make a turbine unavailable.
     pub stopping_fault_severity: Severity,
+    /// A live asset whose last reading is this far behind its partition's
+    /// time is silent: its open windows close on the partition's time
+    /// (later readings revise them). Backfilled (day-old) data waits for
+    /// the asset's own next reading instead.
+    #[serde(with = "humantime_serde")]
+    pub silence: Duration,
     /// Gaps in hourly series.
     pub gaps: GapPolicy,
 }
@@ -113,11 +119,12 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             grains: Grain::ALL.to_vec(),
-            grace: Duration::from_secs(60),
+            grace: Duration::from_secs(0),
             allowed_lateness: Duration::from_secs(3600),
             default_time_zone: "UTC".into(),
             exclude_fault_severity: Severity::Warning,
             stopping_fault_severity: Severity::Critical,
+            silence: Duration::from_secs(30 * 60),
             gaps: GapPolicy::default(),
         }
     }
@@ -152,6 +159,7 @@ impl Settings {
                 stopping: self.stopping_fault_severity,
             },
             gaps: self.gaps.clone(),
+            silence_ms: ms(self.silence, "silence")?,
         })
     }
 }
@@ -168,7 +176,7 @@ mod tests {
     fn defaults_are_valid_and_documented_values_parse() {
         let s = Config::default().aggregate.processor().unwrap();
         assert_eq!(s.grains, Grain::ALL.to_vec());
-        assert_eq!(s.grace_ms, 60_000);
+        assert_eq!(s.grace_ms, 0);
         let c = parse(
             "[aggregate]\ngrains = [\"1d\", \"1h\"]\ngrace = \"5m\"\nallowed_lateness = \"2h\"\ndefault_time_zone = \"Europe/Berlin\"\nexclude_fault_severity = \"CRITICAL\"\n",
         )

@@ -1,8 +1,15 @@
 //! Adapts the windows to the runtime loop: each asset's open windows live
-//! in its durable state; a window is emitted when the partition's watermark
-//! passes its end plus the grace (a timer), corrected by a late reading
-//! until the allowed lateness has passed too, then forgotten. Readings later
-//! than that go to the late topic, marked with the grains they missed.
+//! in its durable state; a window is emitted when the asset's own event
+//! time passes its end plus the grace, corrected by a late reading until
+//! the allowed lateness has passed too, then forgotten. Readings later than
+//! that go to the late topic, marked with the grains they missed.
+//!
+//! Time is the asset's, not the partition's: a SCADA backfill sent one
+//! turbine after another through one partition would otherwise find every
+//! window of the second turbine closed years ago. An asset that falls
+//! silent while its data is live has its windows closed by the partition's
+//! time instead, once that is `silence` past the asset's last reading (a
+//! timer); a reading that comes after that revises them.
 
 use std::collections::HashMap;
 
@@ -93,6 +100,9 @@ pub struct LastHour {
 /// What aggregate keeps per asset.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AssetWindows {
+    /// The asset's event time: the latest event time of its readings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<i64>,
     /// Windows not yet forgotten, by (end, grain).
     #[serde(default)]
     pub windows: Vec<Open>,
@@ -130,7 +140,15 @@ pub struct Settings {
     pub rules: Rules,
     /// Gap handling of hourly series.
     pub gaps: GapPolicy,
+    /// How far the partition's time must pass a live asset's last reading
+    /// before the asset's open windows close without it (ms).
+    pub silence_ms: i64,
 }
+
+/// Data this close to the wall clock is live: a silent asset's windows
+/// close on the partition's time. Older data (a backfill) waits for the
+/// asset's own next reading.
+const LIVE_MS: i64 = 24 * 3_600_000;
 
 /// The stage's processor.
 pub struct AggregateProcessor {
@@ -248,6 +266,7 @@ impl AggregateProcessor {
                 acc: Acc {
                     kind: hour.acc.kind,
                     site_id: hour.acc.site_id.clone(),
+                    site_zone: hour.acc.site_zone.clone(),
                     interval_ms: hour.acc.interval_ms,
                     ..Acc::default()
                 },
@@ -272,8 +291,8 @@ impl AggregateProcessor {
         }
     }
 
-    /// Emits every window of `state` due at `watermark` and forgets the
-    /// ones past correction.
+    /// Emits every window of `state` due at time `watermark` and forgets
+    /// the ones past correction.
     fn advance(
         &self,
         asset_id: &str,
@@ -328,10 +347,11 @@ impl Processor for AggregateProcessor {
         slot: &mut Slot<AssetWindows>,
     ) -> Result<Vec<Emit<Output>>, ProcessError> {
         let r = &input.enriched.reading;
-        let watermark = meta.watermark.unwrap_or(i64::MIN);
+        let _ = meta;
         let zone = self.zone_of(input);
         let how = classify(input, self.settings.rules.exclude_from);
         let mut state = slot.get_mut().map(std::mem::take).unwrap_or_default();
+        let watermark = state.time.unwrap_or(i64::MIN);
         let mut out = Vec::new();
 
         // A duplicate event time is decided by the daily window, which
@@ -401,7 +421,7 @@ impl Processor for AggregateProcessor {
                     o.acc.readings = 0;
                 }
                 o.acc.add(input, how, &rules);
-                if self.closes(o) <= watermark {
+                if o.emitted.is_some() || self.closes(o) <= watermark {
                     o.acc.late += 1;
                     let mut w = o.clone();
                     out.push(self.emit(&r.asset_id, &mut w));
@@ -423,11 +443,10 @@ impl Processor for AggregateProcessor {
                 value: Output::Late(Box::new(late)),
             });
         }
-        if state.windows.is_empty() && state.last_hour.is_none() {
-            slot.remove();
-        } else {
-            slot.set(state);
-        }
+        state.time = Some(watermark.max(r.event_time));
+        let now = state.time.unwrap_or(r.event_time);
+        self.advance(&r.asset_id, &mut state, now, &mut out);
+        slot.set(state);
         Ok(out)
     }
 
@@ -435,23 +454,32 @@ impl Processor for AggregateProcessor {
         Some(input.enriched.reading.event_time)
     }
 
-    fn expired(&self, state: &AssetWindows, watermark: i64) -> bool {
-        // Kept a day past the last hour so a gap of under a day is measured.
+    fn expired(&self, state: &AssetWindows, _watermark: i64) -> bool {
+        // Decided on the asset's own time, so a lagging asset (a backfill
+        // behind the partition) keeps its state; kept a day past the last
+        // hour so a gap of under a day is measured.
         state.windows.is_empty()
-            && state
-                .last_hour
-                .is_none_or(|h| h.start.saturating_add(25 * 3_600_000) < watermark)
+            && state.last_hour.is_none_or(|h| {
+                state
+                    .time
+                    .is_some_and(|t| h.start.saturating_add(25 * 3_600_000) < t)
+            })
     }
 
     fn timer(&self, state: &AssetWindows) -> Option<i64> {
-        state
+        // Only for an asset gone silent (its own readings close its
+        // windows): the next close or purge, once the partition's time is
+        // `silence` past the asset's last reading.
+        let time = state.time?;
+        let due = state
             .windows
             .iter()
             .map(|w| match w.emitted {
                 None => self.closes(w),
                 Some(_) => self.forgets(w),
             })
-            .min()
+            .min()?;
+        Some(due.max(time.saturating_add(self.settings.silence_ms)))
     }
 
     async fn on_timer(
@@ -464,7 +492,14 @@ impl Processor for AggregateProcessor {
             return Vec::new();
         };
         let mut out = Vec::new();
-        self.advance(key, &mut state, watermark, &mut out);
+        let live = state
+            .time
+            .is_some_and(|t| t >= chrono::Utc::now().timestamp_millis() - LIVE_MS);
+        if live {
+            // The partition's time is `silence` past the asset's last
+            // reading: it closes the asset's windows.
+            self.advance(key, &mut state, watermark, &mut out);
+        }
         slot.set(state);
         out
     }

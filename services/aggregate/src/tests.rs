@@ -29,6 +29,7 @@ fn settings() -> Settings {
             stopping: Severity::Critical,
         },
         gaps: GapPolicy::default(),
+        silence_ms: 30 * MIN,
     }
 }
 
@@ -223,7 +224,10 @@ async fn duplicates_count_once_and_are_reported() {
     h.feed(&turbine(T0, 1000.0, 8.0)).await;
     h.feed(&turbine(T0, 1000.0, 8.0)).await;
     h.feed(&turbine(T0 + 10 * MIN, 1000.0, 8.0)).await;
+    // The partition's time alone does not close an asset's backfilled windows.
     h.advance_to(T0 + 25 * HOUR).await;
+    assert!(h.aggs("1d").is_empty());
+    h.feed(&turbine(T0 + 25 * HOUR, 1000.0, 8.0)).await;
     let day = &h.aggs("1d")[0];
     assert_eq!((day.readings, day.readings_duplicate), (2, 1));
     assert_eq!(h.aggs("10m")[0].readings, 1);
@@ -257,7 +261,7 @@ async fn faults_exclude_readings_quarantine_never_counts_and_availability_follow
     for r in [warn, crit, info, q, calm, stopped] {
         h.feed(&r).await;
     }
-    h.advance_to(T0 + 2 * HOUR).await;
+    h.feed(&turbine(T0 + 2 * HOUR, 0.0, 2.0)).await;
     let a = &h.aggs("1h")[0];
     assert_eq!(a.readings, 6);
     assert_eq!(a.readings_used, 3);
@@ -280,7 +284,9 @@ async fn daily_windows_follow_the_site_zone_across_daylight_saving() {
         h.feed(&r).await;
         t += 10 * MIN;
     }
-    h.advance_to(T0 + 30 * HOUR).await;
+    let mut r = turbine(T0 + 30 * HOUR, 100.0, 8.0);
+    r.enriched.site_time_zone = Some("Europe/Berlin".into());
+    h.feed(&r).await;
     let days = h.aggs("1d");
     let day = days.iter().find(|d| d.local_date == "2026-03-29").unwrap();
     assert_eq!(day.time_zone, "Europe/Berlin");
@@ -300,7 +306,7 @@ async fn a_short_gap_in_the_hourly_series_is_interpolated_and_a_longer_one_marke
     h.feed(&turbine(T0, 600.0, 8.0)).await; // hour 0: 100 kWh
     h.feed(&turbine(T0 + 3 * HOUR, 1200.0, 8.0)).await; // hour 3: 200 kWh
     h.feed(&turbine(T0 + 9 * HOUR, 600.0, 8.0)).await; // 5 hours missing
-    h.advance_to(T0 + 11 * HOUR).await;
+    h.feed(&turbine(T0 + 10 * HOUR + 2 * MIN, 600.0, 8.0)).await; // closes hour 9
     let hours = h.aggs("1h");
     let filled: Vec<_> = hours.iter().filter(|a| a.gap.is_some()).collect();
     let interpolated: Vec<_> = filled
@@ -324,7 +330,6 @@ async fn a_short_gap_in_the_hourly_series_is_interpolated_and_a_longer_one_marke
         .iter()
         .all(|a| a.energy_kwh.is_none() && a.readings == 0));
     // A real reading in a filled hour replaces the fill with revision 1.
-    h.feed(&turbine(T0 + 10 * HOUR, 600.0, 8.0)).await;
     h.feed(&turbine(T0 + 8 * HOUR + 5 * MIN, 300.0, 8.0)).await;
     let revised: Vec<_> = h
         .aggs("1h")
@@ -339,6 +344,32 @@ async fn a_short_gap_in_the_hourly_series_is_interpolated_and_a_longer_one_marke
             revised[1].readings
         ),
         (1, None, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_live_asset_gone_silent_has_its_windows_closed_by_the_partition() {
+    let now = chrono::Utc::now().timestamp_millis();
+    let t = now - now.rem_euclid(HOUR) - HOUR; // the start of the last full hour
+    let mut h = Harness::new(settings());
+    h.feed(&turbine(t, 1000.0, 8.0)).await;
+    h.feed(&turbine(t + 10 * MIN, 1000.0, 8.0)).await;
+    assert!(
+        h.aggs("10m").is_empty(),
+        "with a minute's grace nothing closes yet"
+    );
+    // Other assets move the partition 30 minutes past T1's last reading.
+    h.advance_to(t + 40 * MIN).await;
+    assert_eq!(h.aggs("10m").len(), 2, "T1's open ten minutes close");
+    assert!(h.aggs("1h").is_empty());
+    h.advance_to(t + HOUR + MIN).await;
+    assert_eq!(h.aggs("1h").len(), 1);
+    // T1 speaks again: its closed hour is revised, not lost.
+    h.feed(&turbine(t + 20 * MIN, 500.0, 8.0)).await;
+    let hours = h.aggs("1h");
+    assert_eq!(
+        (hours.len(), hours[1].revision, hours[1].readings),
+        (2, 1, 3)
     );
 }
 

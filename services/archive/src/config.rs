@@ -127,6 +127,10 @@ impl Default for Settings {
                 aggregates("10m"),
                 aggregates("1h"),
                 aggregates("1d"),
+                rollup("gale.agg.site.1h", "site", "1h"),
+                rollup("gale.agg.site.1d", "site", "1d"),
+                rollup("gale.agg.fleet.1h", "fleet", "1h"),
+                rollup("gale.agg.fleet.1d", "fleet", "1d"),
             ],
         }
     }
@@ -144,6 +148,15 @@ fn aggregates(grain: &str) -> TableConfig {
             &format!("gale.agg.asset.{grain}"),
             &format!("gold/asset_aggregates/grain={grain}"),
         )
+    }
+}
+
+/// A roll-up grain under `gold/<scope>_aggregates/grain=<grain>`.
+fn rollup(topic: &str, scope: &str, grain: &str) -> TableConfig {
+    TableConfig {
+        time_field: "window_start".into(),
+        partitioning: Granularity::Day,
+        ..TableConfig::new(topic, &format!("gold/{scope}_aggregates/grain={grain}"))
     }
 }
 

@@ -1,5 +1,7 @@
 //! Aggregates: statistics of an asset over an event-time window
-//! (`gale.agg.asset.*`, `schemas/asset_aggregate.avsc`).
+//! (`gale.agg.asset.*`, `schemas/asset_aggregate.avsc`), their site and
+//! fleet roll-ups (`schemas/site_aggregate.avsc`) and daily peak hours
+//! (`schemas/peak.avsc`).
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +32,9 @@ pub struct AssetAggregate {
     pub time_zone: String,
     /// Date (YYYY-MM-DD) of window_start in time_zone.
     pub local_date: String,
+    /// The site's IANA zone (from enrich), whatever the grain.
+    #[serde(default)]
+    pub site_time_zone: Option<String>,
     /// 0 for the first emission of the window; each correction (a late reading) adds 1.
     pub revision: i32,
     /// Readings received for the window (distinct event times): used + fault_excluded + quarantined.
@@ -184,18 +189,166 @@ pub struct AssetAggregate {
     pub availability: Option<f64>,
 }
 
+/// A site's or the fleet's roll-up over one window (`schemas/site_aggregate.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteAggregate {
+    /// Id of this record: aggregate_id:revision.
+    pub event_id: String,
+    /// Id of the window: site:<site_id>:<grain>:<window_start_ms> or fleet:<grain>:<window_start_ms>.
+    pub aggregate_id: String,
+    /// site or fleet.
+    pub scope: String,
+    /// The site (null for the fleet).
+    #[serde(default)]
+    pub site_id: Option<String>,
+    /// 1h (UTC-aligned) or 1d (the site's local day; the fleet's configured zone).
+    pub grain: String,
+    /// Window start, inclusive.
+    pub window_start: i64,
+    /// Window end, exclusive.
+    pub window_end: i64,
+    /// Zone the window is aligned in.
+    pub time_zone: String,
+    /// Date (YYYY-MM-DD) of window_start in time_zone.
+    pub local_date: String,
+    /// 0 for the first emission; each correction adds 1.
+    pub revision: i32,
+    /// Asset-hours combined (for 1h: assets with an hourly aggregate).
+    pub assets: i64,
+    /// Of which turbine asset-hours.
+    pub turbines: i64,
+    /// Of which meter asset-hours.
+    pub meters: i64,
+    /// Hourly windows combined (1 for 1h).
+    pub hours: i64,
+    /// Readings received.
+    pub readings: i64,
+    /// Readings used.
+    pub readings_used: i64,
+    /// Readings excluded for an open fault.
+    pub readings_fault_excluded: i64,
+    /// Quarantined readings.
+    pub readings_quarantined: i64,
+    /// Readings expected, over assets with a known interval.
+    #[serde(default)]
+    pub readings_expected: Option<i64>,
+    /// Readings received over readings expected (assets with a known interval).
+    #[serde(default)]
+    pub coverage: Option<f64>,
+    /// Mean quality score of the readings used.
+    #[serde(default)]
+    pub quality_score: Option<f64>,
+    /// Turbines' energy.
+    #[serde(default)]
+    pub production_kwh: Option<f64>,
+    /// Meters' energy.
+    #[serde(default)]
+    pub consumption_kwh: Option<f64>,
+    /// Turbines' expected energy (power curve).
+    #[serde(default)]
+    pub expected_energy_kwh: Option<f64>,
+    /// Production over expected energy, over the turbine readings with an expected power.
+    #[serde(default)]
+    pub performance_ratio: Option<f64>,
+    /// Sum of the turbines' rated power.
+    #[serde(default)]
+    pub rated_power_kw: Option<f64>,
+    /// Production over Σ(rated power × hours) of the turbine asset-hours combined.
+    #[serde(default)]
+    pub capacity_factor: Option<f64>,
+    /// Turbine hours available.
+    #[serde(default)]
+    pub available_hours: Option<f64>,
+    /// Turbine hours unavailable.
+    #[serde(default)]
+    pub unavailable_hours: Option<f64>,
+    /// available_hours / (available_hours + unavailable_hours).
+    #[serde(default)]
+    pub availability: Option<f64>,
+    /// Readings with an outdoor temperature.
+    #[serde(default)]
+    pub ambient_temperature_c_count: i64,
+    /// Mean outdoor temperature.
+    #[serde(default)]
+    pub ambient_temperature_c_mean: Option<f64>,
+    /// Asset-hours that were gap fills (interpolated or missing_short).
+    #[serde(default)]
+    pub gap_hours: i64,
+    /// Of which meter asset-hours (their hours are left out of peak analysis).
+    #[serde(default)]
+    pub meter_gap_hours: i64,
+    /// Meters' readings expected (meters with a known interval).
+    #[serde(default)]
+    pub meter_readings_expected: Option<i64>,
+    /// Meters' readings received over expected.
+    #[serde(default)]
+    pub meter_coverage: Option<f64>,
+}
+
+/// One of a day's peak consumption hours (`schemas/peak.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Peak {
+    /// Id of this record: peak_id:revision.
+    pub event_id: String,
+    /// <scope id>:<local_date>:<rank>, scope id site:<site_id> or fleet.
+    pub peak_id: String,
+    /// site or fleet.
+    pub scope: String,
+    /// The site (null for the fleet).
+    #[serde(default)]
+    pub site_id: Option<String>,
+    /// The day (YYYY-MM-DD) in time_zone.
+    pub local_date: String,
+    /// Zone of the day.
+    pub time_zone: String,
+    /// summer, winter or shoulder (configured months): compare peaks of like seasons.
+    pub season: String,
+    /// A configured public holiday: no peaks.
+    pub holiday: bool,
+    /// Revision of the day's aggregate the peaks were picked from.
+    pub revision: i32,
+    /// 1 for the highest consumption hour.
+    pub rank: i32,
+    /// Start of the hour (null when fewer eligible hours than ranks).
+    #[serde(default)]
+    pub hour_start: Option<i64>,
+    /// Meters' energy in that hour.
+    #[serde(default)]
+    pub consumption_kwh: Option<f64>,
+    /// Mean outdoor temperature in that hour, when known.
+    #[serde(default)]
+    pub temperature_c: Option<f64>,
+    /// Hours of the day considered.
+    pub candidate_hours: i32,
+    /// Hours left out for a gap in a meter's series or incomplete coverage.
+    pub excluded_gap: i32,
+    /// Hours left out for a holiday.
+    pub excluded_holiday: i32,
+    /// Hours left out for a grid-maintenance period.
+    pub excluded_maintenance: i32,
+    /// Hours left out for extreme temperature.
+    pub excluded_temperature: i32,
+}
+
 impl gale_runtime::binary::AvroRecord for AssetAggregate {}
+impl gale_runtime::binary::AvroRecord for SiteAggregate {}
+impl gale_runtime::binary::AvroRecord for Peak {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ASSET_AGGREGATE;
+    use crate::{ASSET_AGGREGATE, PEAK, SITE_AGGREGATE};
+    use gale_runtime::schema::SchemaFile;
 
-    #[test]
-    fn an_aggregate_round_trips_through_its_schema() {
-        let schema = apache_avro::Schema::parse_str(ASSET_AGGREGATE.text).unwrap();
+    /// Fills every field of `file` with a value of its type, decodes that
+    /// into `T`, and round-trips it through the schema.
+    fn round_trip<T>(file: SchemaFile) -> T
+    where
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let schema = apache_avro::Schema::parse_str(file.text).unwrap();
         let mut v = serde_json::json!({});
-        for f in serde_json::from_str::<serde_json::Value>(ASSET_AGGREGATE.text).unwrap()["fields"]
+        for f in serde_json::from_str::<serde_json::Value>(file.text).unwrap()["fields"]
             .as_array()
             .unwrap()
         {
@@ -208,24 +361,31 @@ mod tests {
                 (Some("string"), _) => serde_json::json!(format!("{name}-v")),
                 (Some("long"), _) | (_, Some("long")) => serde_json::json!(7),
                 (Some("int"), _) => serde_json::json!(2),
+                (Some("boolean"), _) => serde_json::json!(true),
                 (_, Some("enum")) => serde_json::json!("TURBINE"),
                 _ => serde_json::json!(1.5),
             };
             v[name] = value;
         }
-        let agg: AssetAggregate = serde_json::from_value(v).unwrap();
-        assert_eq!(agg.power_kw_mean, Some(1.5));
-        assert_eq!(agg.readings_used, 7);
+        let value: T = serde_json::from_value(v).unwrap();
         let w = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
             .build()
             .unwrap();
         let mut bytes = Vec::new();
-        w.write_ser(&mut bytes, &agg).unwrap();
+        w.write_ser(&mut bytes, &value).unwrap();
         #[allow(deprecated)]
         let back = apache_avro::from_avro_datum(&schema, &mut &bytes[..], None).unwrap();
-        assert_eq!(
-            apache_avro::from_value::<AssetAggregate>(&back).unwrap(),
-            agg
-        );
+        assert_eq!(apache_avro::from_value::<T>(&back).unwrap(), value);
+        value
+    }
+
+    #[test]
+    fn aggregates_and_peaks_round_trip_through_their_schemas() {
+        let a: AssetAggregate = round_trip(ASSET_AGGREGATE);
+        assert_eq!((a.power_kw_mean, a.readings_used), (Some(1.5), 7));
+        let s: SiteAggregate = round_trip(SITE_AGGREGATE);
+        assert_eq!(s.production_kwh, Some(1.5));
+        let p: Peak = round_trip(PEAK);
+        assert!(p.holiday);
     }
 }

@@ -44,6 +44,18 @@ pub const ASSET_AGGREGATE: SchemaFile = SchemaFile {
     text: include_str!("../../../schemas/asset_aggregate.avsc"),
 };
 
+/// `schemas/site_aggregate.avsc`: topics `gale.agg.site.*`, `gale.agg.fleet.*`.
+pub const SITE_AGGREGATE: SchemaFile = SchemaFile {
+    name: "site_aggregate",
+    text: include_str!("../../../schemas/site_aggregate.avsc"),
+};
+
+/// `schemas/peak.avsc`: topic `gale.peaks`.
+pub const PEAK: SchemaFile = SchemaFile {
+    name: "peak",
+    text: include_str!("../../../schemas/peak.avsc"),
+};
+
 /// Every schema Gale ships.
 pub const ALL: &[SchemaFile] = &[
     RAW_READING,
@@ -53,4 +65,6 @@ pub const ALL: &[SchemaFile] = &[
     CHECKED_READING,
     FAULT_EVENT,
     ASSET_AGGREGATE,
+    SITE_AGGREGATE,
+    PEAK,
 ];

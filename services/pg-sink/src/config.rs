@@ -136,6 +136,21 @@ impl Default for Settings {
                 aggregates("10m"),
                 aggregates("1h"),
                 aggregates("1d"),
+                rollup("gale.agg.site.1h", "agg_site_1h"),
+                rollup("gale.agg.site.1d", "agg_site_1d"),
+                rollup("gale.agg.fleet.1h", "agg_fleet_1h"),
+                rollup("gale.agg.fleet.1d", "agg_fleet_1d"),
+                TableMapping {
+                    topic: "gale.peaks".into(),
+                    table: "peaks_revisions".into(),
+                    time_column: "local_date".into(),
+                    latest: Some(LatestTable {
+                        table: "peaks".into(),
+                        key: "peak_id".into(),
+                        max_ahead: default_max_ahead(),
+                        order_by: Some("revision".into()),
+                    }),
+                },
             ],
         }
     }
@@ -149,6 +164,21 @@ fn aggregates(grain: &str) -> TableMapping {
         time_column: "window_start".into(),
         latest: Some(LatestTable {
             table: format!("agg_asset_{grain}"),
+            key: "aggregate_id".into(),
+            max_ahead: default_max_ahead(),
+            order_by: Some("revision".into()),
+        }),
+    }
+}
+
+/// A roll-up topic: every revision, and the newest per window.
+fn rollup(topic: &str, table: &str) -> TableMapping {
+    TableMapping {
+        topic: topic.into(),
+        table: format!("{table}_revisions"),
+        time_column: "window_start".into(),
+        latest: Some(LatestTable {
+            table: table.into(),
             key: "aggregate_id".into(),
             max_ahead: default_max_ahead(),
             order_by: Some("revision".into()),

@@ -12,6 +12,17 @@
 //! table layout) and `gale-archive` (baseline: the same rows decoded and
 //! encoded to Parquet in memory with arrow-rs, no Kafka, no store), then
 //! times the dashboard queries on at least 1,000,000 readings.
+//!
+//! `gale-bench aggregate` preloads checked readings and runs the
+//! pass-through, then `gale-aggregate` with durable state, and the restore
+//! of that state (see `gale_bench/aggregate.rs`).
+//!
+//! `gale-bench pipeline` runs ingest → validate → enrich → detect-faults →
+//! aggregate → pg-sink as processes, posts readings to ingest's API at
+//! fixed offered rates and prints, per rate, the rate that reached Postgres,
+//! the latency from ingest's acknowledgement to the row, the latency of the
+//! hourly aggregates and the CPU of all Gale processes per reading (see
+//! `gale_bench/pipeline.rs`).
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -27,6 +38,11 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
+
+#[path = "gale_bench/aggregate.rs"]
+mod aggregate;
+#[path = "gale_bench/pipeline.rs"]
+mod pipeline;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -95,6 +111,20 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        Some("aggregate") => {
+            aggregate::bench_aggregate(
+                arg("--records")
+                    .map(|n| n.parse())
+                    .transpose()?
+                    .unwrap_or(200_000),
+                arg("--assets")
+                    .map(|n| n.parse())
+                    .transpose()?
+                    .unwrap_or(1_000),
+            )
+            .await
+        }
+        Some("pipeline") => pipeline::bench_pipeline(pipeline::Options::from_args()?).await,
         Some("validate") => {
             bench_validate(
                 arg("--records")
@@ -105,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         _ => {
-            eprintln!("usage: gale-bench validate [--records N] | enrich [--records N] | detect-faults [--records N] [--assets N] | sinks [--records N] [--no-queries] | backfill [--turbines N] [--days N] | passthrough --bootstrap B --input T --output T --group G --count N | consume --bootstrap B --topic T --group G --count N");
+            eprintln!("usage: gale-bench validate [--records N] | enrich [--records N] | detect-faults [--records N] [--assets N] | aggregate [--records N] [--assets N] | pipeline [--rates R,R,...] [--seconds S] [--turbines N] [--meters N] [--batch N] | sinks [--records N] [--no-queries] | backfill [--turbines N] [--days N] | passthrough --bootstrap B --input T --output T --group G --count N | consume --bootstrap B --topic T --group G --count N");
             std::process::exit(2);
         }
     }
