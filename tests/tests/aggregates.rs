@@ -969,7 +969,16 @@ async fn check_rollups(stack: &Stack, pool: &sqlx::PgPool, pg_group: &str, r: &R
     .fetch_all(pool)
     .await
     .unwrap();
-    assert_eq!(fleet, want);
+    if fleet != want {
+        let dbg: Vec<(i64, Option<f64>, Option<f64>, i32, i64)> = sqlx::query_as(
+            "SELECT extract(epoch from window_start)::bigint, consumption_kwh, meter_coverage, revision, assets \
+             FROM agg_fleet_1h ORDER BY 1",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        panic!("fleet peaks {fleet:?}\nreference {want:?}\nfleet hours {dbg:?}");
+    }
 }
 
 /// Two years of 10-minute readings from four turbines, sent as SCADA
