@@ -71,6 +71,12 @@ listen = "127.0.0.1:$INGEST_PORT"
 name = "simulator"
 api_keys = ["$API_KEY"]
 
+# The simulated history: ten-minute SCADA and meter intervals, declared.
+[[ingest.sources]]
+name = "history"
+api_keys = ["$API_KEY-history"]
+interval = "10m"
+
 # A meter head-end exporting its own column names and epoch seconds.
 [[ingest.sources]]
 name = "headend-csv"
@@ -99,21 +105,30 @@ TOML
 
 common=(GALE_KAFKA__BOOTSTRAP_SERVERS="$GALE_KAFKA_BOOTSTRAP" GALE_REGISTRY__URL="$GALE_REGISTRY_URL")
 declare -A PROBE
-for name in ingest validate enrich detect-faults pg-sink archive; do PROBE[$name]=$(free_port); done
-log "starting ingest (API on 127.0.0.1:$INGEST_PORT), validate, enrich, detect-faults, pg-sink and archive"
+SERVICES="ingest validate enrich detect-faults aggregate rollup-site rollup-fleet pg-sink archive"
+for name in $SERVICES; do PROBE[$name]=$(free_port); done
+log "starting ingest (API on 127.0.0.1:$INGEST_PORT), validate, enrich, detect-faults, aggregate, the site and fleet roll-ups, pg-sink and archive"
 start_bg ingest "$DEMO" env "${common[@]}" GALE_HTTP__LISTEN="127.0.0.1:${PROBE[ingest]}" \
   "$BIN/gale-ingest" --config "$DEMO/ingest.toml"
+# Backfill mode: the simulated history below is backdated on purpose (a
+# live validate quarantines readings over an hour old).
 start_bg validate "$DEMO" env "${common[@]}" GALE_HTTP__LISTEN="127.0.0.1:${PROBE[validate]}" \
-  "${ASSETS_ENV[@]}" "$BIN/gale-validate"
+  GALE_VALIDATE__MODE=backfill "${ASSETS_ENV[@]}" "$BIN/gale-validate"
 start_bg enrich "$DEMO" env "${common[@]}" GALE_HTTP__LISTEN="127.0.0.1:${PROBE[enrich]}" \
   GALE_ASSETS__URL="$DEMO_DB" GALE_ASSETS__REFRESH=10s "$BIN/gale-enrich"
 start_bg detect-faults "$DEMO" env "${common[@]}" GALE_HTTP__LISTEN="127.0.0.1:${PROBE[detect-faults]}" \
   "$BIN/gale-detect-faults"
+start_bg aggregate "$DEMO" env "${common[@]}" GALE_HTTP__LISTEN="127.0.0.1:${PROBE[aggregate]}" \
+  "$BIN/gale-aggregate"
+start_bg rollup-site "$DEMO" env "${common[@]}" GALE_HTTP__LISTEN="127.0.0.1:${PROBE[rollup-site]}" \
+  GALE_ROLLUP__SCOPE=site "$BIN/gale-rollup"
+start_bg rollup-fleet "$DEMO" env "${common[@]}" GALE_HTTP__LISTEN="127.0.0.1:${PROBE[rollup-fleet]}" \
+  GALE_ROLLUP__SCOPE=fleet "$BIN/gale-rollup"
 start_bg pg-sink "$DEMO" env "${common[@]}" GALE_HTTP__LISTEN="127.0.0.1:${PROBE[pg-sink]}" \
   GALE_DATABASE__URL="$DEMO_DB" "$BIN/gale-pg-sink"
 start_bg archive "$DEMO" env "${common[@]}" GALE_HTTP__LISTEN="127.0.0.1:${PROBE[archive]}" \
   "$BIN/gale-archive" --config "$DEMO/archive.toml"
-for name in ingest validate enrich detect-faults pg-sink archive; do
+for name in $SERVICES; do
   wait_for_http "http://127.0.0.1:${PROBE[$name]}/readyz" 90 \
     || die "$name is not ready; see $DEMO/logs/$name.log"
 done
@@ -145,6 +160,22 @@ dead_broker() {
   die "the local broker (Tansu) stopped; see $DEMO/tansu/tansu.log. The services wait for it and report not ready. Run \`make demo\` again for a fresh stack (the demo broker keeps topics in memory, so they start empty; Postgres and the lake keep what was stored)."
 }
 
+# History first: from yesterday 00:00 UTC to about three hours ago, every
+# 10 minutes, sent as a backfill, so hours and yesterday close and the
+# aggregates have something to show (the three hours before the live minute
+# are a gap in every series: interpolated); then the live minute. The
+# simulator leaves a few readings out, so its history runs a little past
+# the ticks counted here: the margin keeps it in the past.
+hist_start=$(date -u -d "yesterday 00:00" +%Y-%m-%dT%H:%M:%SZ)
+ticks=$(( ($(date -u +%s) - $(date -u -d "$hist_start" +%s)) / 600 - 18 ))
+log "sending yesterday and today so far as history: $ticks ten-minute ticks of 60 assets"
+"$BIN/gale" simulate --ingest-url "http://127.0.0.1:$INGEST_PORT" --api-key "$API_KEY-history" \
+  --turbines 20 --meters 40 --seed 42 --start "$hist_start" --interval 10m --interval-declared \
+  --count $((ticks * 60)) --faults random --quiet || {
+  broker_alive || dead_broker
+  die "the simulator failed; see the logs in $DEMO/logs/"
+}
+
 log "simulating 20 turbines and 40 meters at $RATE readings/s for $DURATION"
 "$BIN/gale" simulate --ingest-url "http://127.0.0.1:$INGEST_PORT" --api-key "$API_KEY" \
   --turbines 20 --meters 40 --seed 42 --rate "$RATE" --duration "$DURATION" --faults random || {
@@ -155,17 +186,17 @@ broker_alive || dead_broker
 
 # caught_up: every group has committed every record of the topics it reads
 # (one `gale status` call: each costs a round of broker requests).
-DEMO_GROUPS=gale-validate,gale-enrich,gale-detect-faults,gale-pg-sink,gale-archive
+DEMO_GROUPS=gale-validate,gale-enrich,gale-detect-faults,gale-aggregate,gale-rollup-site,gale-rollup-fleet,gale-pg-sink,gale-archive
 caught_up() {
   "$BIN/gale" status --groups "$DEMO_GROUPS" 2>/dev/null | awk '
-    $1=="gale.raw" || $1=="gale.validated" || $1=="gale.enriched" || $1=="gale.faults" {
+    $1=="gale.raw" || $1=="gale.validated" || $1=="gale.enriched" || $1=="gale.faults" || $1=="gale.checked" || $1=="gale.agg.asset.1h" || $1=="gale.agg.site.1h" {
       n = 0
       for (i = 4; i <= NF; i++) { split($i, kv, "="); n++; if (kv[2] != 0) bad = 1 }
       if (n == 0) bad = 1
     }
     END { exit bad }'
 }
-log "waiting for validate, enrich, detect-faults, pg-sink and archive to catch up"
+log "waiting for every stage and sink to catch up"
 caught_up=no
 for _ in $(seq 120); do
   broker_alive || dead_broker
@@ -191,7 +222,8 @@ lake_summary=$(python3 - "$DEMO/lake" <<'PY'
 import json, os, sys
 root = sys.argv[1]
 for table in ("bronze/raw_readings", "silver/validated_readings", "silver/quarantined_readings",
-              "gold/checked_readings", "gold/fault_events"):
+              "gold/checked_readings", "gold/fault_events", "gold/asset_aggregates",
+              "gold/site_aggregates", "gold/fleet_aggregates"):
     files = rows = 0
     for d, _, names in os.walk(os.path.join(root, table)):
         for n in names:
@@ -215,6 +247,8 @@ echo "$lake_summary"
 echo
 echo "--- active faults (Postgres, newest first; gale faults ack ID to acknowledge) ---"
 "$BIN/gale" faults list --database-url "$DEMO_DB" --limit 15 || true
+echo "--- the fleet's last hours and peak consumption hours (Postgres; gale energy) ---"
+"$BIN/gale" energy --database-url "$DEMO_DB" --hours 6 || true
 echo "--- an enriched reading (expected power from the model's curve) ---"
 "$BIN/gale" peek gale.enriched --count 1 || true
 echo "--- a quarantined reading ---"
@@ -225,7 +259,7 @@ echo "--- a dead letter from ingest's file drop ---"
 "$BIN/gale" peek gale.dlq.ingest --count 1 || true
 echo
 echo "Logs:     $DEMO/logs/"
-for name in ingest validate enrich detect-faults pg-sink archive; do
+for name in $SERVICES; do
   echo "Metrics:  http://127.0.0.1:${PROBE[$name]}/metrics ($name)"
 done
 echo "API:      curl -H 'Authorization: Bearer $API_KEY' -H 'Content-Type: text/csv' --data-binary @readings.csv http://127.0.0.1:$INGEST_PORT/v1/readings"

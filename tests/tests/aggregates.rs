@@ -911,7 +911,7 @@ async fn check_rollups(stack: &Stack, pool: &sqlx::PgPool, pg_group: &str, r: &R
     }
     // S2's peaks: the top three hours of each full UTC day by its meters'
     // consumption, ties to the earlier hour, leaving out hours whose meters
-    // received under 90 % of their readings.
+    // received under 75 % of their readings.
     let want: Vec<(String, i32, Option<i64>)> = sqlx::query_as(
         "SELECT local_date::text, rank::int, extract(epoch from window_start)::bigint FROM ( \
            SELECT (window_start AT TIME ZONE 'UTC')::date AS local_date, window_start, \
@@ -921,7 +921,7 @@ async fn check_rollups(stack: &Stack, pool: &sqlx::PgPool, pg_group: &str, r: &R
                         sum(readings)::float8 / nullif(sum(readings_expected), 0) AS coverage \
                  FROM agg_asset_1h WHERE site_id = 'S2' AND asset_kind = 'METER' \
                  GROUP BY window_start) h \
-           WHERE coverage >= 0.9 AND consumption IS NOT NULL) s \
+           WHERE coverage >= 0.75 AND consumption IS NOT NULL) s \
          WHERE rank <= 3 AND local_date IN \
            (SELECT local_date FROM agg_site_1d WHERE site_id = 'S2' AND hours = 24) \
          ORDER BY 1, 2",

@@ -94,7 +94,7 @@ pub async fn ack(url: &Secret, id: &str, by: &str, note: Option<&str>) -> anyhow
     Ok(format!("acknowledged {id} ({status}) as {by}\n"))
 }
 
-fn missing_table(e: sqlx::Error, url: &Secret) -> anyhow::Error {
+pub(crate) fn missing_table(e: sqlx::Error, url: &Secret) -> anyhow::Error {
     let text = gale_pg_sink::db::redact(&e.to_string(), url);
     if text.contains("does not exist") {
         anyhow::anyhow!("{text}: run `gale db migrate` first")

@@ -2,6 +2,7 @@
 //! database operations join it as the pipeline grows.
 
 pub mod assets;
+pub mod energy;
 pub mod faults;
 pub mod fleet_registry;
 pub mod inspect;

@@ -50,7 +50,7 @@ enum Command {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "gale-validate,gale-enrich,gale-detect-faults,gale-pg-sink,gale-archive"
+            default_value = "gale-validate,gale-enrich,gale-detect-faults,gale-aggregate,gale-rollup-site,gale-rollup-fleet,gale-pg-sink,gale-archive"
         )]
         groups: Vec<String>,
     },
@@ -66,6 +66,19 @@ enum Command {
     /// Faults detected by detect-faults, and their acknowledgement.
     #[command(subcommand)]
     Faults(FaultsCommand),
+    /// The fleet's recent hours (energy, availability) and a day's peak
+    /// consumption hours, from Postgres.
+    Energy {
+        /// How many recent fleet hours.
+        #[arg(long, default_value_t = 6)]
+        hours: i64,
+        /// Day of the peak hours (YYYY-MM-DD); the latest with peaks by default.
+        #[arg(long)]
+        date: Option<chrono::NaiveDate>,
+        /// Database URL (its password is never printed, `--help` included).
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+    },
     /// Print the first records of a topic, decoded, with their headers (JSON lines).
     Peek {
         #[command(flatten)]
@@ -479,6 +492,15 @@ async fn main() -> anyhow::Result<()> {
                 "{}",
                 gale_cli::faults::list(&url, all, asset.as_deref(), limit).await?
             );
+            Ok(())
+        }
+        Command::Energy {
+            hours,
+            date,
+            database_url,
+        } => {
+            let url = gale_runtime::config::Secret::new(database_url);
+            print!("{}", gale_cli::energy::report(&url, hours, date).await?);
             Ok(())
         }
         Command::Faults(FaultsCommand::Ack {

@@ -213,6 +213,9 @@ pub struct SiteAggregate {
     pub local_date: String,
     /// 0 for the first emission; each correction adds 1.
     pub revision: i32,
+    /// True on an early update of a day still open: the totals so far.
+    #[serde(default)]
+    pub provisional: bool,
     /// Asset-hours combined (for 1h: assets with an hourly aggregate).
     pub assets: i64,
     /// Of which turbine asset-hours.
@@ -307,6 +310,9 @@ pub struct Peak {
     pub holiday: bool,
     /// Revision of the day's aggregate the peaks were picked from.
     pub revision: i32,
+    /// True while the day is still open: the peaks so far.
+    #[serde(default)]
+    pub provisional: bool,
     /// 1 for the highest consumption hour.
     pub rank: i32,
     /// Start of the hour (null when fewer eligible hours than ranks).

@@ -15,6 +15,7 @@ CREATE TABLE agg_site_1h_revisions (
     time_zone                   text NOT NULL,
     local_date                  date NOT NULL,
     revision                    integer NOT NULL,
+    provisional                 boolean NOT NULL,
     assets                      bigint NOT NULL,
     turbines                    bigint NOT NULL,
     meters                      bigint NOT NULL,
@@ -62,6 +63,7 @@ CREATE TABLE agg_site_1d_revisions (
     time_zone                   text NOT NULL,
     local_date                  date NOT NULL,
     revision                    integer NOT NULL,
+    provisional                 boolean NOT NULL,
     assets                      bigint NOT NULL,
     turbines                    bigint NOT NULL,
     meters                      bigint NOT NULL,
@@ -110,6 +112,7 @@ CREATE TABLE agg_fleet_1h_revisions (
     time_zone                   text NOT NULL,
     local_date                  date NOT NULL,
     revision                    integer NOT NULL,
+    provisional                 boolean NOT NULL,
     assets                      bigint NOT NULL,
     turbines                    bigint NOT NULL,
     meters                      bigint NOT NULL,
@@ -157,6 +160,7 @@ CREATE TABLE agg_fleet_1d_revisions (
     time_zone                   text NOT NULL,
     local_date                  date NOT NULL,
     revision                    integer NOT NULL,
+    provisional                 boolean NOT NULL,
     assets                      bigint NOT NULL,
     turbines                    bigint NOT NULL,
     meters                      bigint NOT NULL,
@@ -204,6 +208,7 @@ CREATE TABLE peaks_revisions (
     season               text NOT NULL,
     holiday              boolean NOT NULL,
     revision             integer NOT NULL,
+    provisional                 boolean NOT NULL,
     rank                 integer NOT NULL,
     hour_start           timestamptz,
     consumption_kwh      double precision,
@@ -226,7 +231,7 @@ CREATE INDEX peaks_date ON peaks (local_date, scope, site_id);
 -- Today's peak hours, site by site and for the fleet, in rank order.
 CREATE VIEW peak_hours AS
 SELECT scope, site_id, local_date, rank, hour_start, consumption_kwh,
-       temperature_c, season, holiday, revision
+       temperature_c, season, holiday, provisional, revision
 FROM peaks
 WHERE hour_start IS NOT NULL
 ORDER BY local_date DESC, scope, site_id, rank;

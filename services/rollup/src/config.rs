@@ -126,6 +126,10 @@ pub struct Settings {
     /// expected readings (a gap in a meter's series, filled or not) is left
     /// out of peak analysis (smart-meter-etl-rules §2).
     pub peak_min_coverage: f64,
+    /// Emit a provisional record of a day still open (and its peak hours
+    /// so far) each time one of its hours closes, so dashboards show
+    /// today's totals; the final record follows as a later revision.
+    pub early_updates: bool,
     /// Peak-hour rules (smart-meter-etl-rules §5).
     pub peaks: PeakPolicy,
 }
@@ -138,7 +142,8 @@ impl Default for Settings {
             allowed_lateness: Duration::from_secs(6 * 3600),
             time_zone: "UTC".into(),
             member_idle: Duration::from_secs(120),
-            peak_min_coverage: 0.9,
+            peak_min_coverage: 0.75,
+            early_updates: true,
             peaks: PeakPolicy::default(),
         }
     }
@@ -178,6 +183,7 @@ impl Settings {
             peaks: self.peaks.clone(),
             member_idle: self.member_idle,
             peak_min_coverage: self.peak_min_coverage,
+            early_updates: self.early_updates,
         })
     }
 }

@@ -265,6 +265,7 @@ pub fn record(s: &Scope<'_>, p: &Part, revision: i32) -> SiteAggregate {
         time_zone: s.time_zone.to_string(),
         local_date: s.local_date.clone(),
         revision,
+        provisional: false,
         assets: p.assets,
         turbines: p.turbines,
         meters: p.meters,

@@ -128,9 +128,12 @@ pub struct Day {
     pub zone: String,
     /// Emitted hours' parts, by hour start.
     pub hours: BTreeMap<i64, Part>,
-    /// Last revision emitted.
+    /// Last revision emitted (provisional or final).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emitted: Option<i32>,
+    /// The final record was emitted.
+    #[serde(default)]
+    pub closed: bool,
 }
 
 /// What a roll-up keeps per key.
@@ -190,6 +193,9 @@ pub struct Settings {
     pub member_idle: std::time::Duration,
     /// An hour whose meters' coverage is below this is left out of peaks.
     pub peak_min_coverage: f64,
+    /// Emit a provisional day (and its peaks so far) each time an hour of
+    /// it closes, for live dashboards.
+    pub early_updates: bool,
 }
 
 /// The roll-up processor over members `M`.
@@ -308,13 +314,14 @@ impl<M: Member> RollupProcessor<M> {
                         zone: zone.name().to_string(),
                         hours: BTreeMap::new(),
                         emitted: None,
+                        closed: false,
                     },
                 );
                 at
             }
         };
         state.days[j].hours.insert(start, part);
-        if state.days[j].emitted.is_some() {
+        if state.days[j].closed || self.settings.early_updates {
             self.emit_day(state, j, out);
         }
     }
@@ -322,6 +329,7 @@ impl<M: Member> RollupProcessor<M> {
     fn emit_day(&mut self, state: &mut Rolling, j: usize, out: &mut Vec<Emit<Output>>) {
         let revision = state.days[j].emitted.map_or(0, |r| r.saturating_add(1));
         state.days[j].emitted = Some(revision);
+        let provisional = !state.days[j].closed;
         let d = &state.days[j];
         let tz: Tz = d.zone.parse().unwrap_or(Tz::UTC);
         let date = gale_aggregate::window::Window {
@@ -346,7 +354,10 @@ impl<M: Member> RollupProcessor<M> {
         out.push(Emit {
             output: DAILY,
             key: key.clone(),
-            value: Output::Aggregate(Box::new(record(&scope, &part, revision))),
+            value: Output::Aggregate(Box::new(SiteAggregate {
+                provisional,
+                ..record(&scope, &part, revision)
+            })),
         });
         let candidates: Vec<HourCandidate> = d
             .hours
@@ -391,6 +402,7 @@ impl<M: Member> RollupProcessor<M> {
                     season: result.season.as_str().to_string(),
                     holiday: result.holiday,
                     revision,
+                    provisional,
                     rank: i32::try_from(rank).unwrap_or(i32::MAX),
                     hour_start: peak.map(|p| p.hour_start_ms),
                     consumption_kwh: peak.map(|p| p.consumption_kwh),
@@ -431,10 +443,11 @@ impl<M: Member> RollupProcessor<M> {
         let mut j = 0;
         while j < state.days.len() {
             let end = state.days[j].end;
-            if state.days[j].emitted.is_none() && end + grace <= watermark {
+            if !state.days[j].closed && end + grace <= watermark {
+                state.days[j].closed = true;
                 self.emit_day(state, j, out);
             }
-            if state.days[j].emitted.is_some() && end + grace + lateness <= watermark {
+            if state.days[j].closed && end + grace + lateness <= watermark {
                 state.days.remove(j);
             } else {
                 j += 1;
@@ -536,7 +549,7 @@ impl<M: Member + 'static> Processor for RollupProcessor<M> {
         let days = state
             .days
             .iter()
-            .map(|d| d.end + grace + if d.emitted.is_some() { lateness } else { 0 });
+            .map(|d| d.end + grace + if d.closed { lateness } else { 0 });
         let due = hours.chain(days).min()?;
         Some(state.next_check.map_or(due, |c| c.max(due)))
     }

@@ -75,6 +75,7 @@ impl<M: Member + 'static> Harness<M> {
                 peaks: PeakPolicy::default(),
                 member_idle: std::time::Duration::from_secs(3600),
                 peak_min_coverage: 0.9,
+                early_updates: false,
             }),
             state: None,
             watermark: None,
@@ -296,6 +297,7 @@ async fn a_silent_member_is_not_waited_for() {
         peaks: PeakPolicy::default(),
         member_idle: std::time::Duration::ZERO,
         peak_min_coverage: 0.9,
+        early_updates: false,
     });
     h.feed(&asset("M1", AssetKind::Meter, DAY, 1.0, 0))
         .await
@@ -309,4 +311,51 @@ async fn a_silent_member_is_not_waited_for() {
     assert_eq!(hours.len(), 2, "the partition's time closes hours 0 and 1");
     assert_eq!(hours[0].assets, 2);
     assert_eq!(hours[1].assets, 1);
+}
+
+#[tokio::test]
+async fn early_updates_show_the_day_so_far_and_the_final_record_follows() {
+    let mut h = Harness::<AssetAggregate>::new(false);
+    h.p = RollupProcessor::new(Settings {
+        fleet: false,
+        grace_ms: 0,
+        allowed_lateness_ms: 6 * HOUR,
+        zone: chrono_tz::Tz::UTC,
+        peaks: PeakPolicy::default(),
+        member_idle: std::time::Duration::from_secs(3600),
+        peak_min_coverage: 0.9,
+        early_updates: true,
+    });
+    // Berlin's 23-hour 29 March.
+    for k in 0..23 {
+        h.feed(&asset(
+            "M1",
+            AssetKind::Meter,
+            DAY + k * HOUR,
+            1.0 + k as f64,
+            0,
+        ))
+        .await
+        .unwrap();
+    }
+    let days = h.records(DAILY);
+    assert_eq!(
+        days.len(),
+        22,
+        "one provisional record per closed hour, day still open"
+    );
+    assert!(days.iter().all(|d| d.provisional));
+    assert_eq!((days[21].hours, days[21].revision), (22, 21));
+    let peaks_so_far = h.out.iter().filter(|e| e.output == PEAKS).count();
+    assert_eq!(peaks_so_far, 22 * 3);
+    h.feed(&asset("M1", AssetKind::Meter, DAY + 23 * HOUR, 1.0, 0))
+        .await
+        .unwrap();
+    let days = h.records(DAILY);
+    let last = days.last().unwrap();
+    assert_eq!(
+        (last.provisional, last.revision, last.hours),
+        (false, 23, 23)
+    );
+    assert!(days[22].provisional);
 }
