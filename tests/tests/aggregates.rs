@@ -970,8 +970,8 @@ async fn check_rollups(stack: &Stack, pool: &sqlx::PgPool, pg_group: &str, r: &R
     .await
     .unwrap();
     if fleet != want {
-        let dbg: Vec<(i64, Option<f64>, Option<f64>, i32, i64)> = sqlx::query_as(
-            "SELECT extract(epoch from window_start)::bigint, consumption_kwh, meter_coverage, revision, assets \
+        let dbg: Vec<(i64, Option<f64>, Option<f64>)> = sqlx::query_as(
+            "SELECT extract(epoch from window_start)::bigint, consumption_kwh, meter_coverage \
              FROM agg_fleet_1h ORDER BY 1",
         )
         .fetch_all(pool)
