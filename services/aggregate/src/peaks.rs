@@ -58,7 +58,7 @@ pub struct PeakPolicy {
     /// Public holidays as quoted local dates ("2026-12-25"; bare TOML dates
     /// are rejected); no peaks on those days.
     pub holidays: Vec<NaiveDate>,
-    /// Grid maintenance windows (`[[aggregate.peaks.maintenance]]` tables);
+    /// Grid maintenance windows (`[[rollup.peaks.maintenance]]` tables);
     /// overlapping hours are excluded.
     pub maintenance: Vec<MaintenancePeriod>,
     /// Hours with a known temperature above this (°C) are excluded.
@@ -112,12 +112,12 @@ impl PeakPolicy {
     /// Checks the policy, naming the offending key.
     pub fn check(&self) -> Result<(), String> {
         if self.top_n < 1 {
-            return Err("key `aggregate.peaks.top_n`: expected at least 1, got 0".into());
+            return Err("key `rollup.peaks.top_n`: expected at least 1, got 0".into());
         }
         let (min, max) = (self.min_temperature_c, self.max_temperature_c);
         if !(min.is_finite() && max.is_finite() && min < max) {
             return Err(format!(
-                "key `aggregate.peaks.min_temperature_c`/`aggregate.peaks.max_temperature_c`: expected finite °C with min < max, got {min} and {max}"
+                "key `rollup.peaks.min_temperature_c`/`rollup.peaks.max_temperature_c`: expected finite °C with min < max, got {min} and {max}"
             ));
         }
         for (key, months) in [
@@ -126,7 +126,7 @@ impl PeakPolicy {
         ] {
             if let Some(m) = months.iter().find(|m| !(1..=12).contains(*m)) {
                 return Err(format!(
-                    "key `aggregate.peaks.{key}`: expected months 1..=12, got {m}"
+                    "key `rollup.peaks.{key}`: expected months 1..=12, got {m}"
                 ));
             }
         }
@@ -136,20 +136,20 @@ impl PeakPolicy {
             .find(|m| self.summer_months.contains(m))
         {
             return Err(format!(
-                "key `aggregate.peaks.winter_months`: month {m} is also in `aggregate.peaks.summer_months`; expected each month in one season at most"
+                "key `rollup.peaks.winter_months`: month {m} is also in `rollup.peaks.summer_months`; expected each month in one season at most"
             ));
         }
         for (i, p) in self.maintenance.iter().enumerate() {
             if p.end <= p.start {
                 return Err(format!(
-                    "key `aggregate.peaks.maintenance[{i}]`: expected end after start, got start {} and end {}",
+                    "key `rollup.peaks.maintenance[{i}]`: expected end after start, got start {} and end {}",
                     p.start.to_rfc3339(),
                     p.end.to_rfc3339()
                 ));
             }
             if p.site_id.as_deref().is_some_and(|s| s.trim().is_empty()) {
                 return Err(format!(
-                    "key `aggregate.peaks.maintenance[{i}].site_id`: expected a site id, or no key for the whole fleet, got an empty string"
+                    "key `rollup.peaks.maintenance[{i}].site_id`: expected a site id, or no key for the whole fleet, got an empty string"
                 ));
             }
         }
@@ -517,9 +517,9 @@ mod tests {
             (|p| p.top_n = 0, "top_n`: expected at least 1"),
             (|p| p.summer_months.push(13), "summer_months`: expected months 1..=12, got 13"),
             (|p| p.winter_months = vec![0], "winter_months`: expected months 1..=12, got 0"),
-            (|p| p.winter_months.push(8), "winter_months`: month 8 is also in `aggregate.peaks.summer_months`"),
-            (|p| p.min_temperature_c = 35.0, "min_temperature_c`/`aggregate.peaks.max_temperature_c`: expected finite °C with min < max, got 35 and 35"),
-            (|p| p.max_temperature_c = f64::NAN, "min_temperature_c`/`aggregate.peaks.max_temperature_c`: expected finite °C with min < max, got -10 and NaN"),
+            (|p| p.winter_months.push(8), "winter_months`: month 8 is also in `rollup.peaks.summer_months`"),
+            (|p| p.min_temperature_c = 35.0, "min_temperature_c`/`rollup.peaks.max_temperature_c`: expected finite °C with min < max, got 35 and 35"),
+            (|p| p.max_temperature_c = f64::NAN, "min_temperature_c`/`rollup.peaks.max_temperature_c`: expected finite °C with min < max, got -10 and NaN"),
             (
                 |p| p.maintenance = vec![win(at(1, 0), at(2, 0), None), win(at(2, 0), at(2, 0), None)],
                 "maintenance[1]`: expected end after start, got start 2026-07-24T02:00:00+00:00",
@@ -529,7 +529,7 @@ mod tests {
         for (edit, want) in cases {
             let e = policy(edit).check().unwrap_err();
             assert!(
-                e.starts_with(&format!("key `aggregate.peaks.{want}")),
+                e.starts_with(&format!("key `rollup.peaks.{want}")),
                 "{e}"
             );
         }
