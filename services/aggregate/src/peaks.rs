@@ -528,10 +528,7 @@ mod tests {
         ];
         for (edit, want) in cases {
             let e = policy(edit).check().unwrap_err();
-            assert!(
-                e.starts_with(&format!("key `rollup.peaks.{want}")),
-                "{e}"
-            );
+            assert!(e.starts_with(&format!("key `rollup.peaks.{want}")), "{e}");
         }
     }
 

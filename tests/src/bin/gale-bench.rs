@@ -135,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         _ => {
-            eprintln!("usage: gale-bench validate [--records N] | enrich [--records N] | detect-faults [--records N] [--assets N] | aggregate [--records N] [--assets N] | pipeline [--rates R,R,...] [--seconds S] [--turbines N] [--meters N] [--batch N] | sinks [--records N] [--no-queries] | backfill [--turbines N] [--days N] | passthrough --bootstrap B --input T --output T --group G --count N | consume --bootstrap B --topic T --group G --count N");
+            eprintln!("usage: gale-bench validate [--records N] | enrich [--records N] | detect-faults [--records N] [--assets N] | aggregate [--records N] [--assets N] | pipeline [--rates R,R,...] [--seconds S] [--turbines N] [--meters N] [--batch N] [--fetch-wait-ms N] | sinks [--records N] [--no-queries] | backfill [--turbines N] [--days N] | passthrough --bootstrap B --input T --output T --group G --count N | consume --bootstrap B --topic T --group G --count N");
             std::process::exit(2);
         }
     }

@@ -31,13 +31,14 @@
 //! * `p50_ms`, `p99_ms`: each row's `stored_at` minus the wall-clock time
 //!   ingest acknowledged the request that carried it (same machine clock;
 //!   `stored_at` is Postgres' `now()`, the start of pg-sink's transaction);
-//! * `agg_p50_ms`, `agg_p99_ms`: an hour's row in `agg_asset_1h_revisions`
-//!   (revision 0) against the acknowledgement of the first request of the
-//!   tick that closes the hour: the first tick at or past the hour's end
-//!   plus the aggregate's grace (60 s), the earliest reading that moves the
-//!   watermark far enough. (The last reading of an hour cannot close it;
-//!   in live operation the hour also waits the grace and the next reading
-//!   in wall-clock time, which is not the pipeline's latency.)
+//! * `agg_p50_ms`, `agg_p99_ms`: an asset's hour (revision 0 in
+//!   `agg_asset_1h_revisions`) against the acknowledgement of the request
+//!   that carried the reading closing it: aggregate closes a window when
+//!   the asset's own event time reaches its end plus the grace (0 s, the
+//!   default, set explicitly), so the asset's first reading from then on:
+//!   the one at the next hour's start (the last reading of an hour cannot
+//!   close it). In live operation the hour also waits for that reading in
+//!   wall-clock time; that wait is not the pipeline's.
 //! * `cpu_us_per_reading`: user + system CPU of the six Gale processes
 //!   (from /proc, from the first request to the end of the drain) per
 //!   reading posted;
@@ -49,7 +50,14 @@
 //!
 //! The last line names the highest offered rate whose `p99_ms` and
 //! `post_p99_ms` both stayed under 1 s and whose readings all landed (at
-//! least 99 %).
+//! least 99 %). Each stage's share of the CPU goes to stderr.
+//!
+//! `--fetch-wait-ms N` sets `fetch.wait.max.ms` for every consumer. Tansu
+//! answers a fetch that found nothing only when that wait is over, even if
+//! records arrive meanwhile, so with librdkafka's default (500 ms) each
+//! consumer hop can cost up to half a second on the bench's broker; Kafka
+//! answers as soon as records arrive. `GALE_BENCH_KEEP_TOPICS=1` keeps a
+//! run's topics (for per-hop timestamps) instead of deleting them.
 
 use std::sync::Arc;
 
@@ -60,8 +68,9 @@ use gale_cli::simulate::{FaultMode, FaultPlan, Generator, Timeline};
 const API_KEY: &str = "gale-bench-key-00001";
 /// Event-time spacing of ticks, declared by the ingest source.
 const INTERVAL_MS: i64 = 600_000;
-/// gale-aggregate's default `aggregate.grace`.
-const GRACE_MS: i64 = 60_000;
+/// gale-aggregate's `aggregate.grace`, set explicitly (the default) so the
+/// reading that closes an hour is known.
+const GRACE_MS: i64 = 0;
 /// Ticks posted (and waited for) before the measured window.
 const WARMUP_TICKS: u64 = 3;
 
@@ -77,11 +86,14 @@ pub(crate) struct Options {
     pub meters: usize,
     /// Rows per request at most.
     pub batch: usize,
+    /// `fetch.wait.max.ms` for every consumer, if given (the services'
+    /// own settings otherwise).
+    pub fetch_wait_ms: Option<u32>,
 }
 
 impl Options {
     /// From the command line: `--rates 2000,5000,8000 --seconds 60
-    /// --turbines 200 --meters 800 --batch 200`.
+    /// --turbines 200 --meters 800 --batch 200 [--fetch-wait-ms N]`.
     pub fn from_args() -> anyhow::Result<Options> {
         let rates = arg("--rates")
             .unwrap_or_else(|| "2000,5000,8000".into())
@@ -104,6 +116,7 @@ impl Options {
             turbines: num("--turbines", 200)?,
             meters: num("--meters", 800)?,
             batch: num("--batch", 200)?.max(1),
+            fetch_wait_ms: arg("--fetch-wait-ms").map(|n| n.parse()).transpose()?,
         })
     }
 }
@@ -254,7 +267,7 @@ pub(crate) async fn bench_pipeline(opts: Options) -> anyhow::Result<()> {
     for &rate in &opts.rates {
         let o = run_rate(&stack, &opts, rate).await?;
         println!(
-            "pipeline offered_rec_per_s={:.0} sustained_rec_per_s={:.0} p50_ms={:.0} p99_ms={:.0} cpu_us_per_reading={:.1} agg_p50_ms={:.0} agg_p99_ms={:.0} post_p99_ms={:.0} posted={} landed={} retries={} host_cpu_busy={:.2}",
+            "pipeline offered_rec_per_s={:.0} sustained_rec_per_s={:.0} p50_ms={:.0} p99_ms={:.0} cpu_us_per_reading={:.1} agg_p50_ms={:.0} agg_p99_ms={:.0} post_p99_ms={:.0} posted={} landed={} retries={} host_cpu_busy={:.2}{}",
             o.offered,
             o.sustained,
             o.p50_ms,
@@ -266,7 +279,10 @@ pub(crate) async fn bench_pipeline(opts: Options) -> anyhow::Result<()> {
             o.posted,
             o.landed,
             o.retries,
-            o.host_busy
+            o.host_busy,
+            opts.fetch_wait_ms
+                .map(|ms| format!(" fetch_wait_ms={ms}"))
+                .unwrap_or_default()
         );
         if o.kept_up() {
             best = best.max(o.offered);
@@ -400,12 +416,16 @@ async fn run_rate(stack: &Stack, opts: &Options, rate: f64) -> anyhow::Result<Ou
     std::fs::write(&sink_cfg, sink)?;
 
     let common = |group: &str| -> Vec<(&str, String)> {
-        vec![
+        let mut env = vec![
             ("GALE_KAFKA__BOOTSTRAP_SERVERS", stack.bootstrap.clone()),
             ("GALE_REGISTRY__URL", stack.registry_url.clone()),
             ("GALE_KAFKA__TOPIC_PARTITIONS", "3".into()),
             ("GALE_KAFKA__GROUP_ID", format!("{run}-{group}")),
-        ]
+        ];
+        if let Some(ms) = opts.fetch_wait_ms {
+            env.push(("GALE_KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS", ms.to_string()));
+        }
+        env
     };
     let with = |group: &str, more: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
         let mut env = common(group);
@@ -428,6 +448,7 @@ async fn run_rate(stack: &Stack, opts: &Options, rate: f64) -> anyhow::Result<Ou
                     ("GALE_TOPICS__ASSET_1D", &agg_1d),
                     ("GALE_TOPICS__LATE", &late),
                     ("GALE_TOPICS__DEAD_LETTER", &dlqs[4]),
+                    ("GALE_AGGREGATE__GRACE", &format!("{GRACE_MS}ms")),
                 ],
             ),
             &[],
@@ -594,11 +615,6 @@ async fn run_rate(stack: &Stack, opts: &Options, rate: f64) -> anyhow::Result<Ou
         due_ms.push(before as f64 * 1000.0 / rate);
         before += b.rows;
     }
-    // The first request of each tick: its acknowledgement closes hours.
-    let mut first_of_tick: HashMap<u64, usize> = HashMap::new();
-    for (i, b) in batches.iter().enumerate() {
-        first_of_tick.entry(b.tick).or_insert(i);
-    }
     // Which request carried each row: asset and event time.
     let mut batch_of: HashMap<(String, i64), u32> = HashMap::with_capacity(rows);
     for (i, b) in batches.iter().enumerate() {
@@ -677,7 +693,24 @@ async fn run_rate(stack: &Stack, opts: &Options, rate: f64) -> anyhow::Result<Ou
         aggs = n;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let cpu: f64 = services.iter().zip(&cpu0).map(|(s, c0)| s.cpu() - c0).sum();
+    let per: Vec<(&str, f64)> = services
+        .iter()
+        .zip(&cpu0)
+        .map(|(s, c0)| (s.name, s.cpu() - c0))
+        .collect();
+    let cpu: f64 = per.iter().map(|p| p.1).sum();
+    let window = (now_ms() as f64 - wall0) / 1000.0;
+    eprintln!(
+        "CPU µs per reading (cores busy over {window:.1} s): {}",
+        per.iter()
+            .map(|(name, c)| format!(
+                "{name} {:.1} ({:.2})",
+                c * 1e6 / posted.max(1) as f64,
+                c / window
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let host1 = host_jiffies();
     let host_busy = (host1.0 - host0.0) / (host1.1 - host0.1).max(1.0);
 
@@ -699,21 +732,25 @@ async fn run_rate(stack: &Stack, opts: &Options, rate: f64) -> anyhow::Result<Ou
         }
     }
     lat.sort_by(f64::total_cmp);
-    let hours: Vec<(i64, f64)> = sqlx::query_as(
-        "SELECT (extract(epoch FROM window_start) * 1000)::bigint, \
+    let hours: Vec<(String, i64, f64)> = sqlx::query_as(
+        "SELECT asset_id, (extract(epoch FROM window_start) * 1000)::bigint, \
          (extract(epoch FROM stored_at) * 1000)::float8 FROM agg_asset_1h_revisions \
          WHERE revision = 0 AND gap IS NULL AND window_start >= $1",
     )
     .bind(measured_from)
     .fetch_all(&pool)
     .await?;
+    // An hour closes when its asset's own time passes its end plus the
+    // grace: at the asset's first reading from then on.
     let mut agg_lat: Vec<f64> = hours
         .iter()
-        .filter_map(|(start, stored_at)| {
+        .filter_map(|(asset, start, stored_at)| {
             let closes = start + 3_600_000 + GRACE_MS;
-            let tick = (closes - start_ms + INTERVAL_MS - 1).div_euclid(INTERVAL_MS);
-            let i = *first_of_tick.get(&u64::try_from(tick).ok()?)?;
-            Some(stored_at - ack_ms[i])
+            let first = (closes - start_ms + INTERVAL_MS - 1).div_euclid(INTERVAL_MS);
+            (first..first + 6).find_map(|k| {
+                let i = *batch_of.get(&(asset.clone(), start_ms + k * INTERVAL_MS))?;
+                Some(stored_at - ack_ms[i as usize])
+            })
         })
         .collect();
     agg_lat.sort_by(f64::total_cmp);
@@ -727,7 +764,11 @@ async fn run_rate(stack: &Stack, opts: &Options, rate: f64) -> anyhow::Result<Ou
     stop_all(&mut services);
     drop(services);
     pool.close().await;
-    delete_topics(stack, &run, &topics).await;
+    if std::env::var_os("GALE_BENCH_KEEP_TOPICS").is_none() {
+        delete_topics(stack, &run, &topics).await;
+    } else {
+        eprintln!("kept the topics {run}.*");
+    }
 
     let span = ((last_stored - first_stored) / 1000.0).max(1e-3);
     Ok(Outcome {
