@@ -83,6 +83,8 @@ struct Rollups {
     fleet_1h: String,
     fleet_1d: String,
     peaks: String,
+    site_group: String,
+    fleet_group: String,
 }
 
 impl Rollups {
@@ -93,6 +95,8 @@ impl Rollups {
             fleet_1h: unique("fleet1h"),
             fleet_1d: unique("fleet1d"),
             peaks: unique("peaks"),
+            site_group: unique("rollup-site"),
+            fleet_group: unique("rollup-fleet"),
         }
     }
 }
@@ -113,7 +117,8 @@ fn rollup_env(stack: &Stack, fleet: bool, input: &str, r: &Rollups) -> Vec<(&'st
     env.push(("GALE_TOPICS__DAILY", d.clone()));
     env.push(("GALE_TOPICS__PEAKS", r.peaks.clone()));
     env.push(("GALE_TOPICS__DEAD_LETTER", unique("dlq-rollup")));
-    env.push(("GALE_KAFKA__GROUP_ID", unique("rollup")));
+    let group = if fleet { &r.fleet_group } else { &r.site_group };
+    env.push(("GALE_KAFKA__GROUP_ID", group.clone()));
     env.push(("GALE_STATE__COMMIT_INTERVAL", "200ms".into()));
     env
 }
@@ -801,7 +806,7 @@ async fn aggregates_match_a_sql_reference_and_survive_kills_and_replays() {
     }
     assert!(gaps[3..].iter().all(|g| g.2.is_none()));
 
-    check_rollups(&stack, &pool, &pg_group, &rollups).await;
+    check_rollups(&stack, &pool, &pg_group, &clean.agg[1], &rollups).await;
 
     pg.terminate(Duration::from_secs(20));
     a.terminate(Duration::from_secs(20));
@@ -826,19 +831,17 @@ async fn aggregates_match_a_sql_reference_and_survive_kills_and_replays() {
 
 /// Site and fleet roll-ups in Postgres against SQL over the stored asset
 /// hours; each day's peak hours against SQL over the site hours.
-async fn check_rollups(stack: &Stack, pool: &sqlx::PgPool, pg_group: &str, r: &Rollups) {
-    for topic in [&r.site_1h, &r.site_1d, &r.fleet_1h, &r.fleet_1d, &r.peaks] {
-        wait_for(
-            &format!("{topic} to be written"),
-            Duration::from_secs(120),
-            || {
-                let (b, t) = (stack.bootstrap.clone(), topic.clone());
-                async move { (record_count(&b, &t) > 0).then_some(()) }
-            },
-        )
-        .await;
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+async fn check_rollups(
+    stack: &Stack,
+    pool: &sqlx::PgPool,
+    pg_group: &str,
+    asset_1h: &str,
+    r: &Rollups,
+) {
+    // The site roll-up has taken in every asset hour, the fleet roll-up
+    // every site hour, and pg-sink everything both wrote.
+    wait_caught_up(stack, &r.site_group, asset_1h).await;
+    wait_caught_up(stack, &r.fleet_group, &r.site_1h).await;
     for topic in [&r.site_1h, &r.site_1d, &r.fleet_1h, &r.fleet_1d, &r.peaks] {
         wait_caught_up(stack, pg_group, topic).await;
     }

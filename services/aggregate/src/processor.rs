@@ -256,7 +256,7 @@ impl AggregateProcessor {
             (a, b) => a.or(b),
         };
         for f in gaps::fill(&before, &after, &self.settings.gaps) {
-            let mut w = Open {
+            let w = Open {
                 grain: Grain::Hour,
                 start: f.hour_start_ms,
                 end: f.hour_start_ms + 3_600_000,
@@ -285,7 +285,6 @@ impl AggregateProcessor {
                 value: Output::Aggregate(Box::new(agg)),
             });
             if self.forgets(&w) > watermark {
-                w.acc.readings = 0;
                 insert(&mut state.windows, w);
             }
         }
@@ -343,11 +342,10 @@ impl Processor for AggregateProcessor {
     async fn process(
         &mut self,
         input: &CheckedReading,
-        meta: &RecordMeta<'_>,
+        _meta: &RecordMeta<'_>,
         slot: &mut Slot<AssetWindows>,
     ) -> Result<Vec<Emit<Output>>, ProcessError> {
         let r = &input.enriched.reading;
-        let _ = meta;
         let zone = self.zone_of(input);
         let how = classify(input, self.settings.rules.exclude_from);
         let mut state = slot.get_mut().map(std::mem::take).unwrap_or_default();
@@ -416,10 +414,9 @@ impl Processor for AggregateProcessor {
                     let offset = u32::try_from(r.event_time - o.start).unwrap_or(u32::MAX);
                     o.acc.first_time(offset);
                 }
-                if o.filled.take().is_some() {
-                    // A real reading in an hour emitted as a gap fill.
-                    o.acc.readings = 0;
-                }
+                // A real reading in an hour emitted as a gap fill (whose
+                // counts are empty): it is an hour with readings from now on.
+                o.filled = None;
                 o.acc.add(input, how, &rules);
                 if o.emitted.is_some() || self.closes(o) <= watermark {
                     o.acc.late += 1;

@@ -41,8 +41,6 @@ pub trait Member: AvroRecord + Sync {
     fn grain(&self) -> &str;
     /// Hour start (ms).
     fn start(&self) -> i64;
-    /// End of the member's window (ms).
-    fn end(&self) -> i64;
     /// Revision.
     fn revision(&self) -> i32;
     /// The site's zone, for site days.
@@ -63,9 +61,6 @@ impl Member for AssetAggregate {
     }
     fn start(&self) -> i64 {
         self.window_start
-    }
-    fn end(&self) -> i64 {
-        self.window_end
     }
     fn revision(&self) -> i32 {
         self.revision
@@ -90,9 +85,6 @@ impl Member for SiteAggregate {
     }
     fn start(&self) -> i64 {
         self.window_start
-    }
-    fn end(&self) -> i64 {
-        self.window_end
     }
     fn revision(&self) -> i32 {
         self.revision

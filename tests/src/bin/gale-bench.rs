@@ -1323,21 +1323,48 @@ async fn bench_detect(n: usize, assets: usize) -> anyhow::Result<()> {
         .collect();
     preload_values(&stack, &input, ENRICHED_READING, &more).await?;
     eprintln!("restoring the state of {assets} assets");
+    let (restore_s, keys) =
+        measure_restore("gale-detect-faults", env, "bench-detect-faults-restore.log").await?;
+    println!(
+        "passthrough rec_per_s={:.0} cpu_us_per_rec={:.1}",
+        base.rec_per_s, base.cpu_us_per_rec
+    );
+    println!(
+        "detect-faults rec_per_s={:.0} cpu_us_per_rec={:.1} passthrough_rec_per_s={:.0} ratio={:.2} state_restore_s={:.2} state_keys={:.0}",
+        detect.rec_per_s,
+        detect.cpu_us_per_rec,
+        base.rec_per_s,
+        detect.rec_per_s / base.rec_per_s,
+        restore_s,
+        keys
+    );
+    Ok(())
+}
+
+/// Starts `binary` with the environment `env` gives for its HTTP address,
+/// waits until every one of the three input partitions has restored its
+/// state (from `/metrics`), and returns the summed restore seconds and
+/// keys; the process is then killed.
+async fn measure_restore<E>(
+    binary: &str,
+    env: impl Fn(&str) -> E,
+    log: &str,
+) -> anyhow::Result<(f64, f64)>
+where
+    E: IntoIterator<Item = (&'static str, String)>,
+{
     let http = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(bin("gale-detect-faults"))
+    let mut child = Command::new(bin(binary))
         .envs(env(&http))
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(
-            log_dir().join("bench-detect-faults-restore.log"),
-        )?)
+        .stderr(std::fs::File::create(log_dir().join(log))?)
         .spawn()?;
     let client = reqwest::Client::new();
     let started = Instant::now();
-    let (restore_s, keys) = loop {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(300),
-            "no restore in 5 minutes"
-        );
+    let result = loop {
+        if started.elapsed() >= Duration::from_secs(300) {
+            break Err(anyhow::anyhow!("{binary}: no restore in 5 minutes"));
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
         let Ok(r) = client.get(format!("http://{http}/metrics")).send().await else {
             continue;
@@ -1355,26 +1382,13 @@ async fn bench_detect(n: usize, assets: usize) -> anyhow::Result<()> {
             })
             .collect();
         if per.len() == 3 {
-            break (
+            break Ok((
                 per.iter().map(|p| p.0).sum::<f64>(),
                 per.iter().map(|p| p.1).sum::<f64>(),
-            );
+            ));
         }
     };
     let _ = child.kill();
     let _ = child.wait();
-    println!(
-        "passthrough rec_per_s={:.0} cpu_us_per_rec={:.1}",
-        base.rec_per_s, base.cpu_us_per_rec
-    );
-    println!(
-        "detect-faults rec_per_s={:.0} cpu_us_per_rec={:.1} passthrough_rec_per_s={:.0} ratio={:.2} state_restore_s={:.2} state_keys={:.0}",
-        detect.rec_per_s,
-        detect.cpu_us_per_rec,
-        base.rec_per_s,
-        detect.rec_per_s / base.rec_per_s,
-        restore_s,
-        keys
-    );
-    Ok(())
+    result
 }

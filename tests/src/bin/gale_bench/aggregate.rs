@@ -287,46 +287,8 @@ pub(crate) async fn bench_aggregate(n: usize, assets: usize) -> anyhow::Result<(
     )
     .await?;
     eprintln!("restoring the state of {assets} assets");
-    let http = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(bin("gale-aggregate"))
-        .envs(env(&http))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(
-            log_dir().join("bench-aggregate-restore.log"),
-        )?)
-        .spawn()?;
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    let (restore_s, keys) = loop {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(300),
-            "no restore in 5 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let Ok(r) = client.get(format!("http://{http}/metrics")).send().await else {
-            continue;
-        };
-        let text = r.text().await.unwrap_or_default();
-        let per: Vec<(f64, f64)> = (0..3)
-            .filter_map(|p| {
-                Some((
-                    metric_value(
-                        &text,
-                        &format!("gale_state_restore_seconds{{partition=\"{p}\"}}"),
-                    )?,
-                    metric_value(&text, &format!("gale_state_keys{{partition=\"{p}\"}}"))?,
-                ))
-            })
-            .collect();
-        if per.len() == 3 {
-            break (
-                per.iter().map(|p| p.0).sum::<f64>(),
-                per.iter().map(|p| p.1).sum::<f64>(),
-            );
-        }
-    };
-    let _ = child.kill();
-    let _ = child.wait();
+    let (restore_s, keys) =
+        measure_restore("gale-aggregate", env, "bench-aggregate-restore.log").await?;
 
     println!(
         "passthrough rec_per_s={:.0} cpu_us_per_rec={:.1}",
