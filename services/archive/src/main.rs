@@ -15,12 +15,24 @@ struct Args {
     /// TOML config file (also `GALE_CONFIG`); `GALE_<SECTION>__<KEY>` variables override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Load the configuration as at start, print `config ok` (exit 0) or the error (exit 2), and exit; connects to nothing.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let cfg: Config = config::load(args.config.as_deref())?;
+    let cfg: Config = config::load_or_check(
+        args.config.as_deref(),
+        args.check_config,
+        |c: &Config| -> anyhow::Result<()> {
+            c.archive.check()?;
+            storage::open(&c.archive.store, "archive.store")?;
+            c.kafka.check()?;
+            Ok(())
+        },
+    )?;
     cfg.archive.check()?;
     let location = storage::open(&cfg.archive.store, "archive.store")?;
     // A killed predecessor may have left half-written files in a local lake;

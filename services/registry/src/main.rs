@@ -17,12 +17,25 @@ struct Args {
     /// TOML config file (also `GALE_CONFIG`); `GALE_SERVER__LISTEN` etc. override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Load the configuration as at start, print `config ok` (exit 0) or the error (exit 2), and exit; connects to nothing.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let cfg: Config = config::load(args.config.as_deref())?;
+    let cfg: Config = config::load_or_check(
+        args.config.as_deref(),
+        args.check_config,
+        |c: &Config| -> anyhow::Result<()> {
+            c.server
+                .compatibility
+                .parse::<Level>()
+                .map_err(|e| anyhow::anyhow!("key `server.compatibility`: {e}"))?;
+            Ok(())
+        },
+    )?;
     let telemetry = Telemetry::init("gale-registry", &cfg.telemetry)?;
     let level: Level = cfg
         .server

@@ -16,12 +16,23 @@ struct Args {
     /// TOML config file (also `GALE_CONFIG`); `GALE_<SECTION>__<KEY>` variables override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Load the configuration as at start, print `config ok` (exit 0) or the error (exit 2), and exit; connects to nothing.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let cfg: Config = config::load(args.config.as_deref())?;
+    let cfg: Config = config::load_or_check(
+        args.config.as_deref(),
+        args.check_config,
+        |c: &Config| -> anyhow::Result<()> {
+            c.rollup.processor()?;
+            c.kafka.check()?;
+            Ok(())
+        },
+    )?;
     let settings = cfg.rollup.processor()?;
     let fleet = settings.fleet;
     let topics = cfg.topics.resolve(fleet);

@@ -45,6 +45,56 @@ pub fn load<T: DeserializeOwned>(file: Option<&Path>) -> Result<T, Error> {
         .map_err(|e| Error::Config(describe(e)))
 }
 
+/// What `--check-config` prints when the configuration is accepted.
+pub const CHECK_OK: &str = "config ok";
+
+/// Exit status of `--check-config` when the configuration is refused.
+pub const CHECK_FAILED_STATUS: i32 = 2;
+
+/// Loads `T` as [`load`] does; with `check` (`--check-config`), also runs
+/// `validate` (the service's own checks that need no connection), prints
+/// [`CHECK_OK`] and exits 0, or prints the error (which names the key) and
+/// exits [`CHECK_FAILED_STATUS`]. Deployments run this to prove that the
+/// environment a manifest gives a service is a configuration it accepts,
+/// without a broker, registry or database.
+pub fn load_or_check<T, E>(
+    file: Option<&Path>,
+    check: bool,
+    validate: impl FnOnce(&T) -> Result<(), E>,
+) -> Result<T, Error>
+where
+    T: DeserializeOwned,
+    E: fmt::Display,
+{
+    if !check {
+        return load(file);
+    }
+    match check_config(file, validate) {
+        Ok(()) => {
+            println!("{CHECK_OK}");
+            std::process::exit(0)
+        }
+        Err(message) => {
+            eprintln!("config error: {message}");
+            std::process::exit(CHECK_FAILED_STATUS)
+        }
+    }
+}
+
+/// The check behind `--check-config`: the error text, or nothing when the
+/// configuration loads and passes `validate`.
+pub fn check_config<T, E>(
+    file: Option<&Path>,
+    validate: impl FnOnce(&T) -> Result<(), E>,
+) -> Result<(), String>
+where
+    T: DeserializeOwned,
+    E: fmt::Display,
+{
+    let config: T = load(file).map_err(|e| e.to_string())?;
+    validate(&config).map_err(|e| e.to_string())
+}
+
 /// Loads `T` from a TOML string and the environment; used by tests and tools.
 pub fn load_str<T: DeserializeOwned>(toml: &str) -> Result<T, Error> {
     merge_env(Figment::new().merge(Toml::string(toml)))
@@ -580,6 +630,24 @@ mod tests {
         kafka: KafkaConfig,
         http: HttpConfig,
         processing: ProcessingConfig,
+    }
+
+    #[test]
+    fn check_config_names_an_unknown_key_from_the_environment() {
+        let err = with_env(&[("GALE_KAFKA__BOOTSTRAP_SERVER", "x:9092")], || {
+            check_config::<Sample, Error>(None, |_| Ok(()))
+        })
+        .unwrap_err();
+        assert!(err.contains("bootstrap_server"), "{err}");
+        let ok = with_env(&[("GALE_KAFKA__BOOTSTRAP_SERVERS", "x:9092")], || {
+            check_config::<Sample, Error>(None, |s| s.kafka.check())
+        });
+        assert_eq!(ok, Ok(()));
+        let refused = with_env(&[("GALE_KAFKA__BOOTSTRAP_SERVERS", " ")], || {
+            check_config::<Sample, Error>(None, |s| s.kafka.check())
+        })
+        .unwrap_err();
+        assert!(refused.contains("kafka.bootstrap_servers"), "{refused}");
     }
 
     #[test]
