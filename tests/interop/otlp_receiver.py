@@ -6,7 +6,9 @@ request with the official protobuf definitions (opentelemetry-proto) and
 appends one JSON line per span to OUT:
 
 {"service": "...", "name": "...", "trace_id": "hex", "span_id": "hex",
- "parent_span_id": "hex" or "", "kind": N, "attributes": {...}}
+ "parent_span_id": "hex" or "", "kind": N, "attributes": {...},
+ "links": [{"trace_id": "hex", "span_id": "hex"}], "status": N,
+ "schema_url": "...", "start": ns, "end": ns}
 """
 import gzip
 import json
@@ -40,6 +42,10 @@ class Handler(BaseHTTPRequestHandler):
                 )
                 for ss in rs.scope_spans:
                     for span in ss.spans:
+                        links = [
+                            {"trace_id": l.trace_id.hex(), "span_id": l.span_id.hex()}
+                            for l in span.links
+                        ]
                         out.write(json.dumps({
                             "service": service,
                             "name": span.name,
@@ -48,6 +54,11 @@ class Handler(BaseHTTPRequestHandler):
                             "parent_span_id": span.parent_span_id.hex(),
                             "kind": span.kind,
                             "attributes": {a.key: value(a.value) for a in span.attributes},
+                            "links": links,
+                            "status": span.status.code,
+                            "schema_url": ss.schema_url,
+                            "start": span.start_time_unix_nano,
+                            "end": span.end_time_unix_nano,
                         }) + "\n")
         reply = ExportTraceServiceResponse().SerializeToString()
         self.send_response(200)

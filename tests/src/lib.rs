@@ -336,12 +336,13 @@ impl ServiceProcess {
             .expect("log file");
         let err = out.try_clone().expect("log file");
         let mut cmd = Command::new(bin(&self.name));
+        // A test's own `RUST_LOG` for one service wins over the default.
         cmd.args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
                 "RUST_LOG",
                 std::env::var("GALE_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);

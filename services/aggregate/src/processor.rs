@@ -19,6 +19,7 @@ use gale_model::{AssetAggregate, CheckedReading};
 use gale_runtime::binary::AvroRecord;
 use gale_runtime::pipeline::{Emit, ProcessError, Processor, RecordMeta};
 use gale_runtime::state::{Slot, StateValue};
+use gale_runtime::telemetry::{self, TraceParent};
 use serde::{Deserialize, Serialize};
 
 use crate::acc::{aggregate, classify, zone_name, Acc, Rules};
@@ -66,7 +67,16 @@ pub struct Open {
     pub filled: Option<GapKind>,
     /// Counts and statistics.
     pub acc: Acc,
+    /// Trace contexts of the first [`WINDOW_LINKS`] readings in the
+    /// window, kept only while spans are exported: the aggregate's
+    /// `create` span links to them (see `docs/tracing.md`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<TraceParent>,
 }
+
+/// Readings a window's span links to at most: enough to open a few of its
+/// readings' traces from the aggregate, bounded so the state stays small.
+pub const WINDOW_LINKS: usize = 8;
 
 impl Open {
     fn window(&self) -> Window {
@@ -197,6 +207,7 @@ impl AggregateProcessor {
             output: output_of(w.grain),
             key: agg.site_id.clone().unwrap_or_else(|| asset_id.to_string()),
             value: Output::Aggregate(Box::new(agg)),
+            links: w.links.clone(),
         }
     }
 
@@ -263,6 +274,7 @@ impl AggregateProcessor {
                 zone: None,
                 emitted: Some(0),
                 filled: Some(f.kind),
+                links: Vec::new(),
                 acc: Acc {
                     kind: hour.acc.kind,
                     site_id: hour.acc.site_id.clone(),
@@ -279,10 +291,13 @@ impl AggregateProcessor {
                 GapKind::Interpolated => quality.map(|q| q - f64::from(f.quality_deduction)),
                 _ => None,
             };
+            // A fill stands for the hours around it: it links to the
+            // readings of the hour that ended the gap.
             out.push(Emit {
                 output: AGG_1H,
                 key: agg.site_id.clone().unwrap_or_else(|| asset_id.to_string()),
                 value: Output::Aggregate(Box::new(agg)),
+                links: hour.links.clone(),
             });
             if self.forgets(&w) > watermark {
                 insert(&mut state.windows, w);
@@ -342,10 +357,17 @@ impl Processor for AggregateProcessor {
     async fn process(
         &mut self,
         input: &CheckedReading,
-        _meta: &RecordMeta<'_>,
+        meta: &RecordMeta<'_>,
         slot: &mut Slot<AssetWindows>,
     ) -> Result<Vec<Emit<Output>>, ProcessError> {
         let r = &input.enriched.reading;
+        // Contributors' contexts are kept only for exported spans.
+        let linking = telemetry::spans_exported();
+        let context = if linking {
+            meta.traceparent.and_then(TraceParent::parse)
+        } else {
+            None
+        };
         let zone = self.zone_of(input);
         let how = classify(input, self.settings.rules.exclude_from);
         let mut state = slot.get_mut().map(std::mem::take).unwrap_or_default();
@@ -395,6 +417,7 @@ impl Processor for AggregateProcessor {
                             emitted: None,
                             filled: None,
                             acc: Acc::default(),
+                            links: Vec::new(),
                         };
                         if self.forgets(&open) <= watermark {
                             missed.push(grain.as_str());
@@ -418,6 +441,9 @@ impl Processor for AggregateProcessor {
                 // counts are empty): it is an hour with readings from now on.
                 o.filled = None;
                 o.acc.add(input, how, &rules);
+                if linking {
+                    telemetry::keep_link(&mut o.links, context, WINDOW_LINKS);
+                }
                 if o.emitted.is_some() || self.closes(o) <= watermark {
                     o.acc.late += 1;
                     let mut w = o.clone();
@@ -438,6 +464,7 @@ impl Processor for AggregateProcessor {
                 output: LATE,
                 key: r.asset_id.clone(),
                 value: Output::Late(Box::new(late)),
+                links: Vec::new(),
             });
         }
         state.time = Some(watermark.max(r.event_time));

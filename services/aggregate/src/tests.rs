@@ -408,3 +408,42 @@ async fn the_same_records_give_the_same_outputs_whatever_the_state_round_trips()
     assert_eq!(ids(&a), ids(&b));
     assert!(!a.aggs("1d").is_empty());
 }
+
+#[tokio::test]
+async fn a_window_aggregate_links_to_the_readings_kept_in_its_state_not_to_the_closing_one() {
+    let mut h = Harness::new(settings());
+    h.feed(&turbine(T0, 900.0, 9.0)).await;
+    // What the stage keeps while spans are exported: the first readings'
+    // trace contexts, per window.
+    let contributor = gale_runtime::telemetry::TraceParent {
+        trace_id: 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736,
+        span_id: 0x00f0_67aa_0ba9_02b7,
+        flags: 1,
+    };
+    for w in &mut h.state.as_mut().unwrap().windows {
+        w.links = vec![contributor];
+    }
+    let kept = serde_json::to_string(h.state.as_ref().unwrap()).unwrap();
+    assert!(kept.contains("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+    let restored: AssetWindows = serde_json::from_str(&kept).unwrap();
+    assert_eq!(
+        &restored,
+        h.state.as_ref().unwrap(),
+        "links survive a restore"
+    );
+
+    // The next window's reading closes the first ten minutes.
+    h.feed(&turbine(T0 + 11 * MIN, 950.0, 9.5)).await;
+    let closed: Vec<&Emit<Output>> = h
+        .out
+        .iter()
+        .filter(|e| e.output == crate::processor::AGG_10M)
+        .collect();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].links, vec![contributor]);
+    // Without links in state (spans not exported) the state is as before.
+    let mut plain = Harness::new(settings());
+    plain.feed(&turbine(T0, 900.0, 9.0)).await;
+    let json = serde_json::to_string(plain.state.as_ref().unwrap()).unwrap();
+    assert!(!json.contains("links"), "{json}");
+}

@@ -37,6 +37,7 @@ use futures::TryStreamExt;
 use gale_runtime::avro::{split_wire, DecodeError, Registry};
 use gale_runtime::sink::{Outage, Refusal, Sink, SinkRecord};
 use gale_runtime::storage::Location;
+use gale_runtime::telemetry::{self, Batch, MessagingTracer, TraceParent, MAX_LINKS};
 use object_store::ObjectStoreExt;
 
 use crate::config::{Settings, TableConfig};
@@ -84,6 +85,9 @@ struct Buffer {
     memory: usize,
     opened: Instant,
     writer_ids: BTreeSet<u32>,
+    /// Trace contexts of the first records (only while spans are exported):
+    /// the file write's span links to them.
+    links: Vec<TraceParent>,
 }
 
 impl Buffer {
@@ -99,6 +103,7 @@ impl Buffer {
             memory: 0,
             opened: Instant::now(),
             writer_ids: BTreeSet::new(),
+            links: Vec::new(),
         }
     }
 
@@ -160,6 +165,9 @@ pub struct Archive {
     fenced: BTreeSet<(String, i32)>,
     /// This archive, as written into the checkpoints it claims.
     owner: String,
+    /// The service's tracer and consumer group, for the spans of file
+    /// writes (see [`Sink::use_tracer`]).
+    tracer: Option<(MessagingTracer, String)>,
 }
 
 /// A buffer taken out for writing.
@@ -218,6 +226,7 @@ impl Archive {
             registry,
             tables,
             durable: BTreeMap::new(),
+            tracer: None,
         }
     }
 
@@ -720,6 +729,9 @@ impl Sink for Archive {
                         .iter()
                         .map(|&i| batch[i].payload.len())
                         .sum();
+                    for &i in &idx[start..stop] {
+                        telemetry::keep_link(&mut buffer.links, batch[i].traceparent, MAX_LINKS);
+                    }
                     buffer.push(slice, keys[start..stop].to_vec(), offsets[stop - 1], avro);
                     start = stop;
                 }
@@ -933,6 +945,10 @@ impl Sink for Archive {
         }
     }
 
+    fn use_tracer(&mut self, tracer: &MessagingTracer, group: &str) {
+        self.tracer = Some((tracer.clone(), group.to_string()));
+    }
+
     fn flush_interval(&self) -> std::time::Duration {
         (self.settings.max_file_age / 4).clamp(
             std::time::Duration::from_millis(100),
@@ -960,7 +976,38 @@ impl Archive {
         }
     }
 
+    /// Writes one buffer's files, as one `flush <topic>` span (when spans
+    /// are exported) linked to the first records' contexts.
     async fn write_files(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        buffer: &Buffer,
+        encoded: Vec<Encoded>,
+    ) -> Result<(), Outage> {
+        let span = self.tracer.as_ref().and_then(|(tracer, group)| {
+            tracer.batch(
+                &Batch {
+                    operation: "flush",
+                    operation_type: "process",
+                    topic,
+                    partition: Some(partition),
+                    group: Some(group),
+                    count: buffer.groups.iter().map(|g| g.rows).sum(),
+                },
+                buffer.links.iter().copied(),
+            )
+        });
+        let result = self
+            .write_buffer_files(topic, partition, buffer, encoded)
+            .await;
+        if let Some(span) = span {
+            span.end(result.as_ref().err().map(|e| e.message.as_str()));
+        }
+        result
+    }
+
+    async fn write_buffer_files(
         &mut self,
         topic: &str,
         partition: i32,

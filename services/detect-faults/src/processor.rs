@@ -33,6 +33,11 @@ pub struct Persisted {
     /// The rules' state.
     #[serde(default)]
     pub rules: AssetState,
+    /// Trace context of the asset's latest reading, kept only while spans
+    /// are exported: a fault a timer raises (a silence) links to it, the
+    /// last thing the asset said, instead of starting an unrelated trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_trace: Option<gale_runtime::telemetry::TraceParent>,
 }
 
 impl StateValue for Persisted {}
@@ -195,6 +200,11 @@ impl Processor for DetectProcessor {
         if input.reading.site_id.is_some() {
             persisted.site_id.clone_from(&input.reading.site_id);
         }
+        if gale_runtime::telemetry::spans_exported() {
+            persisted.last_trace = meta
+                .traceparent
+                .and_then(gale_runtime::telemetry::TraceParent::parse);
+        }
         let observation = self.detector.observe(&mut persisted.rules, &sample(input));
         let key = &input.reading.asset_id;
         let mut out = Vec::with_capacity(observation.changes.len() + 2);
@@ -207,6 +217,7 @@ impl Processor for DetectProcessor {
                     persisted.site_id.clone(),
                     meta.traceparent,
                 ))),
+                links: Vec::new(),
             });
         }
         // INFO faults (LOW_POWER_OUTPUT) say something about the asset,
@@ -258,12 +269,14 @@ impl Processor for DetectProcessor {
                 output: QUARANTINE,
                 key: key.clone(),
                 value: Output::Quarantine(Box::new(q)),
+                links: Vec::new(),
             });
         }
         out.push(Emit {
             output: CHECKED,
             key: key.clone(),
             value: Output::Checked(Box::new(checked)),
+            links: Vec::new(),
         });
         state.set(persisted);
         Ok(out)
@@ -292,12 +305,14 @@ impl Processor for DetectProcessor {
         };
         let changes = self.detector.advance(&mut persisted.rules, watermark);
         let site = persisted.site_id.clone();
+        let last = persisted.last_trace;
         changes
             .into_iter()
             .map(|c| Emit {
                 output: FAULTS,
                 key: key.to_string(),
                 value: Output::Fault(Box::new(event(c, site.clone(), None))),
+                links: last.into_iter().collect(),
             })
             .collect()
     }

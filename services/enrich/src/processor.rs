@@ -52,6 +52,7 @@ impl Processor for EnrichProcessor {
             output: ENRICHED,
             key: value.reading.asset_id.clone(),
             value,
+            links: Vec::new(),
         }])
     }
 

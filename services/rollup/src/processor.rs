@@ -18,6 +18,7 @@ use gale_model::{AssetAggregate, Peak, SiteAggregate};
 use gale_runtime::binary::AvroRecord;
 use gale_runtime::pipeline::{Emit, ProcessError, Processor, RecordMeta};
 use gale_runtime::state::{Slot, StateValue};
+use gale_runtime::telemetry::{self, TraceParent};
 use serde::{Deserialize, Serialize};
 
 use crate::part::{record, Part, Scope};
@@ -107,7 +108,15 @@ pub struct Hour {
     /// Last revision emitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emitted: Option<i32>,
+    /// Trace contexts of the first [`HOUR_LINKS`] member aggregates, kept
+    /// only while spans are exported: the roll-up hour's `create` span
+    /// links to them (see `docs/tracing.md`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<TraceParent>,
 }
+
+/// Member aggregates an hour's span links to at most.
+pub const HOUR_LINKS: usize = 8;
 
 /// An open day.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -282,6 +291,7 @@ impl<M: Member> RollupProcessor<M> {
             output: HOURLY,
             key: "fleet".into(),
             value: Output::Aggregate(Box::new(rec)),
+            links: state.hours[i].links.clone(),
         });
         let hour = &state.hours[i];
         let part = Part::sum(hour.members.values().map(|(_, p)| p));
@@ -350,6 +360,7 @@ impl<M: Member> RollupProcessor<M> {
                 provisional,
                 ..record(&scope, &part, revision)
             })),
+            links: Vec::new(),
         });
         let candidates: Vec<HourCandidate> = d
             .hours
@@ -408,6 +419,7 @@ impl<M: Member> RollupProcessor<M> {
                     excluded_temperature: i32::try_from(result.excluded.temperature)
                         .unwrap_or(i32::MAX),
                 })),
+                links: Vec::new(),
             });
         }
     }
@@ -495,6 +507,7 @@ impl<M: Member + 'static> Processor for RollupProcessor<M> {
                         start,
                         members: BTreeMap::new(),
                         emitted: None,
+                        links: Vec::new(),
                     },
                 );
                 at
@@ -503,6 +516,10 @@ impl<M: Member + 'static> Processor for RollupProcessor<M> {
         self.seen.insert((key, member.clone()), Instant::now());
         let latest = state.members.entry(member.clone()).or_insert(start);
         *latest = (*latest).max(start);
+        if telemetry::spans_exported() {
+            let context = meta.traceparent.and_then(TraceParent::parse);
+            telemetry::keep_link(&mut state.hours[i].links, context, HOUR_LINKS);
+        }
         let changed = match state.hours[i].members.get(&member) {
             Some((rev, _)) if *rev >= input.revision() => false,
             _ => {

@@ -3,7 +3,10 @@
 //! `/healthz` answers while the process runs; `/readyz` answers 200 only when
 //! every readiness check passes (broker and registry reachable, not paused by
 //! an outage, plus service-specific checks such as the database) and 503 with
-//! the failing checks otherwise; `/metrics` is the Prometheus text format.
+//! the failing checks otherwise; `/metrics` is the Prometheus text format,
+//! or OpenMetrics with trace-id exemplars when the scraper asks for it
+//! (`Accept: application/openmetrics-text`, as Prometheus does when
+//! exemplar storage is on; see [`crate::metrics::render_openmetrics`]).
 
 use std::net::SocketAddr;
 
@@ -43,11 +46,29 @@ async fn readyz(State(state): State<ProbeState>) -> impl IntoResponse {
     (status, Json(readiness))
 }
 
-async fn render_metrics(State(state): State<ProbeState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+async fn render_metrics(
+    State(state): State<ProbeState>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            crate::metrics::render_openmetrics(&state.metrics.render()),
+        )
+    } else {
+        (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            state.metrics.render(),
+        )
+    }
 }
 
 /// What a public listener (the ingest API) allows each client.

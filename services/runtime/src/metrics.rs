@@ -15,8 +15,19 @@
 //! | `gale_event_latency_seconds` | histogram of now − event time, per record | stage |
 //! | `gale_consumer_lag` | gauge | stage, topic, partition |
 //! | `gale_paused` | gauge | stage |
+//!
+//! `/metrics` answers in the Prometheus text format (0.0.4), unchanged for
+//! existing scrapers. Asked for OpenMetrics (`Accept:
+//! application/openmetrics-text`), it answers the same series in OpenMetrics
+//! 1.0 with trace-id exemplars on the buckets of `gale_event_latency_seconds`
+//! (see [`render_openmetrics`]), so a slow bucket in Grafana opens a trace of
+//! a record that fell into it. The exporter behind the text format has no
+//! exemplars, so they are kept here: the latest record of each stage and
+//! bucket whose trace was exported (only while spans are exported; at most
+//! one per bucket and batch is looked at).
 
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
@@ -38,7 +49,34 @@ const LATENCY_BUCKETS: [f64; 14] = [
 #[derive(Default)]
 pub struct EventAges {
     times_ms: Vec<i64>,
+    /// Trace ids of the records, parallel to `times_ms` (0: none) while
+    /// spans are exported; empty otherwise.
+    traces: Vec<u128>,
 }
+
+/// A record's trace id and its value in a histogram bucket, shown next to
+/// the bucket in OpenMetrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Exemplar {
+    /// Trace id (non-zero).
+    pub trace_id: u128,
+    /// The record's event age (s).
+    pub value: f64,
+    /// When it was recorded (s since the epoch).
+    pub timestamp: f64,
+}
+
+/// Per stage, the latest exemplar of each latency bucket (`+Inf` last).
+type Exemplars = BTreeMap<String, [Option<Exemplar>; LATENCY_BUCKETS.len() + 1]>;
+
+static EXEMPLARS: Mutex<Exemplars> = Mutex::new(BTreeMap::new());
+
+/// What one batch adds to a histogram: (mean age in seconds, count) per
+/// non-empty bucket, and the last traced record of each bucket.
+type BucketedAges = (
+    Vec<(f64, usize)>,
+    [Option<(u128, f64)>; LATENCY_BUCKETS.len() + 1],
+);
 
 impl EventAges {
     /// Adds one record's event time (ms since the epoch).
@@ -46,24 +84,134 @@ impl EventAges {
         self.times_ms.push(event_time_ms);
     }
 
+    /// Adds one record's event time with the trace id its span exported
+    /// (0 or `None`: none), a candidate exemplar of its bucket.
+    pub fn add_traced(&mut self, event_time_ms: i64, trace_id: Option<u128>) {
+        if self.traces.len() != self.times_ms.len() {
+            // Untraced records came first in this batch: keep them aligned.
+            self.traces.resize(self.times_ms.len(), 0);
+        }
+        self.times_ms.push(event_time_ms);
+        self.traces.push(trace_id.unwrap_or(0));
+    }
+
     /// Empties the batch into (mean age in seconds, count) per non-empty
-    /// histogram bucket.
-    fn by_bucket(&mut self, now_ms: i64) -> Vec<(f64, usize)> {
+    /// histogram bucket, and per bucket the last traced record's (trace
+    /// id, age).
+    fn by_bucket(&mut self, now_ms: i64) -> BucketedAges {
         let mut count = [0usize; LATENCY_BUCKETS.len() + 1];
         let mut sum = [0f64; LATENCY_BUCKETS.len() + 1];
-        for t in self.times_ms.drain(..) {
+        let mut last = [None; LATENCY_BUCKETS.len() + 1];
+        let traced = self.traces.len() == self.times_ms.len();
+        for (i, t) in self.times_ms.drain(..).enumerate() {
             let age = now_ms.saturating_sub(t).max(0) as f64 / 1000.0;
             let b = LATENCY_BUCKETS.partition_point(|bound| *bound < age);
             count[b] += 1;
             sum[b] += age;
+            if traced && self.traces[i] != 0 {
+                last[b] = Some((self.traces[i], age));
+            }
         }
-        count
+        self.traces.clear();
+        let means = count
             .into_iter()
             .zip(sum)
             .filter(|(n, _)| *n > 0)
             .map(|(n, total)| (total / n as f64, n))
-            .collect()
+            .collect();
+        (means, last)
     }
+}
+
+/// The exemplars of `stage`'s latency buckets now (tests and rendering).
+pub fn latency_exemplars(stage: &str) -> [Option<Exemplar>; LATENCY_BUCKETS.len() + 1] {
+    EXEMPLARS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(stage)
+        .copied()
+        .unwrap_or_default()
+}
+
+/// The bucket index of an `le` label value of the latency histogram.
+fn latency_bucket(le: &str) -> Option<usize> {
+    if le == "+Inf" {
+        return Some(LATENCY_BUCKETS.len());
+    }
+    let bound: f64 = le.parse().ok()?;
+    LATENCY_BUCKETS
+        .iter()
+        .position(|b| (*b - bound).abs() < 1e-9)
+}
+
+/// The value of label `name` in a sample line's label set.
+fn label<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let open = line.find('{')?;
+    let close = line.rfind('}')?;
+    let labels = line.get(open + 1..close)?;
+    let key = format!("{name}=\"");
+    let start = labels
+        .match_indices(&key)
+        .find(|(i, _)| *i == 0 || labels.as_bytes()[i - 1] == b',')?
+        .0
+        + key.len();
+    let rest = &labels[start..];
+    let mut escaped = false;
+    for (i, c) in rest.char_indices() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            '"' if !escaped => return Some(&rest[..i]),
+            _ => escaped = false,
+        }
+    }
+    None
+}
+
+/// Turns the exporter's Prometheus text into OpenMetrics 1.0: counter
+/// families are named without `_total` (their samples keep it; a counter
+/// whose name lacks it is declared `unknown`), blank lines go, `# EOF`
+/// ends it, and the latency buckets carry their exemplars.
+pub fn render_openmetrics(prometheus_text: &str) -> String {
+    let exemplars = EXEMPLARS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut out = String::with_capacity(prometheus_text.len() + 1024);
+    for line in prometheus_text.lines() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.splitn(2, ' ');
+            let (name, kind) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            if kind.trim() == "counter" {
+                match name.strip_suffix("_total") {
+                    Some(family) => out.push_str(&format!("# TYPE {family} counter\n")),
+                    None => out.push_str(&format!("# TYPE {name} unknown\n")),
+                }
+                continue;
+            }
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let mut parts = rest.splitn(2, ' ');
+            let (name, help) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let family = name.strip_suffix("_total").unwrap_or(name);
+            out.push_str(&format!("# HELP {family} {help}\n"));
+            continue;
+        }
+        out.push_str(line);
+        if line.starts_with("gale_event_latency_seconds_bucket{") {
+            let found = label(line, "stage")
+                .zip(label(line, "le").and_then(latency_bucket))
+                .and_then(|(stage, b)| exemplars.get(stage).and_then(|e| e[b]));
+            if let Some(e) = found {
+                out.push_str(&format!(
+                    " # {{trace_id=\"{:032x}\"}} {} {:.3}",
+                    e.trace_id, e.value, e.timestamp
+                ));
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str("# EOF\n");
+    out
 }
 
 /// Installs the process-wide Prometheus recorder (once) and returns its handle.
@@ -156,8 +304,22 @@ impl StageMetrics {
 
     /// Records the ages of `ages` relative to `now_ms` and empties it.
     pub fn event_ages(&self, ages: &mut EventAges, now_ms: i64) {
-        for (mean, n) in ages.by_bucket(now_ms) {
+        let (means, last) = ages.by_bucket(now_ms);
+        for (mean, n) in means {
             self.event_latency.record_many(mean, n);
+        }
+        if last.iter().any(Option::is_some) {
+            let mut all = EXEMPLARS.lock().unwrap_or_else(|p| p.into_inner());
+            let kept = all.entry(self.stage.clone()).or_default();
+            for (slot, new) in kept.iter_mut().zip(last) {
+                if let Some((trace_id, value)) = new {
+                    *slot = Some(Exemplar {
+                        trace_id,
+                        value,
+                        timestamp: now_ms as f64 / 1000.0,
+                    });
+                }
+            }
         }
     }
 
@@ -238,12 +400,72 @@ mod tests {
         for t in [now - 200, now - 240, now - 2_000, now + 5_000, i64::MIN] {
             ages.add(t);
         }
-        let buckets = ages.by_bucket(now);
+        let (buckets, last) = ages.by_bucket(now);
+        assert!(last.iter().all(Option::is_none), "no traces, no exemplars");
         let total: usize = buckets.iter().map(|(_, n)| n).sum();
         assert_eq!(total, 5);
         assert!(buckets.contains(&(0.22, 2)), "{buckets:?}");
         assert!(buckets.contains(&(2.0, 1)), "{buckets:?}");
         assert!(buckets.contains(&(0.0, 1)), "{buckets:?}");
-        assert!(ages.by_bucket(now).is_empty(), "drained");
+        assert!(ages.by_bucket(now).0.is_empty(), "drained");
+    }
+
+    #[test]
+    fn traced_ages_leave_the_last_trace_of_each_bucket() {
+        let mut ages = EventAges::default();
+        let now = 1_000_000;
+        ages.add(now - 200); // untraced, before the traced ones
+        ages.add_traced(now - 210, Some(0xa));
+        ages.add_traced(now - 220, Some(0xb));
+        ages.add_traced(now - 2_000, None);
+        let (_, last) = ages.by_bucket(now);
+        assert_eq!(
+            last[3],
+            Some((0xb, 0.22)),
+            "0.25 bucket: the last traced record"
+        );
+        assert_eq!(last[6], None, "2.5 bucket: its record had no trace");
+    }
+
+    #[test]
+    fn openmetrics_renames_counters_ends_with_eof_and_shows_exemplars() {
+        let stage = "exemplar-test";
+        let metrics = StageMetrics::new(stage);
+        let mut ages = EventAges::default();
+        let now = 1_700_000_000_000;
+        ages.add_traced(now - 400, Some(0x4bf92f3577b34da6a3ce929d0e0e4736));
+        metrics.event_ages(&mut ages, now);
+        assert_eq!(latency_exemplars(stage)[4].map(|e| e.value), Some(0.4));
+        let text = format!(
+            "# TYPE gale_records_in_total counter\n\
+             gale_records_in_total{{stage=\"{stage}\",topic=\"t\"}} 3\n\
+             \n\
+             # TYPE odd counter\n\
+             odd 1\n\
+             # TYPE gale_event_latency_seconds histogram\n\
+             gale_event_latency_seconds_bucket{{stage=\"{stage}\",le=\"0.25\"}} 0\n\
+             gale_event_latency_seconds_bucket{{stage=\"{stage}\",le=\"0.5\"}} 1\n\
+             gale_event_latency_seconds_bucket{{stage=\"other\",le=\"0.5\"}} 1\n\
+             gale_event_latency_seconds_sum{{stage=\"{stage}\"}} 0.4\n"
+        );
+        let om = render_openmetrics(&text);
+        let lines: Vec<&str> = om.lines().collect();
+        assert_eq!(lines[0], "# TYPE gale_records_in counter");
+        assert!(lines.contains(&"# TYPE odd unknown"), "{om}");
+        assert!(!om.contains("\n\n"), "{om}");
+        assert_eq!(lines.last(), Some(&"# EOF"));
+        assert!(
+            om.contains(&format!(
+                "gale_event_latency_seconds_bucket{{stage=\"{stage}\",le=\"0.5\"}} 1 # {{trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"}} 0.4 1700000000.000\n"
+            )),
+            "{om}"
+        );
+        assert!(
+            om.contains(&format!(
+                "gale_event_latency_seconds_bucket{{stage=\"{stage}\",le=\"0.25\"}} 0\n"
+            )),
+            "no exemplar where none was recorded: {om}"
+        );
+        assert!(om.contains("{stage=\"other\",le=\"0.5\"} 1\n"), "{om}");
     }
 }

@@ -132,14 +132,29 @@ impl<'s> Outbox<'s> {
         attempts: u32,
         headers: Option<OwnedHeaders>,
     ) -> Outgoing {
-        tracing::debug!(
-            topic = msg.topic(),
-            partition = msg.partition(),
-            offset = msg.offset(),
-            class,
-            error = message,
-            "dead-lettering record"
-        );
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // The trace the dead letter carries on: this hop's, else the record's.
+            let trace = headers
+                .as_ref()
+                .and_then(|h| {
+                    h.iter()
+                        .find(|x| x.key == crate::telemetry::TRACEPARENT)
+                        .and_then(|x| x.value)
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .and_then(crate::telemetry::TraceParent::parse)
+                })
+                .or_else(|| crate::telemetry::TraceParent::of_headers(msg.headers()));
+            tracing::debug!(
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = msg.offset(),
+                class,
+                error = message,
+                trace_id = trace.map(|t| t.trace_id_hex()).unwrap_or_default(),
+                span_id = trace.map(|t| t.span_id_hex()).unwrap_or_default(),
+                "dead-lettering record"
+            );
+        }
         input_metrics.dead_lettered(class);
         let origin_info = dlq::Origin {
             topic: msg.topic(),

@@ -23,7 +23,10 @@
 //! * records reach the processor contiguously per partition (see
 //!   [`crate::frontier`]);
 //! * each record is a `process <topic>` span whose context is written as
-//!   `traceparent` into every output;
+//!   `traceparent` into every output it alone causes; an output derived from
+//!   many records ([`Emit::links`], a window aggregate) or from a timer gets
+//!   a `create <topic>` span of its own that links to its contributors
+//!   instead (see [`crate::telemetry`]);
 //! * on shutdown the batch in hand is finished (or, if a wait is interrupted,
 //!   cut short without storing its unfinished offsets) and offsets are
 //!   committed synchronously.
@@ -32,6 +35,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use tracing::Instrument as _;
 
 use std::collections::BTreeMap;
 
@@ -82,6 +86,27 @@ pub struct Emit<O> {
     pub key: String,
     /// Value, encoded with the output's schema.
     pub value: O,
+    /// Trace contexts of the records this output is derived from, when it
+    /// stands for more than the record in hand (a window aggregate; kept
+    /// only while [`crate::telemetry::spans_exported`]). Non-empty: the
+    /// output's `traceparent` is a `create` span of its own, linked to
+    /// these, rather than a child of the record's span, which would name
+    /// one contributor (or only the record that closed the window) as the
+    /// cause of all. Empty, the usual case: the output continues the
+    /// record's trace.
+    pub links: Vec<telemetry::TraceParent>,
+}
+
+impl<O> Emit<O> {
+    /// An output that continues the trace of the record in hand.
+    pub fn new(output: &'static str, key: String, value: O) -> Self {
+        Emit {
+            output,
+            key,
+            value,
+            links: Vec::new(),
+        }
+    }
 }
 
 /// How processing one record failed, which decides what happens next.
@@ -578,6 +603,8 @@ impl<'s> Pipeline<'s> {
         };
         let msg_headers = msg.headers();
         let span = service.tracer.process(&from, msg_headers);
+        // Log lines of the processor name the record's trace.
+        let log_span = span.log_span();
         // Every output, dead letters included, carries this hop's trace context.
         let hop_headers = || {
             span.inject(
@@ -624,7 +651,12 @@ impl<'s> Pipeline<'s> {
             }
         };
         if let Some(ts) = processor.event_time_ms(&value) {
-            self.ages.add(ts);
+            if service.tracer.exporting() {
+                // A candidate exemplar of its latency bucket.
+                self.ages.add_traced(ts, span.context().map(|c| c.trace_id));
+            } else {
+                self.ages.add(ts);
+            }
         }
         let key = msg.key().unwrap_or_default();
         let watermark = state.as_ref().and_then(|s| s.watermark(msg.partition()));
@@ -663,7 +695,10 @@ impl<'s> Pipeline<'s> {
                         .and_then(|v| std::str::from_utf8(v).ok())
                 }),
             };
-            let result = processor.process(&value, &meta, &mut slot).await;
+            let result = processor
+                .process(&value, &meta, &mut slot)
+                .instrument(log_span.clone())
+                .await;
             if !matches!(
                 result,
                 Err(ProcessError::Retry { .. } | ProcessError::Outage { .. })
@@ -694,7 +729,16 @@ impl<'s> Pipeline<'s> {
                         }
                         return Ok(reject(self, class, &message, attempt));
                     };
-                    tracing::warn!(attempt, wait = ?wait, class, error = %message, "record failed; retrying");
+                    let ids = span.context();
+                    tracing::warn!(
+                        attempt,
+                        wait = ?wait,
+                        class,
+                        error = %message,
+                        trace_id = ids.map(|t| t.trace_id_hex()).unwrap_or_default(),
+                        span_id = ids.map(|t| t.span_id_hex()).unwrap_or_default(),
+                        "record failed; retrying"
+                    );
                     service.metrics.record_retry();
                     if !keepalive.wait(wait, Some(&service.shutdown)).await {
                         if let Some(store) = state.as_deref_mut() {
@@ -740,8 +784,23 @@ impl<'s> Pipeline<'s> {
                     partition: None,
                     key: Some(emit.key.into_bytes()),
                     payload: Some(payload),
-                    // The last output takes the headers, the others a copy.
-                    headers: if i == last {
+                    headers: if !emit.links.is_empty() {
+                        // Derived from many records: a span of its own,
+                        // linked to them.
+                        let created = service.tracer.create(
+                            self.outbox.topic_name(target),
+                            &emit.links,
+                            "record",
+                            span.context(),
+                        );
+                        let h = created.inject(
+                            telemetry::copy_non_trace_headers(msg_headers),
+                            &service.tracer,
+                        );
+                        created.end(None);
+                        h
+                    } else if i == last {
+                        // The last output takes the headers, the others a copy.
                         headers.take().unwrap_or_default()
                     } else {
                         headers.clone().unwrap_or_default()
@@ -789,14 +848,28 @@ impl<'s> Pipeline<'s> {
                     continue;
                 };
                 match self.outputs[target].encoder.encode(&emit.value) {
-                    Ok(payload) => out.push(Outgoing {
-                        target,
-                        origin,
-                        partition: None,
-                        key: Some(emit.key.into_bytes()),
-                        payload: Some(payload),
-                        headers: rdkafka::message::OwnedHeaders::new(),
-                    }),
+                    Ok(payload) => {
+                        // No record caused it: a trace of its own (only
+                        // when spans are exported), linked to the records
+                        // it stands for, if the processor names them.
+                        let created = self.service.tracer.create(
+                            self.outbox.topic_name(target),
+                            &emit.links,
+                            "timer",
+                            None,
+                        );
+                        let headers = created
+                            .inject(rdkafka::message::OwnedHeaders::new(), &self.service.tracer);
+                        created.end(None);
+                        out.push(Outgoing {
+                            target,
+                            origin,
+                            partition: None,
+                            key: Some(emit.key.into_bytes()),
+                            payload: Some(payload),
+                            headers,
+                        })
+                    }
                     Err(e) => {
                         tracing::error!(key = %name, error = %e, "cannot encode a timer's output; dropped");
                     }

@@ -18,6 +18,13 @@
 //! Records a sink refuses for their own content are dead-lettered with their
 //! original bytes; an outage of the destination pauses the loop and retries
 //! the same batch.
+//!
+//! When spans are exported, each [`Sink::write`] attempt is one
+//! `process <topic>` span per topic of the batch, linked to the records'
+//! trace contexts (not a child of any of them: see [`crate::telemetry`]);
+//! a sink that makes records durable later (archive) adds spans of its own
+//! for that from [`SinkRecord::traceparent`] and the tracer handed to
+//! [`Sink::use_tracer`].
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -31,6 +38,7 @@ use crate::keepalive::Keepalive;
 use crate::metrics::TopicMetrics;
 use crate::outbox::{self, Next, Outbox};
 use crate::service::{LoopConsumer, Service};
+use crate::telemetry::{Batch, MessagingTracer, RecordSpan, TraceParent};
 use crate::Error;
 
 /// One consumed record, as the sink sees it.
@@ -48,6 +56,9 @@ pub struct SinkRecord<'a> {
     pub key: Option<&'a [u8]>,
     /// Value bytes (Confluent Avro wire format for Gale topics).
     pub payload: &'a [u8],
+    /// The record's trace context, only while spans are exported (reading
+    /// it costs a header scan per record that nothing else needs).
+    pub traceparent: Option<TraceParent>,
 }
 
 /// A record the destination will not take, for its own content.
@@ -107,6 +118,11 @@ pub trait Sink: Send {
         Ok(None)
     }
 
+    /// The tracer of the service, handed over once before the first batch,
+    /// for spans of the sink's own durable writes (see
+    /// [`MessagingTracer::batch`]).
+    fn use_tracer(&mut self, _tracer: &MessagingTracer, _group: &str) {}
+
     /// How often `flush(false)` runs when no records arrive.
     fn flush_interval(&self) -> Duration {
         Duration::from_secs(1)
@@ -136,6 +152,7 @@ pub async fn run_sink<S: Sink>(
         .map(|t| (t.clone(), service.metrics.topic(t)))
         .collect();
     let keepalive = Keepalive::new(&consumer, hold);
+    sink.use_tracer(&service.tracer, &group);
     service.started();
     tracing::info!(topics = ?topics, group = %group, dead_letter, "sink running");
 
@@ -191,6 +208,7 @@ pub async fn run_sink<S: Sink>(
             &keepalive,
             &revoked,
             &mut frontier,
+            (&service.tracer, &group),
         )
         .await
         .is_err()
@@ -268,8 +286,10 @@ async fn write<S: Sink>(
     keepalive: &Keepalive<'_>,
     revoked: &kafka::Revocations,
     frontier: &mut Frontier,
+    (tracer, group): (&MessagingTracer, &str),
 ) -> Result<(), outbox::Interrupted> {
     let mut gone: Vec<(String, i32)> = Vec::new();
+    let exporting = tracer.exporting();
     for m in batch {
         if let Some(metrics) = inputs.get(m.topic()) {
             metrics.consumed(1);
@@ -299,10 +319,24 @@ async fn write<S: Sink>(
                     timestamp_ms: m.timestamp().to_millis(),
                     key: m.key(),
                     payload: m.payload().unwrap_or(&[]),
+                    traceparent: if exporting {
+                        TraceParent::of_headers(m.headers())
+                    } else {
+                        None
+                    },
                 }
             })
             .collect();
-        match keepalive.hold(sink.write(&records)).await {
+        let spans = if exporting {
+            batch_spans(tracer, group, &records)
+        } else {
+            Vec::new()
+        };
+        let written = keepalive.hold(sink.write(&records)).await;
+        for span in &spans {
+            span.end(written.as_ref().err().map(|e| e.message.as_str()));
+        }
+        match written {
             Ok(refused) => break refused,
             Err(Outage {
                 dependency,
@@ -345,6 +379,38 @@ async fn write<S: Sink>(
         debug_assert!(undelivered.is_empty());
     }
     Ok(())
+}
+
+/// One `process <topic>` span per topic of `records`, linked to their
+/// records' contexts.
+fn batch_spans(
+    tracer: &MessagingTracer,
+    group: &str,
+    records: &[SinkRecord<'_>],
+) -> Vec<RecordSpan> {
+    let mut topics: Vec<&str> = records.iter().map(|r| r.topic).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    topics
+        .into_iter()
+        .filter_map(|topic| {
+            let of_topic = || records.iter().filter(move |r| r.topic == topic);
+            let mut partitions = of_topic().map(|r| r.partition);
+            let first = partitions.next();
+            let one_partition = first.filter(|p| partitions.all(|q| q == *p));
+            tracer.batch(
+                &Batch {
+                    operation: "process",
+                    operation_type: "process",
+                    topic,
+                    partition: one_partition,
+                    group: Some(group),
+                    count: of_topic().count(),
+                },
+                of_topic().filter_map(|r| r.traceparent),
+            )
+        })
+        .collect()
 }
 
 async fn flush<S: Sink>(

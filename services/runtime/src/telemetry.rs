@@ -2,16 +2,29 @@
 //!
 //! Logs go to stderr through `tracing`, human-readable or JSON. Traces use
 //! OpenTelemetry: a W3C `traceparent` header travels with every record, so
-//! one reading is one trace from the ingest request to the last sink. Spans
-//! follow the OpenTelemetry messaging conventions (`process <topic>`,
-//! `send <topic>`, `messaging.system=kafka`, destination, consumer group,
-//! partition, offset). Spans are exported over OTLP only when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces-specific variable) is set;
-//! otherwise they are created unsampled, which keeps ids flowing through the
-//! headers at almost no cost.
+//! one reading is one trace from the ingest request to the last stage that
+//! handles it alone. Spans follow one pinned version of the OpenTelemetry
+//! messaging semantic conventions, [`SEMCONV_VERSION`] (`send <topic>`,
+//! `process <topic>`, `create <topic>`, `messaging.system=kafka`,
+//! destination, consumer group, partition, offset, key); every span and
+//! attribute is listed in `docs/tracing.md`.
+//!
+//! What one record causes is a child of its span. What many records cause
+//! (a window aggregate, a sink's batch write, a timer's fault) is not made
+//! a child of any one of them: its span starts a trace of its own and
+//! *links* to the contributing records' contexts, at most [`MAX_LINKS`] of
+//! them, as the conventions prescribe for batches.
+//!
+//! Spans are exported over OTLP only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! the traces-specific variable) is set; otherwise ids are only forwarded
+//! through the headers, at almost no cost, and nothing that exists only for
+//! exported spans (links, log span fields) is kept.
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{
+    Link, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
+    Tracer as _, TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
@@ -26,6 +39,26 @@ use crate::Error;
 
 /// Header names of the W3C trace context.
 pub const TRACEPARENT: &str = "traceparent";
+/// The version of the OpenTelemetry semantic conventions Gale's span names
+/// and attributes follow (also the tracer's schema URL).
+pub const SEMCONV_VERSION: &str = "1.27.0";
+/// Schema URL of [`SEMCONV_VERSION`], set on every tracer.
+pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.27.0";
+/// Most links one span records; the number of records it stands for is an
+/// attribute (`messaging.batch.message_count`, `gale.links.total`).
+pub const MAX_LINKS: usize = 64;
+/// Target of the per-record log span (`record{trace_id, span_id}`), which
+/// is for log lines only and never exported as a span.
+pub const RECORD_LOG_TARGET: &str = "gale::record";
+
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True when this process exports spans. Stages keep the contexts an
+/// output derived from many records links to only then: keeping them costs
+/// state and allocations that propagation alone does not need.
+pub fn spans_exported() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
 /// See [`TRACEPARENT`].
 pub const TRACESTATE: &str = "tracestate";
 
@@ -55,6 +88,7 @@ impl Telemetry {
             builder = builder.with_sampler(Sampler::AlwaysOff);
         }
         let provider = builder.build();
+        EXPORTING.store(exporting, std::sync::atomic::Ordering::Relaxed);
         opentelemetry::global::set_tracer_provider(provider.clone());
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
@@ -66,8 +100,15 @@ impl Telemetry {
                     config.log_level
                 ))
             })?;
+        // The per-record log span only labels log lines: the record's real
+        // span is made by [`MessagingTracer`], so it is not exported twice.
         let otel_layer = exporting.then(|| {
-            tracing_opentelemetry::layer().with_tracer(provider.tracer(service.to_string()))
+            use tracing_subscriber::Layer as _;
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer(service.to_string()))
+                .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+                    m.target() != RECORD_LOG_TARGET
+                }))
         });
         let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
         let result = match config.log_format {
@@ -104,8 +145,12 @@ impl Telemetry {
 
     /// A tracer for messaging spans.
     pub fn messaging(&self, stage: &str) -> MessagingTracer {
+        let scope = opentelemetry::InstrumentationScope::builder(format!("gale-{stage}"))
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .with_schema_url(SCHEMA_URL)
+            .build();
         MessagingTracer {
-            tracer: self.provider.tracer(format!("gale-{stage}")),
+            tracer: self.provider.tracer_with_scope(scope),
             propagator: TraceContextPropagator::new(),
             detailed: self.exporting,
             names: Default::default(),
@@ -210,6 +255,37 @@ impl TraceParent {
         })
     }
 
+    /// The `traceparent` among Kafka `headers`, if there is a valid one.
+    pub fn of_headers(headers: Option<&BorrowedHeaders>) -> Option<TraceParent> {
+        headers?
+            .iter()
+            .find(|x| x.key.eq_ignore_ascii_case(TRACEPARENT))
+            .and_then(|x| x.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(TraceParent::parse)
+    }
+
+    /// The trace id as 32 lowercase hex digits (log fields, exemplars).
+    pub fn trace_id_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+
+    /// The span id as 16 lowercase hex digits.
+    pub fn span_id_hex(&self) -> String {
+        format!("{:016x}", self.span_id)
+    }
+
+    /// This context as the remote end of a span link.
+    fn link(&self) -> Link {
+        Link::with_context(SpanContext::new(
+            TraceId::from(self.trace_id),
+            SpanId::from(self.span_id),
+            TraceFlags::new(self.flags),
+            true,
+            TraceState::default(),
+        ))
+    }
+
     /// The context a hop that exports nothing passes on: the parent's, or
     /// a new trace where there was none.
     fn forward(parent: Option<TraceParent>) -> TraceParent {
@@ -248,6 +324,31 @@ impl TraceParent {
         out.push(HEX[(self.flags >> 4) as usize]);
         out.push(HEX[(self.flags & 0xf) as usize]);
         String::from_utf8(out).expect("hex digits are ASCII")
+    }
+}
+
+/// Kept in state (a window's contributors) as the header value.
+impl serde::Serialize for TraceParent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.header_value())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TraceParent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        TraceParent::parse(&value)
+            .ok_or_else(|| serde::de::Error::custom(format!("not a W3C traceparent: {value:?}")))
+    }
+}
+
+/// Keeps up to [`MAX_LINKS`]… or any smaller `bound` of contexts: the
+/// first ones, which is what a reader of a window's trace looks for first.
+pub fn keep_link(links: &mut Vec<TraceParent>, context: Option<TraceParent>, bound: usize) {
+    if let Some(c) = context {
+        if links.len() < bound.min(MAX_LINKS) && !links.contains(&c) {
+            links.push(c);
+        }
     }
 }
 
@@ -294,6 +395,56 @@ impl RecordSpan {
             end(cx, error);
         }
     }
+
+    /// This span's ids (for an exporting hop) or the forwarded ones, for
+    /// log lines and exemplars; `None` before any trace exists.
+    pub fn context(&self) -> Option<TraceParent> {
+        match self {
+            RecordSpan::Sdk(cx) => {
+                let span = cx.span();
+                let sc = span.span_context();
+                sc.is_valid().then(|| TraceParent {
+                    trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()),
+                    span_id: u64::from_be_bytes(sc.span_id().to_bytes()),
+                    flags: sc.trace_flags().to_u8(),
+                })
+            }
+            RecordSpan::Light(p) => *p,
+        }
+    }
+
+    /// A `tracing` span named `record` with this span's `trace_id` and
+    /// `span_id`, so log lines emitted while it is entered name the record's
+    /// trace. Only for an exporting hop (elsewhere it is `Span::none()` and
+    /// costs nothing); never exported itself.
+    pub fn log_span(&self) -> tracing::Span {
+        match (self, self.context()) {
+            (RecordSpan::Sdk(_), Some(tp)) => tracing::info_span!(
+                target: "gale::record",
+                "record",
+                trace_id = %tp.trace_id_hex(),
+                span_id = %tp.span_id_hex()
+            ),
+            _ => tracing::Span::none(),
+        }
+    }
+}
+
+/// What a batch span stands for (see [`MessagingTracer::batch`]).
+pub struct Batch<'a> {
+    /// Span name's operation and `messaging.operation.name`: `process` for
+    /// a sink's write, `flush` for archive's file write.
+    pub operation: &'static str,
+    /// `messaging.operation.type`: `process` (consumer side).
+    pub operation_type: &'static str,
+    /// Topic the records came from.
+    pub topic: &'a str,
+    /// Partition, when all records are of one.
+    pub partition: Option<i32>,
+    /// Consumer group.
+    pub group: Option<&'a str>,
+    /// Records the span stands for (may exceed the links kept).
+    pub count: usize,
 }
 
 impl MessagingTracer {
@@ -374,6 +525,102 @@ impl MessagingTracer {
                 RecordSpan::Sdk(cx.with_span(span))
             }
         }
+    }
+
+    /// True when spans are exported (links and log span fields are kept).
+    pub fn exporting(&self) -> bool {
+        self.detailed
+    }
+
+    /// A `create <topic>` producer span for one output record derived from
+    /// many records (a window aggregate) or from none (a timer's output):
+    /// the root of a trace of its own, linked to `links` (the contributors'
+    /// contexts, at most [`MAX_LINKS`] of them) instead of a child of any one
+    /// of them. `trigger` says what made it (`record`, `timer`). Without
+    /// export there is no such span: the output carries no `traceparent`
+    /// unless `fallback` gives one to forward.
+    pub fn create(
+        &self,
+        topic: &str,
+        links: &[TraceParent],
+        trigger: &'static str,
+        fallback: Option<TraceParent>,
+    ) -> RecordSpan {
+        if !self.detailed {
+            return RecordSpan::Light(fallback);
+        }
+        let links: Vec<Link> = links
+            .iter()
+            .take(MAX_LINKS)
+            .map(TraceParent::link)
+            .collect();
+        let span = self
+            .tracer
+            .span_builder(self.name("create", topic))
+            .with_kind(SpanKind::Producer)
+            .with_attributes([
+                KeyValue::new("messaging.system", "kafka"),
+                KeyValue::new("messaging.operation.type", "create"),
+                KeyValue::new("messaging.operation.name", "create"),
+                KeyValue::new("messaging.destination.name", topic.to_string()),
+                KeyValue::new("gale.trigger", trigger),
+                KeyValue::new("gale.links.total", links.len() as i64),
+            ])
+            .with_links(links)
+            .start_with_context(&self.tracer, &Context::new());
+        RecordSpan::Sdk(Context::new().with_span(span))
+    }
+
+    /// A span for records handled together (a sink's write of a batch, an
+    /// archive file): its own trace, with links to each record's context
+    /// (the first [`MAX_LINKS`]) as the messaging conventions prescribe
+    /// for batches, and the number of records as
+    /// `messaging.batch.message_count`. `None` without export. End it with
+    /// [`RecordSpan::end`].
+    pub fn batch(
+        &self,
+        batch: &Batch<'_>,
+        contexts: impl IntoIterator<Item = TraceParent>,
+    ) -> Option<RecordSpan> {
+        if !self.detailed {
+            return None;
+        }
+        let mut kept = Vec::new();
+        let mut total = 0i64;
+        for c in contexts {
+            total += 1;
+            if kept.len() < MAX_LINKS {
+                kept.push(c.link());
+            }
+        }
+        let mut attributes = vec![
+            KeyValue::new("messaging.system", "kafka"),
+            KeyValue::new("messaging.operation.type", batch.operation_type),
+            KeyValue::new("messaging.operation.name", batch.operation),
+            KeyValue::new("messaging.destination.name", batch.topic.to_string()),
+            KeyValue::new("messaging.batch.message_count", batch.count as i64),
+            KeyValue::new("gale.links.total", total),
+        ];
+        if let Some(p) = batch.partition {
+            attributes.push(KeyValue::new(
+                "messaging.destination.partition.id",
+                p.to_string(),
+            ));
+        }
+        if let Some(g) = batch.group {
+            attributes.push(KeyValue::new(
+                "messaging.consumer.group.name",
+                g.to_string(),
+            ));
+        }
+        let span = self
+            .tracer
+            .span_builder(self.name(batch.operation, batch.topic))
+            .with_kind(SpanKind::Consumer)
+            .with_attributes(attributes)
+            .with_links(kept)
+            .start_with_context(&self.tracer, &Context::new());
+        Some(RecordSpan::Sdk(Context::new().with_span(span)))
     }
 
     /// No parent: the next `send` starts a new trace.
@@ -575,5 +822,92 @@ mod tests {
             TraceParent::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none()
         );
         assert!(TraceParent::parse("00-xyz-00f067aa0ba902b7-01").is_none());
+    }
+
+    #[test]
+    fn trace_parent_is_kept_in_state_as_its_header_value() {
+        let tp =
+            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let json = serde_json::to_string(&vec![tp]).unwrap();
+        assert_eq!(
+            json,
+            r#"["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Vec<TraceParent>>(&json).unwrap(),
+            vec![tp]
+        );
+        let err = serde_json::from_str::<TraceParent>(r#""garbage""#).unwrap_err();
+        assert!(err.to_string().contains("not a W3C traceparent"), "{err}");
+    }
+
+    #[test]
+    fn links_are_bounded_and_not_repeated() {
+        let mut links = Vec::new();
+        for i in 1..=20u64 {
+            let c = TraceParent {
+                trace_id: 7,
+                span_id: i,
+                flags: 1,
+            };
+            keep_link(&mut links, Some(c), 8);
+            keep_link(&mut links, Some(c), 8);
+        }
+        keep_link(&mut links, None, 8);
+        assert_eq!(links.len(), 8);
+        assert_eq!(links[0].span_id, 1, "the first contributors are kept");
+        let mut many = Vec::new();
+        for i in 1..=(MAX_LINKS as u64 + 10) {
+            let c = TraceParent {
+                trace_id: 7,
+                span_id: i,
+                flags: 1,
+            };
+            keep_link(&mut many, Some(c), usize::MAX);
+        }
+        assert_eq!(many.len(), MAX_LINKS, "never more than MAX_LINKS");
+    }
+
+    #[test]
+    fn many_to_one_spans_are_roots_and_free_without_export() {
+        let tp = TraceParent {
+            trace_id: 42,
+            span_id: 7,
+            flags: 1,
+        };
+        let batch = Batch {
+            operation: "process",
+            operation_type: "process",
+            topic: "gale.validated",
+            partition: Some(0),
+            group: Some("g"),
+            count: 3,
+        };
+        let off = tracer(false);
+        assert!(off.batch(&batch, [tp]).is_none(), "no span without export");
+        let forwarded = off.create("gale.agg", &[], "record", Some(tp));
+        assert_eq!(forwarded.context(), Some(tp));
+        assert!(off
+            .create("gale.agg", &[], "timer", None)
+            .context()
+            .is_none());
+        assert!(forwarded.log_span().is_none());
+
+        let on = tracer(true);
+        let created = on.create("gale.agg", &[tp], "record", Some(tp));
+        let ctx = created.context().expect("a span of its own");
+        assert_ne!(ctx.trace_id, 42, "a new trace, not the contributor's");
+        assert_ne!(ctx.span_id, 7);
+        let headers = created.inject(OwnedHeaders::new(), &on);
+        let value = header(&headers, TRACEPARENT).unwrap();
+        assert_eq!(
+            TraceParent::parse(&value).map(|p| p.span_id),
+            Some(ctx.span_id)
+        );
+        created.end(None);
+        let span = on.batch(&batch, [tp, tp]).expect("exported");
+        let ctx = span.context().unwrap();
+        assert_ne!(ctx.trace_id, 42);
+        span.end(Some("outage"));
     }
 }

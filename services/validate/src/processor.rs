@@ -137,6 +137,7 @@ impl Processor for ValidateProcessor {
             output,
             key: raw.asset_id.clone(),
             value: scored,
+            links: Vec::new(),
         }])
     }
 
