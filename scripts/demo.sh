@@ -133,6 +133,17 @@ for name in $SERVICES; do
     || die "$name is not ready; see $DEMO/logs/$name.log"
 done
 
+# The status page (`gale status-page`) watching every service above, the
+# demo's database and lake; 127.0.0.1:9400 unless that port is taken.
+STATUS_SERVICES=$(for name in $SERVICES; do printf '%s=http://127.0.0.1:%s,' "$name" "${PROBE[$name]}"; done)
+export GALE_STATUS_SERVICES=${STATUS_SERVICES%,}
+STATUS_PORT=9400
+wait_for_port 127.0.0.1 "$STATUS_PORT" 0 && STATUS_PORT=$(free_port)
+start_bg status-page "$DEMO" env GALE_KAFKA_BOOTSTRAP="$GALE_KAFKA_BOOTSTRAP" GALE_REGISTRY_URL="$GALE_REGISTRY_URL" \
+  DATABASE_URL="$DEMO_DB" GALE_LAKE="$DEMO/lake" "$BIN/gale" status-page --listen "127.0.0.1:$STATUS_PORT"
+wait_for_http "http://127.0.0.1:$STATUS_PORT/healthz" 30 \
+  || die "the status page did not start; see $DEMO/logs/status-page.log"
+
 cat >"$DEMO/env" <<ENV
 export GALE_KAFKA_BOOTSTRAP=$GALE_KAFKA_BOOTSTRAP
 export GALE_REGISTRY_URL=$GALE_REGISTRY_URL
@@ -140,6 +151,7 @@ export GALE_INGEST_URL=http://127.0.0.1:$INGEST_PORT
 export GALE_INGEST_API_KEY=$API_KEY
 export GALE_LAKE=$DEMO/lake
 export GALE_DEMO_DATABASE_URL=$DEMO_DB
+export GALE_STATUS_SERVICES=$GALE_STATUS_SERVICES
 ENV
 
 # A head-end file drop: one good file (one row in W, one without unit) and one broken file.
@@ -188,7 +200,7 @@ broker_alive || dead_broker
 # (one `gale status` call: each costs a round of broker requests).
 DEMO_GROUPS=gale-validate,gale-enrich,gale-detect-faults,gale-aggregate,gale-rollup-site,gale-rollup-fleet,gale-pg-sink,gale-archive
 caught_up() {
-  "$BIN/gale" status --groups "$DEMO_GROUPS" 2>/dev/null | awk '
+  "$BIN/gale" status --brief --groups "$DEMO_GROUPS" 2>/dev/null | awk '
     $1=="gale.raw" || $1=="gale.validated" || $1=="gale.enriched" || $1=="gale.faults" || $1=="gale.checked" || $1=="gale.agg.asset.1h" || $1=="gale.agg.site.1h" {
       n = 0
       for (i = 4; i <= NF; i++) { split($i, kv, "="); n++; if (kv[2] != 0) bad = 1 }
@@ -207,7 +219,7 @@ for _ in $(seq 120); do
 done
 [ "$caught_up" = yes ] || log "the services are still catching up; the counts below are a snapshot"
 
-STATUS=$("$BIN/gale" status --groups none 2>/dev/null)
+STATUS=$("$BIN/gale" status --brief --groups none 2>/dev/null)
 count() { # count TOPIC
   awk -v t="$1" '$1==t {print $3}' <<<"$STATUS"
 }
@@ -237,7 +249,7 @@ PY
 
 echo
 echo "================ Gale demo summary ================"
-"$BIN/gale" status
+"$BIN/gale" status --database-url "$DEMO_DB" --lake "$DEMO/lake"
 echo
 echo "Validated: ${validated:-0}   quarantined: ${quarantined:-0}   dead letters: validate ${dead_validate:-0}, ingest ${dead_ingest:-0}"
 echo "Checked by detect-faults: ${checked:-0}   fault events: ${fault_events:-0}"
@@ -264,6 +276,7 @@ for name in $SERVICES; do
 done
 echo "API:      curl -H 'Authorization: Bearer $API_KEY' -H 'Content-Type: text/csv' --data-binary @readings.csv http://127.0.0.1:$INGEST_PORT/v1/readings"
 echo "Tools:    source $DEMO/env; target/debug/gale status; target/debug/gale peek gale.validated"
+echo "Status:   http://127.0.0.1:$STATUS_PORT (gale status-page: stages, dead letters, faults, freshness)"
 echo "Stop:     make stop"
 
 for pair in "validated:${validated:-0}" "quarantined:${quarantined:-0}" "dead-lettered by validate:${dead_validate:-0}"; do

@@ -59,6 +59,19 @@ pub fn status(
     prefix: &str,
     groups: &[String],
 ) -> anyhow::Result<Vec<TopicStatus>> {
+    Ok(status_with_ends(bootstrap, prefix, groups)?.0)
+}
+
+/// Low watermark and end offset per (topic, partition), as [`end_offsets_of`] gives them.
+pub type EndOffsets = BTreeMap<(String, i32), (i64, i64)>;
+
+/// [`status`], plus the end offsets it read (so a caller that also reads
+/// the topics need not ask the broker again).
+pub fn status_with_ends(
+    bootstrap: &str,
+    prefix: &str,
+    groups: &[String],
+) -> anyhow::Result<(Vec<TopicStatus>, EndOffsets)> {
     let admin = client(bootstrap, "gale-cli-status")?;
     let md = admin
         .fetch_metadata(None, TIMEOUT)
@@ -166,7 +179,27 @@ pub fn status(
             lag,
         });
     }
-    Ok(out)
+    Ok((out, all_ends))
+}
+
+/// The topic table `gale status` prints first: one line per topic with its
+/// partitions, records and lag per group (`group=lag`). Scripts read it
+/// (scripts/demo.sh), so its columns stay as they are.
+pub fn render_topics(rows: &[TopicStatus]) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("{:<32} {:>5} {:>10}  lag\n", "topic", "parts", "records");
+    for r in rows {
+        let lag: Vec<String> = r.lag.iter().map(|(g, l)| format!("{g}={l}")).collect();
+        let _ = writeln!(
+            out,
+            "{:<32} {:>5} {:>10}  {}",
+            r.topic,
+            r.partitions,
+            r.records,
+            lag.join(" ")
+        );
+    }
+    out
 }
 
 /// The topics in a consumer's subscription (the `consumer` protocol's

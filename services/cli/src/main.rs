@@ -39,21 +39,12 @@ enum Command {
         #[arg(long)]
         registry_dir: Option<PathBuf>,
     },
-    /// Records per topic and consumer-group lag.
-    Status {
-        #[command(flatten)]
-        kafka: KafkaArgs,
-        /// Only topics starting with this.
-        #[arg(long, default_value = "gale.")]
-        prefix: String,
-        /// Consumer groups to report lag for.
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "gale-validate,gale-enrich,gale-detect-faults,gale-aggregate,gale-rollup-site,gale-rollup-fleet,gale-pg-sink,gale-archive"
-        )]
-        groups: Vec<String>,
-    },
+    /// The pipeline's state: records and lag per topic, each stage's
+    /// readiness, throughput and lag, dead letters with their top reason,
+    /// active faults, and how fresh Postgres and the lake are.
+    Status(gale_cli::status::StatusArgs),
+    /// Serve the status as a page that refreshes itself (/, /api/status, /healthz).
+    StatusPage(gale_cli::status_page::StatusPageArgs),
     /// Lake maintenance.
     #[command(subcommand)]
     Lake(LakeCommand),
@@ -78,6 +69,22 @@ enum Command {
         /// Database URL (its password is never printed, `--help` included).
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
+    },
+    /// Move a consumer group back so its service reprocesses (refused while the group is active).
+    Replay(gale_cli::replay::ReplayArgs),
+    /// Dead letters: count them, look at them, send them back.
+    #[command(subcommand)]
+    Dlq(gale_cli::dlq::DlqCommand),
+    /// Re-publish a time range of the lake (bronze or silver readings) into its topic, keeping event ids.
+    Backfill {
+        /// The lake: a directory or s3://bucket/prefix (AWS_* variables and --option apply).
+        #[arg(long, env = "GALE_LAKE", hide_env_values = true)]
+        store: String,
+        /// S3 options as key=value (aws_endpoint=http://..., aws_allow_http=true, ...).
+        #[arg(long = "option", value_parser = parse_kv)]
+        options: Vec<(String, String)>,
+        #[command(flatten)]
+        args: gale_cli::backfill::BackfillArgs,
     },
     /// Print the first records of a topic, decoded, with their headers (JSON lines).
     Peek {
@@ -352,28 +359,11 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Status {
-            kafka,
-            prefix,
-            groups,
-        } => {
-            let rows = tokio::task::spawn_blocking(move || {
-                gale_cli::inspect::status(&kafka.bootstrap, &prefix, &groups)
-            })
-            .await??;
-            println!("{:<32} {:>5} {:>10}  lag", "topic", "parts", "records");
-            for r in rows {
-                let lag: Vec<String> = r.lag.iter().map(|(g, l)| format!("{g}={l}")).collect();
-                println!(
-                    "{:<32} {:>5} {:>10}  {}",
-                    r.topic,
-                    r.partitions,
-                    r.records,
-                    lag.join(" ")
-                );
-            }
+        Command::Status(args) => {
+            print!("{}", gale_cli::status::run(args).await?);
             Ok(())
         }
+        Command::StatusPage(args) => gale_cli::status_page::run(args).await,
         Command::Lake(LakeCommand::Files {
             store,
             options,
@@ -514,6 +504,46 @@ async fn main() -> anyhow::Result<()> {
                 "{}",
                 gale_cli::faults::ack(&url, &id, &by, note.as_deref()).await?
             );
+            Ok(())
+        }
+        Command::Replay(args) => {
+            let out = tokio::task::spawn_blocking(move || gale_cli::replay::run(&args)).await??;
+            print!("{out}");
+            Ok(())
+        }
+        Command::Backfill {
+            store,
+            options,
+            args,
+        } => {
+            let location = open_lake(&store, options)?;
+            let r = gale_cli::backfill::run(&args, &location).await?;
+            let verb = if args.dry_run {
+                "would publish"
+            } else {
+                "published"
+            };
+            println!(
+                "{verb} {} record(s) from {} file(s); {} file(s) done by an earlier run; {} row(s) outside the range",
+                r.published, r.files, r.already_done, r.out_of_range
+            );
+            println!("checkpoint: {}", r.checkpoint);
+            Ok(())
+        }
+        Command::Dlq(gale_cli::dlq::DlqCommand::List(args)) => {
+            let out = tokio::task::spawn_blocking(move || gale_cli::dlq::list(&args)).await??;
+            print!("{out}");
+            Ok(())
+        }
+        Command::Dlq(gale_cli::dlq::DlqCommand::Show(args)) => {
+            for record in gale_cli::dlq::show(&args).await? {
+                println!("{record}");
+            }
+            Ok(())
+        }
+        Command::Dlq(gale_cli::dlq::DlqCommand::Redrive(args)) => {
+            let report = gale_cli::dlq::redrive(&args).await?;
+            print!("{}", report.render(args.dry_run));
             Ok(())
         }
         Command::Peek {
