@@ -269,13 +269,15 @@ echo "--- a dead letter from validate ---"
 "$BIN/gale" peek gale.dlq.validate --count 1 || true
 echo "--- a dead letter from ingest's file drop ---"
 "$BIN/gale" peek gale.dlq.ingest --count 1 || true
+echo "--- dead letters by stage and reason (gale dlq show / gale dlq redrive: docs/operations.md) ---"
+"$BIN/gale" dlq list --top 2 || true
 echo
 echo "Logs:     $DEMO/logs/"
 for name in $SERVICES; do
   echo "Metrics:  http://127.0.0.1:${PROBE[$name]}/metrics ($name)"
 done
 echo "API:      curl -H 'Authorization: Bearer $API_KEY' -H 'Content-Type: text/csv' --data-binary @readings.csv http://127.0.0.1:$INGEST_PORT/v1/readings"
-echo "Tools:    source $DEMO/env; target/debug/gale status; target/debug/gale peek gale.validated"
+echo "Tools:    source $DEMO/env; target/debug/gale status; target/debug/gale dlq list; target/debug/gale peek gale.validated"
 echo "Status:   http://127.0.0.1:$STATUS_PORT (gale status-page: stages, dead letters, faults, freshness)"
 echo "Stop:     make stop"
 

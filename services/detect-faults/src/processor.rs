@@ -132,12 +132,26 @@ fn severity(s: Severity) -> ModelSeverity {
     }
 }
 
-/// The fault event of `change`.
+/// The fault event of `change`, counted in `gale_fault_events_total`
+/// (status, severity, code: a bounded set) for dashboards and alerts.
 pub fn event(
     change: FaultChange,
     site_id: Option<String>,
     traceparent: Option<&str>,
 ) -> FaultEvent {
+    let status = match change.status {
+        FaultStatus::Opened => "opened",
+        FaultStatus::Updated => "updated",
+        FaultStatus::Closed => "closed",
+    };
+    metrics::counter!(
+        "gale_fault_events_total",
+        "stage" => "detect-faults",
+        "status" => status,
+        "severity" => severity(change.severity).as_str(),
+        "code" => change.code.as_str()
+    )
+    .increment(1);
     FaultEvent {
         event_id: format!("{}:{}", change.fault_id, change.revision),
         fault_id: change.fault_id,

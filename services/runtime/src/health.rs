@@ -13,6 +13,8 @@ use serde::Serialize;
 #[derive(Clone, Default)]
 pub struct Health {
     checks: Arc<Mutex<BTreeMap<String, Option<String>>>>,
+    /// Stage name for the `gale_ready{stage}` gauge (none: no gauge).
+    stage: Option<Arc<str>>,
 }
 
 /// A snapshot for `/readyz`.
@@ -28,6 +30,28 @@ impl Health {
     /// A fresh state with no checks (ready).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A fresh state that also mirrors readiness into the `gale_ready{stage}`
+    /// gauge (1 ready, 0 not), so alerts see what `/readyz` says, start-up
+    /// and state restore included.
+    pub fn for_stage(stage: &str) -> Self {
+        let h = Health {
+            stage: Some(stage.into()),
+            ..Self::default()
+        };
+        h.publish(true);
+        h
+    }
+
+    fn publish(&self, ready: bool) {
+        if let Some(stage) = &self.stage {
+            metrics::gauge!("gale_ready", "stage" => stage.to_string()).set(if ready {
+                1.0
+            } else {
+                0.0
+            });
+        }
     }
 
     /// Marks `check` as passing.
@@ -56,6 +80,9 @@ impl Health {
                 checks.insert(check.to_string(), state);
             }
         }
+        let ready = checks.values().all(Option::is_none);
+        drop(checks);
+        self.publish(ready);
     }
 
     /// Current readiness.

@@ -68,7 +68,7 @@ impl Service {
         config.kafka.check()?;
         let prometheus = metrics::install();
         let metrics = StageMetrics::new(name);
-        let health = Health::new();
+        let health = Health::for_stage(name);
         // Not ready until start-up completes and the dependencies answered.
         health.fail("startup", "starting");
         health.fail("broker", "not checked yet");
