@@ -102,7 +102,12 @@ impl HiveKey {
         let (date, hour, granularity, rest) = if let Some(d) = first.strip_prefix("date=") {
             let date = NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()?;
             match parts.get(1).and_then(|p| p.strip_prefix("hour=")) {
-                Some(h) => (date, h.parse().ok()?, Granularity::Hour, &parts[2..]),
+                Some(h) => (
+                    date,
+                    h.parse().ok().filter(|h: &u32| *h < 24)?,
+                    Granularity::Hour,
+                    &parts[2..],
+                ),
                 None => (date, 0, Granularity::Day, &parts[1..]),
             }
         } else {
@@ -338,6 +343,9 @@ mod tests {
         assert_eq!(month.path(), "year=2024/month=03/site=x");
         assert_eq!(HiveKey::parse(&month.path()), Some(month.clone()));
         assert_eq!(month.end().to_rfc3339(), "2024-04-01T00:00:00+00:00");
+        // A directory someone else made is not a partition (and no panic).
+        assert_eq!(HiveKey::parse("date=2024-03-15/hour=24"), None);
+        assert_eq!(HiveKey::parse("date=2024-13-01"), None);
     }
 
     #[test]

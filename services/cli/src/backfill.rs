@@ -4,15 +4,19 @@
 //! stage rerun on data the topic no longer holds, the readings come back
 //! from the bronze (raw) or silver (validated, quarantined) tables with
 //! their original `event_id`s, so sinks that upsert by event id do not
-//! duplicate, and with their event time as the Kafka timestamp.
+//! duplicate. Records get the broker's time, not their event time: a
+//! record older than the topic's retention would otherwise be deleted
+//! before the stages read it (event time is in the value, where Gale reads it).
 //!
 //! Files are read in a fixed order (partition, Kafka partition, first
 //! offset; only the live files of the manifests, so compaction never shows
 //! a row twice). Progress is a checkpoint object in the lake itself
 //! (`<table>/_gale_backfill/<name>.json`, skipped by lake readers like every
 //! `_` name), written after the records it covers are acknowledged: an
-//! interrupted run resumes where it stopped, a finished one sends nothing
-//! when run again, and on S3 the checkpoint survives the machine that ran it.
+//! interrupted run resumes where it stopped, a finished one sends only
+//! files archived into the range since (late data), and on S3 the
+//! checkpoint survives the machine that ran it. A file compaction merged
+//! from files all published already counts as published.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -237,22 +241,55 @@ pub fn rows(
     Ok(out)
 }
 
-/// One row as a record: key, event time and the encoded value.
+/// One row as a record: key and the encoded value.
 pub fn record(
     kind: TableKind,
     row: serde_json::Value,
     encoder: &Encoder,
-) -> Result<(String, i64, Vec<u8>), String> {
+) -> Result<(String, Vec<u8>), String> {
     match kind {
         TableKind::Raw => {
             let r: RawReading = serde_json::from_value(row).map_err(|e| e.to_string())?;
-            Ok((r.asset_id.clone(), r.event_time, encoder.encode(&r)?))
+            Ok((r.asset_id.clone(), encoder.encode(&r)?))
         }
         TableKind::Validated | TableKind::Quarantined => {
             let r: ScoredReading = serde_json::from_value(row).map_err(|e| e.to_string())?;
-            Ok((r.asset_id.clone(), r.event_time, encoder.encode(&r)?))
+            Ok((r.asset_id.clone(), encoder.encode(&r)?))
         }
     }
+}
+
+/// The files a compacted file replaced (paths relative to the table), from
+/// its manifest; empty for a file written by the archive itself.
+async fn compacted_from(
+    location: &Location,
+    table: &str,
+    path: &str,
+) -> anyhow::Result<Vec<String>> {
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let stem = name.strip_suffix(".parquet").unwrap_or(name);
+    let manifest = if dir.is_empty() {
+        format!("{table}/_{stem}.json")
+    } else {
+        format!("{table}/{dir}/_{stem}.json")
+    };
+    let bytes = match location.store.get(&location.child(&manifest)).await {
+        Ok(got) => got.bytes().await?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let m: gale_archive::layout::Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{manifest}: {e}"))?;
+    Ok(m.compacted_from
+        .iter()
+        .map(|f| {
+            if dir.is_empty() {
+                f.clone()
+            } else {
+                format!("{dir}/{f}")
+            }
+        })
+        .collect())
 }
 
 async fn load_checkpoint(location: &Location, path: &str) -> anyhow::Result<Checkpoint> {
@@ -326,9 +363,6 @@ pub async fn run(args: &BackfillArgs, location: &Location) -> anyhow::Result<Bac
         checkpoint: format!("{}/{}", location.url.trim_end_matches('/'), checkpoint_at),
         ..Default::default()
     };
-    if checkpoint.complete {
-        return Ok(report);
-    }
     let mut files = gale_archive::snapshot::live_files(location, &table).await?;
     files.retain(|f| overlaps(&f.path, args.from, args.to));
     files.sort_by_cached_key(|f| order_key(&f.path));
@@ -372,6 +406,15 @@ pub async fn run(args: &BackfillArgs, location: &Location) -> anyhow::Result<Bac
             report.already_done += 1;
             continue;
         }
+        if !checkpoint.done.is_empty() {
+            let from = compacted_from(location, &table, &file.path).await?;
+            if !from.is_empty() && from.iter().all(|f| checkpoint.done.contains(f)) {
+                // Merged by compaction from files published already.
+                checkpoint.done.insert(file.path.clone());
+                report.already_done += 1;
+                continue;
+            }
+        }
         let skip = match &checkpoint.current {
             Some((path, n)) if *path == file.path => *n,
             _ => 0,
@@ -414,14 +457,13 @@ pub async fn run(args: &BackfillArgs, location: &Location) -> anyhow::Result<Bac
                     continue;
                 }
                 if let Some(encoder) = &encoder {
-                    let (key, ts, value) = record(kind, row, encoder).map_err(|e| {
+                    let (key, value) = record(kind, row, encoder).map_err(|e| {
                         anyhow::anyhow!("{full}: a row does not make a record: {e}")
                     })?;
                     loop {
                         let r = FutureRecord::to(&topic)
                             .key(&key)
                             .payload(&value)
-                            .timestamp(ts)
                             .headers(headers.clone());
                         match producer.send_result(r) {
                             Ok(f) => {

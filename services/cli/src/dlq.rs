@@ -7,12 +7,17 @@
 //! topic once the cause is fixed (an asset imported, a rule corrected).
 //!
 //! Redrive writes a marker per dead letter to a compacted topic
-//! (`gale.redrives`, key `<dlq topic>/<partition>/<offset>`) after the
+//! (`gale.redrives`, key `<dlq topic>/<partition>/<offset>@<written ms>`) after the
 //! redriven record is acknowledged, so a second run skips it; a crash
 //! between the two can send one record twice, which the stages absorb
 //! (deterministic, idempotent by event id). A redriven record carries
 //! `gale.redrive.count`; when it fails again the runtime keeps that header on
-//! the new dead letter, and redrive stops at `--max-redrives`.
+//! the new dead letter, and redrive stops at `--max-redrives`. It also
+//! carries `gale.redrive.stage`: only the stage that failed it processes it
+//! again (the topic's other consumers took the original), and the header
+//! does not travel on to that stage's outputs. Records get the broker's
+//! time, not the original's, so the topic's retention does not drop them
+//! before they are read.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -37,6 +42,8 @@ pub const REDRIVE_TIME: &str = "gale.redrive.time";
 pub const REDRIVE_SOURCE: &str = "gale.redrive.source";
 /// The default marker topic.
 pub const MARKERS: &str = "gale.redrives";
+/// How long markers are kept: 90 days, longer than dead letters (30).
+const MARKER_RETENTION_MS: &str = "7776000000";
 
 /// `gale dlq` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -192,9 +199,16 @@ impl DeadLetter {
             .unwrap_or(0)
     }
 
-    /// Its marker key.
+    /// Its marker key: topic, partition and offset, plus when it was
+    /// written, since offsets start again if the topic is recreated.
     pub fn marker(&self) -> String {
-        format!("{}/{}/{}", self.topic, self.partition, self.offset)
+        format!(
+            "{}/{}/{}@{}",
+            self.topic,
+            self.partition,
+            self.offset,
+            self.written_ms.unwrap_or(-1)
+        )
     }
 
     /// Where the original record was: topic, partition, offset, timestamp (ms).
@@ -230,6 +244,7 @@ impl DeadLetter {
                 .into_bytes(),
         ));
         out.push((REDRIVE_SOURCE.into(), self.marker().into_bytes()));
+        out.push((h::REDRIVE_STAGE.into(), self.stage().into_bytes()));
         out
     }
 }
@@ -736,11 +751,16 @@ pub async fn redrive(args: &RedriveArgs) -> anyhow::Result<RedriveReport> {
             bootstrap_servers: bootstrap.clone(),
             ..Default::default()
         };
+        // Compacted, and deleted after longer than dead letters are kept
+        // (30 days), so markers do not pile up for ever.
         gale_runtime::kafka::ensure_topic_with(
             &config,
             &marker_topic,
             1,
-            &[("cleanup.policy", "compact")],
+            &[
+                ("cleanup.policy", "compact,delete"),
+                ("retention.ms", MARKER_RETENTION_MS),
+            ],
         )
         .await?;
     }
@@ -793,7 +813,7 @@ pub async fn redrive(args: &RedriveArgs) -> anyhow::Result<RedriveReport> {
             match decide(d, &args.source, args.max_redrives, &markers, &existing) {
                 Err(why) => *report.skipped.entry((why, d.class())).or_default() += 1,
                 Ok(topic) => {
-                    let (_, partition, offset, ts) = d.origin();
+                    let (_, partition, offset, _) = d.origin();
                     let truncated = d.header(h::PAYLOAD_TRUNCATED).as_deref() == Some("true");
                     let payload = if truncated {
                         let (b, t) = (bootstrap.clone(), topic.clone());
@@ -822,14 +842,14 @@ pub async fn redrive(args: &RedriveArgs) -> anyhow::Result<RedriveReport> {
                         *report.redriven.entry((topic, d.class())).or_default() += 1;
                         continue;
                     }
-                    sends.push((d, topic, payload, ts));
+                    sends.push((d, topic, payload));
                 }
             }
         }
         // Send the batch, wait for every acknowledgement, then the markers.
         let now = Utc::now();
         let mut acks = Vec::new();
-        for (d, topic, payload, ts) in &sends {
+        for (d, topic, payload) in &sends {
             let mut headers = OwnedHeaders::new();
             for (k, v) in d.redrive_headers(now) {
                 headers = headers.insert(Header {
@@ -843,13 +863,10 @@ pub async fn redrive(args: &RedriveArgs) -> anyhow::Result<RedriveReport> {
             if let Some(k) = &d.key {
                 record = record.key(k);
             }
-            if let Some(ts) = ts {
-                record = record.timestamp(*ts);
-            }
             acks.push(producer.send(record, Duration::from_secs(60)));
         }
         let mut markers_out = Vec::new();
-        for ((d, topic, _, _), ack) in sends.iter().zip(futures::future::join_all(acks).await) {
+        for ((d, topic, _), ack) in sends.iter().zip(futures::future::join_all(acks).await) {
             let delivered =
                 ack.map_err(|(e, _)| anyhow::anyhow!("redriving {} to {topic}: {e}", d.marker()))?;
             let (partition, offset) = (delivered.partition, delivered.offset);
@@ -973,10 +990,17 @@ mod tests {
         let keys: Vec<&str> = hs.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             keys,
-            ["traceparent", REDRIVE_COUNT, REDRIVE_TIME, REDRIVE_SOURCE]
+            [
+                "traceparent",
+                REDRIVE_COUNT,
+                REDRIVE_TIME,
+                REDRIVE_SOURCE,
+                h::REDRIVE_STAGE
+            ]
         );
         assert_eq!(hs[1].1, b"2");
-        assert_eq!(hs[3].1, b"gale.dlq.validate/0/7");
+        assert_eq!(hs[3].1, b"gale.dlq.validate/0/7@7000");
+        assert_eq!(hs[4].1, b"validate");
         assert_eq!(d.origin().3, Some(1_740_787_200_000));
     }
 

@@ -44,6 +44,10 @@ pub struct ReplayArgs {
     /// Topics to move (repeat or comma-separate); default: every topic the group has committed offsets on.
     #[arg(long, value_delimiter = ',')]
     pub topic: Vec<String>,
+    /// The group has no committed offsets yet: set where it starts (it
+    /// would otherwise start at the earliest record), skipping what comes before.
+    #[arg(long)]
+    pub fresh_group: bool,
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -90,7 +94,7 @@ pub struct PartitionMove {
 }
 
 impl PartitionMove {
-    /// Records the group will read again.
+    /// Records the group will read again (for a fresh group: will read).
     pub fn reprocess(&self) -> i64 {
         if self.unchanged.is_some() {
             return 0;
@@ -102,6 +106,9 @@ impl PartitionMove {
 /// Decides one partition's move from its watermarks, the committed offset,
 /// the start's offset in this partition (`None` for a time after the last
 /// record) and, with `--to-time`, the first offset at or after that time.
+/// A partition without a committed offset would be read from its low
+/// watermark, so it counts as being there, unless `fresh` (a new group
+/// whose start is being set).
 pub fn plan_partition(
     topic: &str,
     partition: i32,
@@ -109,10 +116,12 @@ pub fn plan_partition(
     committed: Option<i64>,
     start: Option<i64>,
     to: Option<Option<i64>>,
+    fresh: bool,
 ) -> PartitionMove {
     let new = start.unwrap_or(end).clamp(low, end);
     let in_range = to.map(|to| (to.unwrap_or(end).clamp(low, end) - new).max(0));
-    let unchanged = match committed {
+    let reads_from = committed.or((!fresh).then_some(low));
+    let unchanged = match reads_from {
         Some(c) if c <= new => Some("already at or before the start"),
         _ if in_range == Some(0) => Some("no records in the range"),
         _ => None,
@@ -188,6 +197,26 @@ pub fn plan(args: &ReplayArgs) -> anyhow::Result<Vec<PartitionMove>> {
             ((e.topic().to_string(), e.partition()), o)
         })
         .collect();
+    let has_commits = committed.values().any(Option::is_some);
+    if has_commits && args.fresh_group {
+        anyhow::bail!(
+            "--fresh-group: group {} has committed offsets already; leave the flag out",
+            args.group
+        );
+    }
+    if !has_commits && !args.topic.is_empty() && !args.fresh_group {
+        anyhow::bail!(
+            "group {} has no committed offsets on {}: it starts at the earliest record already. To start it at the given point instead, skipping what comes before, add --fresh-group",
+            args.group,
+            args.topic.join(", ")
+        );
+    }
+    if args
+        .to_time
+        .is_some_and(|to| args.from_time.is_some_and(|from| to <= from))
+    {
+        anyhow::bail!("--to-time must be after --from-time");
+    }
     if args.topic.is_empty() {
         // Only the topics the group has consumed.
         partitions.retain(|t, ps| {
@@ -237,6 +266,7 @@ pub fn plan(args: &ReplayArgs) -> anyhow::Result<Vec<PartitionMove>> {
                 committed.get(&key).copied().flatten(),
                 start_offset,
                 to,
+                args.fresh_group,
             ));
         }
     }
@@ -364,38 +394,58 @@ mod tests {
     #[test]
     fn moves_back_never_forward() {
         // Committed 80, start 50: reprocess 30.
-        let m = plan_partition("t", 0, (10, 100), Some(80), Some(50), None);
+        let m = plan_partition("t", 0, (10, 100), Some(80), Some(50), None, false);
         assert_eq!((m.new, m.reprocess(), m.unchanged), (50, 30, None));
         // Start after the committed offset: left alone (moving would skip 80..90).
-        let m = plan_partition("t", 0, (10, 100), Some(80), Some(90), None);
+        let m = plan_partition("t", 0, (10, 100), Some(80), Some(90), None, false);
         assert_eq!(m.reprocess(), 0);
         assert!(m.unchanged.is_some());
         // Offsets clamp to what the topic holds; no time match means the end.
-        let m = plan_partition("t", 0, (10, 100), Some(100), Some(3), None);
+        let m = plan_partition("t", 0, (10, 100), Some(100), Some(3), None, false);
         assert_eq!((m.new, m.reprocess()), (10, 90));
-        let m = plan_partition("t", 0, (10, 100), Some(100), None, None);
+        let m = plan_partition("t", 0, (10, 100), Some(100), None, None, false);
         assert_eq!(m.reprocess(), 0);
-        // No committed offset: counted from the end.
-        let m = plan_partition("t", 0, (0, 40), None, Some(0), None);
-        assert_eq!(m.reprocess(), 40);
+        // No committed offset: the group reads from the low watermark, so a
+        // later start would skip records and the partition stays.
+        let m = plan_partition("t", 0, (5, 40), None, Some(20), None, false);
+        assert!(m.unchanged.is_some());
+        // A fresh group's start is set on purpose: it reads from there.
+        let m = plan_partition("t", 0, (5, 40), None, Some(20), None, true);
+        assert_eq!((m.new, m.reprocess(), m.unchanged), (20, 20, None));
     }
 
     #[test]
     fn to_time_counts_the_range_and_skips_empty_partitions() {
-        let m = plan_partition("t", 0, (0, 100), Some(100), Some(20), Some(Some(50)));
+        let m = plan_partition("t", 0, (0, 100), Some(100), Some(20), Some(Some(50)), false);
         assert_eq!((m.in_range, m.reprocess()), (Some(30), 80));
-        let m = plan_partition("t", 1, (0, 100), Some(100), Some(60), Some(Some(60)));
+        let m = plan_partition("t", 1, (0, 100), Some(100), Some(60), Some(Some(60)), false);
         assert_eq!((m.in_range, m.unchanged.is_some()), (Some(0), true));
         // A range past the last record runs to the end.
-        let m = plan_partition("t", 2, (0, 100), Some(100), Some(90), Some(None));
+        let m = plan_partition("t", 2, (0, 100), Some(100), Some(90), Some(None), false);
         assert_eq!(m.in_range, Some(10));
     }
 
     #[test]
     fn the_table_says_what_moves() {
         let moves = vec![
-            plan_partition("gale.validated", 0, (0, 100), Some(100), Some(0), None),
-            plan_partition("gale.validated", 1, (0, 100), Some(5), Some(10), None),
+            plan_partition(
+                "gale.validated",
+                0,
+                (0, 100),
+                Some(100),
+                Some(0),
+                None,
+                false,
+            ),
+            plan_partition(
+                "gale.validated",
+                1,
+                (0, 100),
+                Some(5),
+                Some(10),
+                None,
+                false,
+            ),
         ];
         let text = render("gale-pg-sink", &moves);
         assert!(

@@ -8,7 +8,7 @@
 //! interface and are listed in `docs/dead-letters.md`.
 
 use chrono::{SecondsFormat, TimeZone, Utc};
-use rdkafka::message::{BorrowedHeaders, Header, OwnedHeaders};
+use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
 
 /// Stage (service) that dead-lettered the record, e.g. `validate`.
 pub const STAGE: &str = "gale.dlq.stage";
@@ -35,6 +35,20 @@ pub const TIME: &str = "gale.dlq.time";
 pub const PAYLOAD_TRUNCATED: &str = "gale.dlq.payload.truncated";
 /// The original value's size in bytes, when it was truncated.
 pub const PAYLOAD_SIZE: &str = "gale.dlq.payload.size";
+
+/// Set by `gale dlq redrive` on a record it sends back: the stage that
+/// dead-lettered it. Other consumers of the topic have processed the
+/// original already, so only that stage takes the record again; the header
+/// never travels on to a stage's outputs.
+pub const REDRIVE_STAGE: &str = "gale.redrive.stage";
+
+/// True when `headers` say the record was redriven for a stage other than `stage`.
+pub fn redriven_for_another_stage(headers: Option<&BorrowedHeaders>, stage: &str) -> bool {
+    headers.is_some_and(|h| {
+        h.iter()
+            .any(|x| x.key == REDRIVE_STAGE && x.value.is_some_and(|v| v != stage.as_bytes()))
+    })
+}
 
 /// Every dead-letter header name, in the order they are written.
 pub const ALL_HEADERS: [&str; 9] = [

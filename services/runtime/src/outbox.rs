@@ -86,6 +86,11 @@ pub struct Outbox<'s> {
 }
 
 impl<'s> Outbox<'s> {
+    /// Name of the stage this outbox sends for.
+    pub fn stage(&self) -> &str {
+        self.service.name()
+    }
+
     /// An outbox sending to `outputs` (by index) and `dead_letter`.
     pub fn new(service: &'s Service, outputs: Vec<String>, dead_letter: String) -> Self {
         Self::with_producer(service, service.producer.clone(), outputs, dead_letter)

@@ -624,6 +624,13 @@ impl<'s> Pipeline<'s> {
                 Some(hop_headers()),
             )]
         };
+        if crate::dlq::redriven_for_another_stage(msg_headers, service.name()) {
+            // Sent back for the stage that failed it; this stage took the original.
+            metrics::counter!("gale_redrive_skipped_total", "stage" => service.name().to_string())
+                .increment(1);
+            span.end(None);
+            return Ok(Vec::new());
+        }
         let Some(payload) = msg.payload() else {
             return Ok(reject(
                 self,

@@ -298,7 +298,14 @@ async fn write<S: Sink>(
     // Positions in `batch` of the records still to write: all of them,
     // less those of partitions revoked meanwhile (a rebalance can happen
     // while an outage wait keeps the consumer polling).
-    let mut positions: Vec<usize> = (0..batch.len()).collect();
+    // Records redriven for another stage were written when they first came.
+    let mut positions: Vec<usize> = (0..batch.len())
+        .filter(|&i| !crate::dlq::redriven_for_another_stage(batch[i].headers(), outbox.stage()))
+        .collect();
+    if positions.len() < batch.len() {
+        metrics::counter!("gale_redrive_skipped_total", "stage" => outbox.stage().to_string())
+            .increment((batch.len() - positions.len()) as u64);
+    }
     let mut backoff = outbox.outage_backoff();
     let refused = loop {
         if !gone.is_empty() {

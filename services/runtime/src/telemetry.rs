@@ -672,12 +672,15 @@ pub fn end(cx: &Context, error: Option<&str>) {
 }
 
 /// Copies `headers` except `traceparent`, which the caller replaces
-/// (`tracestate` travels on unchanged).
+/// (`tracestate` travels on unchanged), and the redrive's target stage,
+/// which is for this hop only.
 pub fn copy_non_trace_headers(headers: Option<&BorrowedHeaders>) -> OwnedHeaders {
     let mut out = OwnedHeaders::new();
     if let Some(h) = headers {
         for header in h.iter() {
-            if header.key.eq_ignore_ascii_case(TRACEPARENT) {
+            if header.key.eq_ignore_ascii_case(TRACEPARENT)
+                || header.key == crate::dlq::REDRIVE_STAGE
+            {
                 continue;
             }
             out = out.insert(Header {
