@@ -26,8 +26,11 @@ def b(desc):
     return {"type": "boolean", "description": desc}
 
 
-def m(desc, values=None):
-    return {"type": "object", "description": desc, "additionalProperties": values or {"type": "string"}}
+def m(desc, values=None, names=None):
+    o = {"type": "object", "description": desc, "additionalProperties": values or {"type": "string"}}
+    if names:
+        o["propertyNames"] = {"pattern": names}
+    return o
 
 
 def a(desc, items=None):
@@ -72,8 +75,8 @@ POD = {
 def service(desc, extra=None):
     props = {
         "enabled": b("Deploy this service."),
-        "env": m("Extra GALE_<SECTION>__<KEY> variables (non-secret), in the service's ConfigMap; each must be a key the service accepts.",
-                 {"type": ["string", "number", "boolean"]}),
+        "env": m("Extra GALE_<SECTION>__<KEY> variables (non-secret), in the service's ConfigMap; each must be a key the service accepts (a name without `__`, such as GALE_KAFKA_BOOTSTRAP_SERVERS, is refused here: the service would ignore it).",
+                 {"type": ["string", "number", "boolean"]}, names="^GALE_[A-Z0-9_]*[A-Z0-9]__[A-Z0-9][A-Z0-9_]*$"),
         "autoscaling": b("Let autoscaling (HPA or KEDA) scale this service; false keeps `replicas`."),
         **POD,
     }
@@ -128,13 +131,13 @@ schema = {
             "s3SecretAccessKey": s("S3 secret access key (lake.useStaticCredentials)."),
         }),
         "lake": obj("The Parquet lake written by archive.", {
-            "url": s("s3://bucket/prefix, or file:///path (an emptyDir: development only).", pattern="^(s3|file)://"),
+            "url": s("s3://bucket/prefix, or file:///path: an emptyDir of the archive pod, lost with it (development only; archive then runs one replica, never autoscaled).", pattern="^(s3|file)://"),
             "options": m("object_store options (non-secret): aws_region, aws_endpoint, aws_allow_http, aws_virtual_hosted_style_request.",
                          {"type": ["string", "boolean"]}),
             "useStaticCredentials": b("Take S3 keys from the Secret; leave off with IRSA / workload identity."),
         }),
         "telemetry": obj("Traces and logs.", {
-            "otlpEndpoint": s("OTLP endpoint for traces (OTEL_EXPORTER_OTLP_ENDPOINT); none when empty."),
+            "otlpEndpoint": s("OTLP/HTTP endpoint for traces (OTEL_EXPORTER_OTLP_ENDPOINT, protobuf, usually port 4318: the services do not speak gRPC on 4317); none when empty.", pattern="^(|https?://.+)$"),
             "logFormat": s("Log format.", enum=["json", "human"]),
             "logLevel": s("Log filter in tracing syntax, e.g. info or info,gale_runtime=debug."),
         }),
@@ -152,7 +155,7 @@ schema = {
         "defaults": obj("Settings every service inherits; a service's own block overrides them.", POD),
         "autoscaling": obj("Scaling of the services.", {
             "mode": s("none, hpa (CPU) or keda (consumer-group lag); never both.", enum=["none", "hpa", "keda"]),
-            "minReplicas": i("Fewest replicas.", minimum=0),
+            "minReplicas": i("Fewest replicas.", minimum=1),
             "maxReplicas": i("Most replicas (consumers: at most kafka.partitions).", minimum=1),
             "targetCPUUtilizationPercentage": i("CPU target (hpa; ingest under keda).", minimum=1, maximum=100),
             "lagThreshold": i("KEDA: consumer lag per replica that adds a replica.", minimum=1),
@@ -171,8 +174,9 @@ schema = {
             "pgSink": service("gale-pg-sink: topics into Postgres."),
             "archive": service("gale-archive: topics into Parquet on the lake."),
         }),
-        "statusPage": obj("The browser status page (`gale status-page`, port 9400).", {
+        "statusPage": obj("The browser status page (`gale status-page`, port 9400); not deployed with kafka.sasl or kafka.tls on (the CLI has no such settings).", {
             "enabled": b("Deploy the status page."),
+            "serviceAccountAnnotations": m("Annotations of its ServiceAccount, e.g. an IRSA role that may list an s3:// lake."),
             "replicas": i("Replicas.", minimum=0),
             "resources": RESOURCES,
         }),

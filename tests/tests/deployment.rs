@@ -62,6 +62,9 @@ const STATEFUL: [&str; 5] = [
     "rollup-fleet",
 ];
 
+/// The compacted marker topic of `gale dlq redrive`.
+const REDRIVES: &str = "gale.redrives";
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -136,8 +139,96 @@ fn str_of<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
+/// The variables the `gale` CLI reads (clap `env = "..."` in services/cli/src);
+/// `GALE_CONFIG` names a service's config file.
+const CLI_VARIABLES: [&str; 8] = [
+    "GALE_KAFKA_BOOTSTRAP",
+    "GALE_REGISTRY_URL",
+    "GALE_LAKE",
+    "GALE_STATUS_SERVICES",
+    "GALE_STATUS_LISTEN",
+    "GALE_INGEST_URL",
+    "GALE_INGEST_API_KEY",
+    "GALE_CONFIG",
+];
+
+/// The OpenTelemetry variables that change what the services do
+/// (services/runtime/src/telemetry.rs and the OTLP exporter it builds).
+/// `OTEL_SERVICE_NAME` is not one: the runtime sets `service.name` itself.
+const OTEL_VARIABLES: [&str; 10] = [
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_SDK_DISABLED",
+    "OTEL_TRACES_EXPORTER",
+];
+
+/// Variables the configuration loader ignores, so `--check-config` cannot
+/// catch them: a `GALE_` name without `__` that is no CLI variable (a typo
+/// such as `GALE_KAFKA_BOOTSTRAP_SERVERS`), an `OTEL_` name with no effect,
+/// and an OTLP endpoint on the gRPC port while the runtime speaks HTTP.
+fn check_ignored_variables(what: &str, env: &BTreeMap<String, String>) {
+    for key in env.keys() {
+        if key.starts_with("GALE_") && !key.contains("__") {
+            assert!(
+                CLI_VARIABLES.contains(&key.as_str()),
+                "{what}: {key} is neither a GALE_<SECTION>__<KEY> setting nor a CLI variable: it would be ignored"
+            );
+        }
+        if key.starts_with("OTEL_") {
+            assert!(
+                OTEL_VARIABLES.contains(&key.as_str()),
+                "{what}: {key} has no effect on the services (known: {OTEL_VARIABLES:?})"
+            );
+        }
+    }
+    let protocol = env
+        .get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        .or_else(|| env.get("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        .map(String::as_str)
+        .unwrap_or("http/protobuf");
+    for key in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ] {
+        if let Some(endpoint) = env.get(key) {
+            let url = url::Url::parse(endpoint)
+                .unwrap_or_else(|e| panic!("{what}: {key}={endpoint:?}: {e}"));
+            let port = url.port_or_known_default();
+            if protocol == "grpc" {
+                assert_ne!(port, Some(4318), "{what}: {key} is the HTTP port with grpc");
+            } else {
+                assert_eq!(
+                    port,
+                    Some(4318),
+                    "{what}: {key}={endpoint} is not the OTLP/HTTP port 4318, and the services export {protocol}"
+                );
+            }
+        }
+    }
+}
+
+/// The environment of a `gale` CLI container (status page, one-shot jobs):
+/// only the CLI's own variables, the database URL and object_store's AWS
+/// keys; no service settings, which the CLI would ignore.
+fn check_cli_env(what: &str, env: &BTreeMap<String, String>) {
+    const OTHER: [&str; 3] = ["DATABASE_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
+    for key in env.keys() {
+        assert!(
+            CLI_VARIABLES.contains(&key.as_str()) || OTHER.contains(&key.as_str()),
+            "{what}: the gale CLI does not read {key}"
+        );
+    }
+}
+
 /// Runs `bin --check-config` with exactly `env` and requires `config ok`.
 fn check_config(what: &str, bin: &str, env: &BTreeMap<String, String>) {
+    check_ignored_variables(what, env);
     let out = run(Command::new(gale_tests::bin(bin))
         .arg("--check-config")
         .env_clear()
@@ -194,6 +285,8 @@ fn expected_topics() -> BTreeSet<String> {
     for name in STATEFUL {
         topics.insert(format!("gale.state.{name}"));
     }
+    // `gale dlq redrive`'s markers (services/cli/src/dlq.rs MARKERS).
+    topics.insert(REDRIVES.to_string());
     // The services' own defaults, where the test crate links them.
     let ingest = gale_ingest::config::Config::default();
     topics.insert(ingest.topics.raw.clone());
@@ -241,8 +334,14 @@ fn check_topic_list(what: &str, topics: &BTreeMap<String, String>) {
             "{what}: gale.state.{name} must be compacted, has {config:?}"
         );
     }
+    let redrives = &topics[REDRIVES];
+    assert!(
+        redrives.contains("cleanup.policy=compact,delete")
+            && redrives.contains("retention.ms=7776000000"),
+        "{what}: {REDRIVES} is compacted and deleted after 90 days, has {redrives:?}"
+    );
     for (name, config) in topics {
-        if !name.starts_with("gale.state.") {
+        if !name.starts_with("gale.state.") && name != REDRIVES {
             assert!(
                 !config.contains("compact"),
                 "{what}: {name} must not be compacted"
@@ -403,14 +502,58 @@ fn compose_file_is_valid_with_and_without_the_simulator() {
     );
     let grafana = plain["services"]["grafana"]["volumes"].to_string();
     assert!(grafana.contains("helm/gale/files/dashboards"), "{grafana}");
+    let prom_command = plain["services"]["prometheus"]["command"].to_string();
+    assert!(
+        prom_command.contains("--enable-feature=exemplar-storage"),
+        "Prometheus keeps no exemplars: {prom_command}"
+    );
     let scrape = std::fs::read_to_string(root().join("compose/config/prometheus.yml"))
         .expect("prometheus.yml");
+    let scrape = yaml_documents(&scrape)
+        .pop()
+        .expect("prometheus.yml document");
+    assert_eq!(
+        str_of(&scrape, "/global/scrape_protocols/0"),
+        "OpenMetricsText1.0.0",
+        "exemplars need OpenMetrics first"
+    );
+    let jobs = scrape["scrape_configs"].as_array().expect("scrape_configs");
     for (name, _) in SERVICES {
+        // By DNS, so every replica of `--scale` is scraped.
+        let job = jobs
+            .iter()
+            .find(|j| str_of(j, "/dns_sd_configs/0/names/0") == name)
+            .unwrap_or_else(|| panic!("Prometheus does not scrape {name} by DNS"));
+        assert_eq!(str_of(job, "/dns_sd_configs/0/type"), "A", "{name}");
+        assert_eq!(job["dns_sd_configs"][0]["port"], 9100, "{name}");
         assert!(
-            scrape.contains(&format!("\"{name}:9100\"")),
-            "Prometheus does not scrape {name}"
+            str_of(job, "/job_name").contains("gale"),
+            "{name}: the alerts select job=~\".*gale.*\""
         );
     }
+    let kafka = compose_env(&plain["services"]["kafka"]);
+    assert_eq!(
+        kafka["KAFKA_LOG_DIRS"], "/var/lib/kafka/data",
+        "the broker writes to its volume"
+    );
+    let cluster_id = &kafka["CLUSTER_ID"];
+    assert!(
+        cluster_id.len() == 22
+            && cluster_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "CLUSTER_ID {cluster_id:?} is not a base64url UUID (22 characters), KRaft refuses it"
+    );
+    let collector = std::fs::read_to_string(root().join("compose/config/otel-collector.yaml"))
+        .expect("otel-collector.yaml");
+    let collector = yaml_documents(&collector)
+        .pop()
+        .expect("collector document");
+    assert_eq!(
+        str_of(&collector, "/receivers/otlp/protocols/http/endpoint"),
+        "0.0.0.0:4318",
+        "the collector takes OTLP/HTTP on 4318"
+    );
     let datasources = std::fs::read_to_string(
         root().join("compose/config/grafana/provisioning/datasources/gale.yaml"),
     )
@@ -462,6 +605,23 @@ fn compose_environment_is_accepted_by_every_service() {
     for job in ["migrate", "assets-import", "status-page"] {
         let env = compose_env(&services[job]);
         databases.insert(database_of(&env["DATABASE_URL"]));
+    }
+    for cli in ["migrate", "assets-import", "status-page", "simulator"] {
+        check_cli_env(&format!("compose {cli}"), &compose_env(&services[cli]));
+    }
+    // The status page sees the lake (MinIO) and every service's traces go out.
+    let status = compose_env(&services["status-page"]);
+    assert!(
+        status
+            .get("GALE_LAKE")
+            .is_some_and(|l| l.starts_with("s3://")),
+        "the status page is not given the lake"
+    );
+    for (name, _) in SERVICES {
+        assert!(
+            compose_env(&services[name]).contains_key("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            "{name} exports no traces"
+        );
     }
     let postgres = compose_env(&services["postgres"]);
     databases.insert(postgres["POSTGRES_DB"].clone());
@@ -589,6 +749,21 @@ fn helm_rejects_a_wrong_typed_values_file_naming_the_field() {
 }
 
 #[test]
+fn helm_rejects_a_service_env_name_the_services_would_ignore() {
+    let chart = chart();
+    let typo = Some(root().join("helm/invalid-values/env-typo-values.yaml"));
+    let out = helm(
+        &["template", "gale", chart.to_str().expect("utf-8 path")],
+        &typo,
+    );
+    let said = text(&out);
+    assert!(
+        !out.status.success() && said.contains("GALE_KAFKA_BOOTSTRAP_SERVERS"),
+        "helm template accepted services.validate.env.GALE_KAFKA_BOOTSTRAP_SERVERS:\n{said}"
+    );
+}
+
+#[test]
 fn helm_renderings_validate_against_kubernetes_1_30_and_1_33() {
     let validator = venv_tool("kubernetes-validate");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -698,11 +873,20 @@ fn check_crd_resources(values: &Option<PathBuf>, docs: &[Value]) {
                     && SERVICES.iter().any(|(n, _)| *n == component),
                 "{what}: {target} scales on the lag of group {group}"
             );
-            let topic = str_of(trigger, "/metadata/topic");
-            assert!(
-                topics.contains_key(topic),
-                "{what}: {target} watches {topic}, not created"
-            );
+            // The sinks consume many topics: no topic, so KEDA sums the
+            // group's lag over all of them; the stages watch their input.
+            if component == "pg-sink" || component == "archive" {
+                assert!(
+                    trigger["metadata"].get("topic").is_none(),
+                    "{what}: {target} consumes many topics, its trigger must not name one"
+                );
+            } else {
+                let topic = str_of(trigger, "/metadata/topic");
+                assert!(
+                    topics.contains_key(topic),
+                    "{what}: {target} watches {topic:?}, not created"
+                );
+            }
             assert!(
                 trigger["metadata"]["lagThreshold"].is_string(),
                 "{what}: KEDA metadata are strings"
@@ -879,6 +1063,13 @@ fn helm_environment_is_accepted_by_every_service() {
                     component, "status-page",
                     "{what}: unknown Deployment {component}"
                 );
+                let env = container_env(&docs, &pod["containers"][0]);
+                check_cli_env(&format!("helm {what}, status page"), &env);
+                let services = &env["GALE_STATUS_SERVICES"];
+                assert!(
+                    services.split(',').count() == SERVICES.len(),
+                    "{what}: the status page watches {services}"
+                );
                 continue;
             };
             seen.insert(*name);
@@ -920,6 +1111,23 @@ fn helm_environment_is_accepted_by_every_service() {
             }
             if let Some(scope) = name.strip_prefix("rollup-") {
                 assert_eq!(env["GALE_ROLLUP__SCOPE"], scope, "{what}");
+            }
+            // A file:// lake is the pod's emptyDir: one pod, never scaled.
+            if *name == "archive" && env["GALE_ARCHIVE__STORE__URL"].starts_with("file://") {
+                let target = str_of(deployment, "/metadata/name");
+                assert_eq!(deployment["spec"]["replicas"], 1, "{what}: archive");
+                assert_eq!(
+                    str_of(deployment, "/spec/strategy/type"),
+                    "Recreate",
+                    "{what}: archive"
+                );
+                assert!(
+                    !docs.iter().any(|d| matches!(
+                        str_of(d, "/kind"),
+                        "HorizontalPodAutoscaler" | "ScaledObject"
+                    ) && str_of(d, "/spec/scaleTargetRef/name") == target),
+                    "{what}: archive with a file:// lake is autoscaled"
+                );
             }
             if env.get("GALE_KAFKA__CREATE_TOPICS").map(String::as_str) == Some("false") {
                 assert!(
@@ -965,12 +1173,27 @@ fn helm_environment_is_accepted_by_every_service() {
             SERVICES.len(),
             "{what}: services rendered {seen:?}"
         );
+        // The CLI has no SASL/TLS settings: no status page on a secured broker.
+        let protocol = docs
+            .iter()
+            .filter(|d| str_of(d, "/kind") == "ConfigMap")
+            .find_map(|cm| cm["data"].get("GALE_KAFKA__PROPERTIES__SECURITY_PROTOCOL"))
+            .and_then(Value::as_str)
+            .unwrap_or("PLAINTEXT");
+        if protocol != "PLAINTEXT" {
+            assert!(
+                !docs.iter().any(|d| str_of(d, "/kind") == "Deployment"
+                    && str_of(d, "/metadata/labels/app.kubernetes.io~1component") == "status-page"),
+                "{what}: a status page on a {protocol} broker cannot connect"
+            );
+        }
         check_operations(&what, &docs);
         // One database for pg-sink, the asset registry and the migrations.
         let mut databases = BTreeSet::new();
         for job in docs.iter().filter(|d| str_of(d, "/kind") == "Job") {
             let env = container_env(&docs, &job["spec"]["template"]["spec"]["containers"][0]);
             if let Some(url) = env.get("DATABASE_URL") {
+                check_cli_env(&format!("helm {what}, migrate Job"), &env);
                 databases.insert(database_of(url));
                 assert_eq!(
                     str_of(
@@ -1011,6 +1234,16 @@ fn check_operations(what: &str, docs: &[Value]) {
             hook(found),
             "pre-install,pre-upgrade",
             "{what}: {job} is not a hook"
+        );
+    }
+    let secret_hook = docs
+        .iter()
+        .find(|d| str_of(d, "/kind") == "Secret")
+        .map(hook);
+    if let Some(secret_hook) = secret_hook {
+        assert_eq!(
+            secret_hook, "pre-install,pre-upgrade,pre-rollback",
+            "{what}: the Secret is a hook for rollbacks too"
         );
     }
     let test_pod = docs
@@ -1110,6 +1343,23 @@ fn check_config_names_an_unknown_key_and_exits_2() {
         "the key is named: {said}"
     );
 
+    // Checking touches nothing: a local lake is not created.
+    let lake = dir.path().join("lake-not-created");
+    let out = run(Command::new(gale_tests::bin("gale-archive"))
+        .arg("--check-config")
+        .env_clear()
+        .env(
+            "GALE_ARCHIVE__STORE__URL",
+            format!("file://{}", lake.display()),
+        ));
+    let said = text(&out);
+    assert!(out.status.success() && said.trim() == "config ok", "{said}");
+    assert!(
+        !lake.exists(),
+        "gale-archive --check-config created {}",
+        lake.display()
+    );
+
     // A value the service's own checks refuse, found without connecting.
     let out = run(Command::new(gale_tests::bin("gale-rollup"))
         .arg("--check-config")
@@ -1118,4 +1368,30 @@ fn check_config_names_an_unknown_key_and_exits_2() {
     let said = text(&out);
     assert_eq!(out.status.code(), Some(2), "{said}");
     assert!(said.contains("rollup.scope"), "the key is named: {said}");
+}
+
+#[test]
+fn variables_the_loader_ignores_are_caught() {
+    let caught = |pairs: &[(&str, &str)]| {
+        let env: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        std::panic::catch_unwind(|| check_ignored_variables("probe", &env)).is_err()
+    };
+    assert!(caught(&[("GALE_KAFKA_BOOTSTRAP_SERVERS", "kafka:9092")]));
+    assert!(caught(&[("OTEL_SERVICE_NAME", "gale-validate")]));
+    assert!(caught(&[(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "http://otel-collector:4317"
+    )]));
+    assert!(!caught(&[
+        ("GALE_KAFKA__BOOTSTRAP_SERVERS", "kafka:9092"),
+        ("GALE_CONFIG", "/etc/gale/validate.toml"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel-collector:4318"),
+    ]));
+    assert!(!caught(&[
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel-collector:4317"),
+    ]));
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates Gale's topics; idempotent (existing topics are left alone). Used by
 # the Helm chart's hook Job and by compose's `topics` job.
-# TOPICS_FILE lines: `name config=value[,config=value...]` (# comments).
+# TOPICS_FILE lines: `name config=value[,config=value...]` (# comments); a
+# list value keeps its commas (cleanup.policy=compact,delete).
 # BOOTSTRAP, PARTITIONS, REPLICATION_FACTOR; SECURITY_PROTOCOL (PLAINTEXT,
 # SSL, SASL_PLAINTEXT, SASL_SSL) with SASL_MECHANISM, SASL_USERNAME,
 # SASL_PASSWORD and SSL_CA_FILE (PEM) as needed.
@@ -34,8 +35,15 @@ done
 while read -r name configs; do
   case "$name" in ''|'#'*) continue ;; esac
   args=(--create --if-not-exists --topic "$name" --partitions "$PARTITIONS" --replication-factor "$REPLICATION_FACTOR")
-  IFS=',' read -ra kvs <<<"${configs:-}"
-  for kv in "${kvs[@]}"; do [ -n "$kv" ] && args+=(--config "$kv"); done
+  # Configs are comma-separated; a piece without `=` continues the value
+  # before it (cleanup.policy=compact,delete).
+  IFS=',' read -ra pieces <<<"${configs:-}"
+  kvs=()
+  for piece in "${pieces[@]}"; do
+    [ -z "$piece" ] && continue
+    if [[ "$piece" == *=* || ${#kvs[@]} -eq 0 ]]; then kvs+=("$piece"); else kvs[-1]+=",$piece"; fi
+  done
+  for kv in "${kvs[@]}"; do args+=(--config "$kv"); done
   "$KAFKA_BIN/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" "${extra[@]}" "${args[@]}"
 done <"$TOPICS_FILE"
 echo "topics ready"

@@ -48,8 +48,9 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/*
 The Gale services: values key, name (also the consumer group gale-<name>
-and the changelog gale.state.<name>), binary, input topic (KEDA lag) and
-fixed settings.
+and the changelog gale.state.<name>), binary, input topic (KEDA lag; empty
+for the sinks, which consume many topics: KEDA then sums the group's lag
+over all of them) and fixed settings.
 */}}
 {{- define "gale.components" -}}
 ingest: {name: ingest, bin: gale-ingest, input: "", consumer: false, port: 8080}
@@ -59,8 +60,8 @@ detectFaults: {name: detect-faults, bin: gale-detect-faults, input: gale.enriche
 aggregate: {name: aggregate, bin: gale-aggregate, input: gale.checked, consumer: true}
 rollupSite: {name: rollup-site, bin: gale-rollup, input: gale.agg.asset.1h, consumer: true, scope: site}
 rollupFleet: {name: rollup-fleet, bin: gale-rollup, input: gale.agg.site.1h, consumer: true, scope: fleet}
-pgSink: {name: pg-sink, bin: gale-pg-sink, input: gale.validated, consumer: true}
-archive: {name: archive, bin: gale-archive, input: gale.raw, consumer: true}
+pgSink: {name: pg-sink, bin: gale-pg-sink, input: "", consumer: true}
+archive: {name: archive, bin: gale-archive, input: "", consumer: true}
 {{- end -}}
 
 {{/* librdkafka security.protocol from the TLS and SASL settings. */}}
@@ -103,7 +104,6 @@ GALE_REGISTRY__USERNAME: {{ $v.registry.username | quote }}
 GALE_HTTP__LISTEN: "0.0.0.0:9100"
 GALE_TELEMETRY__LOG_FORMAT: {{ $v.telemetry.logFormat | quote }}
 GALE_TELEMETRY__LOG_LEVEL: {{ $v.telemetry.logLevel | quote }}
-OTEL_SERVICE_NAME: {{ printf "gale-%s" $c.name | quote }}
 {{- if $v.telemetry.otlpEndpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ $v.telemetry.otlpEndpoint | quote }}
 {{- end }}
