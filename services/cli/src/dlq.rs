@@ -31,6 +31,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 
+use crate::dlq_ingest::Reread;
 use crate::inspect::{broker_unreachable, end_offsets_of};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -129,6 +130,11 @@ pub struct RedriveArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Ingest's config file (TOML; `GALE_*__*` variables apply as for the
+    /// service): ingest's own dead letters (rows of dropped files) are read
+    /// again through its current column mapping and sent to its raw topic.
+    #[arg(long)]
+    pub ingest_config: Option<std::path::PathBuf>,
 }
 
 /// One dead letter as read from its topic.
@@ -599,10 +605,19 @@ pub enum Skip {
     LimitReached,
     /// Its class, time or stage is outside the filters.
     Filtered,
-    /// No original topic header, or the topic is gone (e.g. ingest's rows of a dropped file).
+    /// No original topic header, or the topic is gone (ingest's rows of a
+    /// dropped file need `--ingest-config`).
     NoOriginalTopic,
     /// The payload was truncated and the original record is no longer on its topic.
     OriginalGone,
+    /// An ingest dead letter that is not a row (a whole file, a row the broker refused).
+    NotARow,
+    /// No file drop of the ingest config watches the file it came from.
+    NoFileDrop,
+    /// The dropped CSV file is gone, and with it the header row to read the row with.
+    FileGone,
+    /// The current mapping reads the row, but every metric value is missing.
+    NothingToSend,
 }
 
 impl Skip {
@@ -612,8 +627,16 @@ impl Skip {
             Skip::AlreadyRedriven => "already redriven",
             Skip::LimitReached => "redrive limit reached",
             Skip::Filtered => "outside the filters",
-            Skip::NoOriginalTopic => "no original topic to send back to",
+            Skip::NoOriginalTopic => {
+                "no original topic to send back to (ingest's rows need --ingest-config)"
+            }
             Skip::OriginalGone => "truncated and the original is gone",
+            Skip::NotARow => {
+                "not a row (only unparseable_row is read again; drop the fixed file again)"
+            }
+            Skip::NoFileDrop => "no file drop of the ingest config watches its file",
+            Skip::FileGone => "file gone (its CSV header row is needed)",
+            Skip::NothingToSend => "every metric value missing; nothing to send",
         }
     }
 }
@@ -625,6 +648,9 @@ pub struct RedriveReport {
     pub redriven: BTreeMap<(String, String), u64>,
     /// Skipped per reason and class.
     pub skipped: BTreeMap<(Skip, String), u64>,
+    /// Ingest rows the current mapping still cannot read, per dead-letter
+    /// topic they went back to.
+    pub failed_again: BTreeMap<String, u64>,
 }
 
 impl RedriveReport {
@@ -640,6 +666,18 @@ impl RedriveReport {
         for ((topic, class), n) in &self.redriven {
             s.push_str(&format!("    {n:>8}  {class} -> {topic}\n"));
         }
+        let failed: u64 = self.failed_again.values().sum();
+        if failed > 0 {
+            let verb = if dry_run {
+                "would fail again"
+            } else {
+                "failed again, back to the dead letters"
+            };
+            s.push_str(&format!("{verb}: {failed}\n"));
+            for (topic, n) in &self.failed_again {
+                s.push_str(&format!("    {n:>8}  unparseable_row -> {topic}\n"));
+            }
+        }
         let skipped: u64 = self.skipped.values().sum();
         if skipped > 0 {
             s.push_str(&format!("skipped: {skipped}\n"));
@@ -651,14 +689,14 @@ impl RedriveReport {
     }
 }
 
-/// Decides whether `d` goes back, given the markers and the topics that exist.
-pub fn decide(
+/// The checks every dead letter passes before it goes back: the filters,
+/// no marker, below the redrive limit.
+pub fn checks(
     d: &DeadLetter,
     source: &Source,
     max_redrives: u32,
     markers: &HashSet<String>,
-    existing: &HashSet<String>,
-) -> Result<String, Skip> {
+) -> Result<(), Skip> {
     if !wanted(source, d) {
         return Err(Skip::Filtered);
     }
@@ -668,6 +706,18 @@ pub fn decide(
     if d.redrives() >= max_redrives {
         return Err(Skip::LimitReached);
     }
+    Ok(())
+}
+
+/// Decides whether `d` goes back, given the markers and the topics that exist.
+pub fn decide(
+    d: &DeadLetter,
+    source: &Source,
+    max_redrives: u32,
+    markers: &HashSet<String>,
+    existing: &HashSet<String>,
+) -> Result<String, Skip> {
+    checks(d, source, max_redrives, markers)?;
     match d.origin().0 {
         Some(t) if existing.contains(&t) => Ok(t),
         _ => Err(Skip::NoOriginalTopic),
@@ -707,9 +757,36 @@ fn original_value(bootstrap: &str, topic: &str, partition: i32, offset: i64) -> 
     None
 }
 
+/// One record a redrive sends: a dead letter's original bytes to its topic,
+/// an ingest row's reading to the raw topic, or a row that failed again back
+/// to the dead-letter topic.
+struct Outgoing<'a> {
+    d: &'a DeadLetter,
+    topic: String,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    headers: OwnedHeaders,
+    failed_again: bool,
+}
+
+fn owned(headers: Vec<(String, Vec<u8>)>) -> OwnedHeaders {
+    let mut out = OwnedHeaders::new();
+    for (k, v) in headers {
+        out = out.insert(Header {
+            key: &k,
+            value: Some(&v),
+        });
+    }
+    out
+}
+
 /// `gale dlq redrive`.
 pub async fn redrive(args: &RedriveArgs) -> anyhow::Result<RedriveReport> {
     let bootstrap = args.source.bootstrap.clone();
+    let mut ingest = match &args.ingest_config {
+        Some(file) => Some(crate::dlq_ingest::IngestRedriver::load(file)?),
+        None => None,
+    };
     let marker_topic = args.marker_topic.clone();
     // Markers and existing topics first (blocking reads).
     let (topics, existing, markers) = {
@@ -746,6 +823,14 @@ pub async fn redrive(args: &RedriveArgs) -> anyhow::Result<RedriveReport> {
         })
         .await??
     };
+    if let Some(i) = &ingest {
+        if !existing.contains(i.raw_topic()) {
+            anyhow::bail!(
+                "ingest's raw topic {} does not exist; start ingest once, or check topics.raw in --ingest-config",
+                i.raw_topic()
+            );
+        }
+    }
     if !args.dry_run && !existing.contains(&marker_topic) {
         let config = gale_runtime::config::KafkaConfig {
             bootstrap_servers: bootstrap.clone(),
@@ -808,8 +893,48 @@ pub async fn redrive(args: &RedriveArgs) -> anyhow::Result<RedriveReport> {
     let producer = producer(&bootstrap)?;
     let mut report = RedriveReport::default();
     while let Some(batch) = rx.recv().await {
-        let mut sends = Vec::new();
+        let now = Utc::now();
+        let mut sends: Vec<Outgoing<'_>> = Vec::new();
         for d in &batch {
+            if let (Some(ingest), "ingest") = (ingest.as_mut(), d.stage().as_str()) {
+                if let Err(why) = checks(d, &args.source, args.max_redrives, &markers) {
+                    *report.skipped.entry((why, d.class())).or_default() += 1;
+                    continue;
+                }
+                let reread = match ingest.reread(d).await {
+                    Ok(r) => r,
+                    Err(why) => {
+                        *report.skipped.entry((why, d.class())).or_default() += 1;
+                        continue;
+                    }
+                };
+                match reread {
+                    Reread::Reading(_) if args.dry_run => {
+                        let key = (ingest.raw_topic().to_string(), d.class());
+                        *report.redriven.entry(key).or_default() += 1;
+                    }
+                    Reread::Failed(_) if args.dry_run => {
+                        *report.failed_again.entry(d.topic.clone()).or_default() += 1;
+                    }
+                    Reread::Reading(r) => sends.push(Outgoing {
+                        d,
+                        topic: ingest.raw_topic().to_string(),
+                        key: Some(r.asset_id.clone().into_bytes()),
+                        payload: ingest.encode(&r).await?,
+                        headers: owned(crate::dlq_ingest::reading_headers(d, now)),
+                        failed_again: false,
+                    }),
+                    Reread::Failed(why) => sends.push(Outgoing {
+                        d,
+                        topic: d.topic.clone(),
+                        key: d.key.clone(),
+                        payload: d.payload.clone(),
+                        headers: crate::dlq_ingest::dead_letter_headers(d, &why, now),
+                        failed_again: true,
+                    }),
+                }
+                continue;
+            }
             match decide(d, &args.source, args.max_redrives, &markers, &existing) {
                 Err(why) => *report.skipped.entry((why, d.class())).or_default() += 1,
                 Ok(topic) => {
@@ -842,38 +967,42 @@ pub async fn redrive(args: &RedriveArgs) -> anyhow::Result<RedriveReport> {
                         *report.redriven.entry((topic, d.class())).or_default() += 1;
                         continue;
                     }
-                    sends.push((d, topic, payload));
+                    sends.push(Outgoing {
+                        d,
+                        topic,
+                        key: d.key.clone(),
+                        payload,
+                        headers: owned(d.redrive_headers(now)),
+                        failed_again: false,
+                    });
                 }
             }
         }
         // Send the batch, wait for every acknowledgement, then the markers.
-        let now = Utc::now();
         let mut acks = Vec::new();
-        for (d, topic, payload) in &sends {
-            let mut headers = OwnedHeaders::new();
-            for (k, v) in d.redrive_headers(now) {
-                headers = headers.insert(Header {
-                    key: &k,
-                    value: Some(&v),
-                });
-            }
-            let mut record = FutureRecord::<[u8], [u8]>::to(topic)
-                .payload(payload)
-                .headers(headers);
-            if let Some(k) = &d.key {
+        for o in &sends {
+            let mut record = FutureRecord::<[u8], [u8]>::to(&o.topic)
+                .payload(&o.payload)
+                .headers(o.headers.clone());
+            if let Some(k) = &o.key {
                 record = record.key(k);
             }
             acks.push(producer.send(record, Duration::from_secs(60)));
         }
         let mut markers_out = Vec::new();
-        for ((d, topic, _), ack) in sends.iter().zip(futures::future::join_all(acks).await) {
+        for (o, ack) in sends.iter().zip(futures::future::join_all(acks).await) {
+            let (d, topic) = (o.d, &o.topic);
             let delivered =
                 ack.map_err(|(e, _)| anyhow::anyhow!("redriving {} to {topic}: {e}", d.marker()))?;
             let (partition, offset) = (delivered.partition, delivered.offset);
-            *report
-                .redriven
-                .entry((topic.clone(), d.class()))
-                .or_default() += 1;
+            if o.failed_again {
+                *report.failed_again.entry(topic.clone()).or_default() += 1;
+            } else {
+                *report
+                    .redriven
+                    .entry((topic.clone(), d.class()))
+                    .or_default() += 1;
+            }
             markers_out.push((
                 d.marker(),
                 json!({

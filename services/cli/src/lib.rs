@@ -4,6 +4,7 @@
 pub mod assets;
 pub mod backfill;
 pub mod dlq;
+pub mod dlq_ingest;
 pub mod energy;
 pub mod faults;
 pub mod fleet_registry;

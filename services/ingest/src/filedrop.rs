@@ -248,7 +248,9 @@ fn ignored(name: &str) -> bool {
         || base.ends_with(".crdownload")
 }
 
-fn rebase(path: &str, from: &str, to: &str) -> String {
+/// `path` moved from prefix `from` to prefix `to` (where a finished file goes;
+/// `gale dlq redrive --stage ingest` looks for it there).
+pub fn rebase(path: &str, from: &str, to: &str) -> String {
     let rest = path.strip_prefix(from).unwrap_or(path);
     format!(
         "{}/{}",
