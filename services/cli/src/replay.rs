@@ -155,8 +155,19 @@ pub fn live_members(consumer: &BaseConsumer, group: &str) -> anyhow::Result<Vec<
         .iter()
         .filter(|g| g.name() == group)
         .flat_map(|g| g.members())
-        .map(|m| format!("{}@{} ({})", m.client_id(), m.client_host(), m.id()))
+        .map(|m| member(m.client_id(), m.client_host(), m.id()))
         .collect())
+}
+
+/// A member as `client-id@host (member-id)`, leaving out what the broker
+/// did not report.
+fn member(client: &str, host: &str, id: &str) -> String {
+    match (client.is_empty(), host.trim_start_matches('/').is_empty()) {
+        (false, false) => format!("{client}@{} ({id})", host.trim_start_matches('/')),
+        (false, true) => format!("{client} ({id})"),
+        (true, false) => format!("{} ({id})", host.trim_start_matches('/')),
+        (true, true) => id.to_string(),
+    }
 }
 
 /// Computes the plan for `args` (blocking).
@@ -343,7 +354,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<String> {
     let members = live_members(&consumer, &args.group)?;
     if !members.is_empty() {
         let msg = format!(
-            "group {} has {} active member(s): {}. Stop its service first (after `make demo`: kill the service's process; on Kubernetes: kubectl scale deployment/<release>-<stage> --replicas=0), wait for the group to empty (session timeout), then run this again",
+            "group {} has {} active member(s): {}. Stop its service first (locally: stop its process, or `make stop`; on Kubernetes: kubectl scale deployment/<release>-gale-<stage> --replicas=0), wait until the group is empty (at once after a clean stop, the session timeout after a crash), then run this again",
             args.group,
             members.len(),
             members.join(", ")
@@ -423,6 +434,16 @@ mod tests {
         // A range past the last record runs to the end.
         let m = plan_partition("t", 2, (0, 100), Some(100), Some(90), Some(None), false);
         assert_eq!(m.in_range, Some(10));
+    }
+
+    #[test]
+    fn members_are_named_with_what_the_broker_reports() {
+        assert_eq!(
+            member("rdkafka", "/10.0.0.7", "m-1"),
+            "rdkafka@10.0.0.7 (m-1)"
+        );
+        assert_eq!(member("", "", "rdkafka-42"), "rdkafka-42");
+        assert_eq!(member("gale-pg-sink", "", "m-2"), "gale-pg-sink (m-2)");
     }
 
     #[test]
