@@ -998,3 +998,82 @@ pub fn committed_lag(bootstrap: &str, group: &str, topic: &str) -> Result<i64, S
     }
     Ok(lag)
 }
+
+/// A moto S3 server (from the test venv) holding one fresh bucket; stopped
+/// when dropped.
+pub struct Moto {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    /// The bucket created for the test.
+    pub bucket: String,
+}
+
+impl Moto {
+    /// Starts moto and creates a bucket of a unique name.
+    pub async fn start() -> Moto {
+        let port = free_port();
+        let server = PathBuf::from(python())
+            .parent()
+            .expect("venv bin")
+            .join("moto_server");
+        let child = Command::new(server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log_dir().join(format!("moto-{port}.log"))).expect("log"))
+            .spawn()
+            .expect("moto_server (scripts/requirements.txt)");
+        let moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            bucket: unique("lake"),
+        };
+        let client = reqwest::Client::new();
+        wait_for("moto to create the bucket", Duration::from_secs(30), || {
+            let client = client.clone();
+            let url = format!("{}/{}", moto.endpoint, moto.bucket);
+            async move {
+                client
+                    .put(url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
+        })
+        .await;
+        moto
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Credentials moto accepts, for processes that read the `AWS_*` variables.
+pub const S3_ENV: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "gale-test"),
+    ("AWS_SECRET_ACCESS_KEY", "gale-test-secret"),
+    ("AWS_DEFAULT_REGION", "us-east-1"),
+];
+
+/// Waits (up to 3 minutes) until `group` has committed the end of `topic`.
+pub async fn wait_caught_up(stack: &Stack, group: &str, topic: &str) {
+    wait_for(
+        &format!("{group} to consume {topic}"),
+        Duration::from_secs(180),
+        || {
+            let (b, g, t) = (
+                stack.bootstrap.clone(),
+                group.to_string(),
+                topic.to_string(),
+            );
+            async move { (committed_lag(&b, &g, &t) == Ok(0)).then_some(()) }
+        },
+    )
+    .await;
+}

@@ -298,22 +298,6 @@ async fn records(stack: &Stack, t: &Topics) -> BTreeMap<String, AssetAggregate> 
     out
 }
 
-async fn wait_caught_up(stack: &Stack, group: &str, topic: &str) {
-    wait_for(
-        &format!("{group} to consume {topic}"),
-        Duration::from_secs(180),
-        || {
-            let (b, g, t) = (
-                stack.bootstrap.clone(),
-                group.to_string(),
-                topic.to_string(),
-            );
-            async move { (committed_lag(&b, &g, &t) == Ok(0)).then_some(()) }
-        },
-    )
-    .await;
-}
-
 /// The fields compared, in order, as SQL over an aggregate table.
 const STORED: &str = "readings, readings_used, readings_fault_excluded, readings_quarantined, \
     readings_expected, coverage, quality_score, \

@@ -9,7 +9,7 @@
 //! killed half-way resumes from its checkpoint and ends with every reading.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -20,59 +20,6 @@ use rdkafka::message::Message;
 const FROM: &str = "2025-03-01T06:00:00Z";
 const TO: &str = "2025-03-02T06:00:00Z";
 const ASSETS: i64 = 6;
-
-struct Moto {
-    child: std::process::Child,
-    endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const S3_ENV: [(&str, &str); 3] = [
-    ("AWS_ACCESS_KEY_ID", "gale-test"),
-    ("AWS_SECRET_ACCESS_KEY", "gale-test-secret"),
-    ("AWS_DEFAULT_REGION", "us-east-1"),
-];
-
-async fn moto() -> (Moto, String) {
-    let port = free_port();
-    let server = PathBuf::from(python())
-        .parent()
-        .unwrap()
-        .join("moto_server");
-    let child = Command::new(server)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log_dir().join(format!("moto-{port}.log"))).unwrap())
-        .spawn()
-        .expect("moto_server (scripts/requirements.txt)");
-    let moto = Moto {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-    };
-    let bucket = unique("lake");
-    let client = reqwest::Client::new();
-    wait_for("moto to create the bucket", Duration::from_secs(30), || {
-        let client = client.clone();
-        let url = format!("{}/{bucket}", moto.endpoint);
-        async move {
-            client
-                .put(url)
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-                .map(|_| ())
-        }
-    })
-    .await;
-    (moto, bucket)
-}
 
 /// The lake arguments and environment of `gale` for a store.
 struct Lake {
@@ -195,7 +142,8 @@ async fn decoded(stack: &Stack, topic: &str, n: usize) -> Vec<(String, RawReadin
 async fn backfill_publishes_a_range_once_from_a_directory_and_s3() {
     let stack = stack();
     let dir = tempfile::tempdir().unwrap();
-    let (moto, bucket) = moto().await;
+    let moto = Moto::start().await;
+    let bucket = moto.bucket.clone();
     let raw = unique("raw");
     create_topics(&stack.bootstrap, &[&raw], 2).await;
 

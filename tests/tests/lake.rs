@@ -4,8 +4,8 @@
 //! partitions on both, and on a directory no reader ever sees the old files
 //! and the merged one together.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,42 +66,6 @@ async fn start_archive(stack: &Stack, cfg: &Path, label: &str) -> ServiceProcess
     archive
 }
 
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = free_port();
-        let python = PathBuf::from(python());
-        let server = python.parent().unwrap().join("moto_server");
-        let child = Command::new(server)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log_dir().join(format!("moto-{port}.log"))).unwrap())
-            .spawn()
-            .expect("moto_server (scripts/requirements.txt)");
-        Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const S3_ENV: [(&str, &str); 3] = [
-    ("AWS_ACCESS_KEY_ID", "gale-test"),
-    ("AWS_SECRET_ACCESS_KEY", "gale-test-secret"),
-    ("AWS_DEFAULT_REGION", "us-east-1"),
-];
-
 fn gale(args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new(bin("gale"))
         .args(args)
@@ -119,23 +83,8 @@ fn gale(args: &[&str], env: &[(&str, &str)]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_to_s3_read_by_pyarrow_and_compacted() {
     let stack = stack();
-    let moto = Moto::start();
-    let bucket = unique("lake");
-    let client = reqwest::Client::new();
-    wait_for("moto to create the bucket", Duration::from_secs(30), || {
-        let client = client.clone();
-        let url = format!("{}/{bucket}", moto.endpoint);
-        async move {
-            client
-                .put(url)
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-                .map(|_| ())
-        }
-    })
-    .await;
+    let moto = Moto::start().await;
+    let bucket = moto.bucket.clone();
     let dir = tempfile::tempdir().unwrap();
     let validated = unique("validated");
     create_topics(&stack.bootstrap, &[&validated], 3).await;
@@ -581,23 +530,8 @@ async fn archive_layout_follows_its_settings() {
 async fn a_stale_owner_cannot_overwrite_the_new_owners_checkpoint_on_s3() {
     use gale_archive::fence::{self, Written};
     use gale_archive::layout::Checkpoint;
-    let moto = Moto::start();
-    let bucket = unique("lake");
-    let client = reqwest::Client::new();
-    wait_for("moto to create the bucket", Duration::from_secs(30), || {
-        let client = client.clone();
-        let url = format!("{}/{bucket}", moto.endpoint);
-        async move {
-            client
-                .put(url)
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-                .map(|_| ())
-        }
-    })
-    .await;
+    let moto = Moto::start().await;
+    let bucket = moto.bucket.clone();
     let location = gale_runtime::storage::open(
         &gale_runtime::storage::StoreConfig {
             url: format!("s3://{bucket}/lake"),

@@ -97,22 +97,6 @@ fn simulate(stack: &Stack, topic: &str, turbines: usize, meters: usize, count: u
     );
 }
 
-async fn caught_up(stack: &Stack, group: &str, topic: &str) {
-    wait_for(
-        &format!("{group} to consume {topic}"),
-        Duration::from_secs(180),
-        || {
-            let (b, g, t) = (
-                stack.bootstrap.clone(),
-                group.to_string(),
-                topic.to_string(),
-            );
-            async move { (committed_lag(&b, &g, &t) == Ok(0)).then_some(()) }
-        },
-    )
-    .await;
-}
-
 /// What the database holds that a replay must not change.
 #[derive(Debug, PartialEq)]
 struct Stored {
@@ -283,7 +267,7 @@ async fn replaying_sinks_and_stages_changes_nothing_stored() {
         (&pg_group, &faults),
         (&pg_group, &a1h),
     ] {
-        caught_up(&stack, group, topic).await;
+        wait_caught_up(&stack, group, topic).await;
     }
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     let before = stored(&pool).await;
@@ -381,7 +365,7 @@ async fn replaying_sinks_and_stages_changes_nothing_stored() {
         (&pg_group, &faults),
         (&pg_group, &a1h),
     ] {
-        caught_up(&stack, group, topic).await;
+        wait_caught_up(&stack, group, topic).await;
     }
     // Every group read its topics again (stateful stages skip, by their
     // restored state, what it covers: that is what keeps replays harmless).
@@ -427,7 +411,7 @@ async fn replaying_sinks_and_stages_changes_nothing_stored() {
     let rebuilt = ServiceProcess::start("gale-pg-sink", &rebuild_env, &pg_args, "ops-pg-rebuild");
     rebuilt.wait_ready(Duration::from_secs(90)).await;
     for topic in [&validated, &faults, &a1h] {
-        caught_up(&stack, &rebuild, topic).await;
+        wait_caught_up(&stack, &rebuild, topic).await;
     }
     assert!(rebuilt.records_in().await >= held(&validated) as f64);
     assert_eq!(
